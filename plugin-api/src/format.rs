@@ -1,0 +1,218 @@
+//! Formats: how to read tags and lay out a served file for one audio container.
+
+use std::io;
+
+use abi_stable::{
+    sabi_trait,
+    sabi_trait::prelude::TD_Opaque,
+    std_types::{RBox, RResult, RSlice, RSliceMut, RStr, RString, RVec},
+};
+
+use crate::error::{ErrorKind, PluginError, PluginResult};
+use crate::guard::{guard, guard_or};
+use crate::origin::HandleBox;
+use crate::types::{CallCtx, Plan, PlanRequest, TrackInfo};
+
+/// The FFI-safe format trait object (see [`Format`] for the meaning of each method).
+#[sabi_trait]
+pub trait FfiFormat: Send + Sync {
+    /// See [`Format::extensions`].
+    fn extensions(&self) -> RVec<RString>;
+    /// See [`Format::probe`].
+    fn probe(&self, head: RSlice<'_, u8>, extension: RStr<'_>) -> u32;
+    /// See [`Format::read`].
+    fn read(&self, ctx: &CallCtx, file: &HandleBox) -> RResult<TrackInfo, PluginError>;
+    /// See [`Format::plan`].
+    #[sabi(last_prefix_field)]
+    fn plan(&self, ctx: &CallCtx, file: &HandleBox, req: &PlanRequest) -> RResult<Plan, PluginError>;
+}
+
+/// A boxed format as it crosses the boundary.
+pub type FormatBox = FfiFormat_TO<'static, RBox<()>>;
+
+/// How many head bytes the host passes to [`Format::probe`] (fewer if the file is shorter).
+pub const PROBE_HEAD_LEN: usize = 64 * 1024;
+
+/// A format plugin: recognises files, reads their tags, lays out served files.
+pub trait Format: Send + Sync + 'static {
+    /// The lower-case file extensions (without dot) this format claims; the scanner only
+    /// considers files with one of these.
+    fn extensions(&self) -> Vec<String>;
+
+    /// How sure this format is that the file is its own, from the first bytes
+    /// ([`PROBE_HEAD_LEN`] at most) and the lower-case extension: 0 (no) to 100 (certain).
+    fn probe(&self, head: &[u8], extension: &str) -> u32;
+
+    /// Reads tags, pictures, audio properties and the exact audio byte range.
+    ///
+    /// Reads only what it needs (the head, and the tail where trailers live), never the
+    /// whole file.
+    ///
+    /// # Errors
+    /// [`INVALID_DATA`](crate::ErrorKind::INVALID_DATA) for corrupt, truncated or foreign
+    /// files, with a message saying what is wrong; transport errors from the origin.
+    fn read(&self, src: &Source) -> PluginResult<TrackInfo>;
+
+    /// The layout of the served file, computed once per open. The default serves the
+    /// original bytes unchanged in both modes.
+    ///
+    /// # Errors
+    /// As for [`read`](Format::read).
+    fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
+        let _ = req;
+        Ok(Plan::passthrough(src.len()))
+    }
+}
+
+/// Wraps a Rust [`Format`] into its FFI form. Used by [`export_plugin!`](crate::export_plugin).
+pub fn format_into_ffi<T: Format>(format: T) -> FormatBox {
+    FfiFormat_TO::from_value(FormatAdapter(format), TD_Opaque)
+}
+
+struct FormatAdapter<T>(T);
+
+impl<T: Format> FfiFormat for FormatAdapter<T> {
+    fn extensions(&self) -> RVec<RString> {
+        guard_or(RVec::new(), || self.0.extensions().into_iter().map(RString::from).collect())
+    }
+
+    fn probe(&self, head: RSlice<'_, u8>, extension: RStr<'_>) -> u32 {
+        guard_or(0, || self.0.probe(head.as_slice(), extension.as_str()).min(100))
+    }
+
+    fn read(&self, ctx: &CallCtx, file: &HandleBox) -> RResult<TrackInfo, PluginError> {
+        guard(|| self.0.read(&Source::new(file.clone(), ctx.clone())))
+    }
+
+    fn plan(&self, ctx: &CallCtx, file: &HandleBox, req: &PlanRequest) -> RResult<Plan, PluginError> {
+        guard(|| self.0.plan(&Source::new(file.clone(), ctx.clone()), req))
+    }
+}
+
+/// A file as a format plugin sees it: random-access reads with the call's context.
+///
+/// Cloning is cheap (the handle is shared).
+#[derive(Clone)]
+pub struct Source {
+    handle: HandleBox,
+    ctx: CallCtx,
+    len: u64,
+}
+
+impl Source {
+    /// Wraps an FFI handle with the context its reads will use.
+    pub fn new(handle: HandleBox, ctx: CallCtx) -> Self {
+        let len = handle.len();
+        Self { handle, ctx, len }
+    }
+
+    /// The file's length.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The context reads use.
+    pub fn ctx(&self) -> &CallCtx {
+        &self.ctx
+    }
+
+    /// The underlying handle.
+    pub fn handle(&self) -> &HandleBox {
+        &self.handle
+    }
+
+    /// One read of up to `buf.len()` bytes at `offset` (short reads possible).
+    ///
+    /// # Errors
+    /// The origin's error.
+    pub fn read_at(&self, offset: u64, buf: &mut [u8]) -> PluginResult<usize> {
+        self.handle.read_at(&self.ctx, offset, RSliceMut::from_mut_slice(buf)).into_result()
+    }
+
+    /// Fills `buf` from `offset`.
+    ///
+    /// # Errors
+    /// [`UNEXPECTED_EOF`](ErrorKind::UNEXPECTED_EOF) if the file ends first; the origin's error.
+    pub fn read_exact_at(&self, offset: u64, buf: &mut [u8]) -> PluginResult<()> {
+        let mut done = 0;
+        while done < buf.len() {
+            let n = self.read_at(offset + done as u64, &mut buf[done..])?;
+            if n == 0 {
+                return Err(PluginError::new(
+                    ErrorKind::UNEXPECTED_EOF,
+                    format!("file ends at byte {} but {} bytes were needed at offset {offset}", offset + done as u64, buf.len()),
+                ));
+            }
+            done += n;
+        }
+        Ok(())
+    }
+
+    /// Up to `len` bytes from `offset`, fewer only where the file ends.
+    ///
+    /// # Errors
+    /// The origin's error.
+    pub fn read_vec(&self, offset: u64, len: usize) -> PluginResult<Vec<u8>> {
+        let avail = self.len.saturating_sub(offset).min(len as u64) as usize;
+        let mut buf = vec![0; avail];
+        self.read_exact_at(offset, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// A `std::io::Read + Seek` view from offset 0, for parsers that want a stream
+    /// (e.g. symphonia).
+    pub fn reader(&self) -> SourceReader {
+        SourceReader { src: self.clone(), pos: 0 }
+    }
+}
+
+/// A seekable stream over a [`Source`]; see [`Source::reader`].
+#[derive(Clone)]
+pub struct SourceReader {
+    src: Source,
+    pos: u64,
+}
+
+impl SourceReader {
+    /// The file's length.
+    pub fn len(&self) -> u64 {
+        self.src.len
+    }
+
+    /// Whether the file is empty.
+    pub fn is_empty(&self) -> bool {
+        self.src.len == 0
+    }
+}
+
+impl io::Read for SourceReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.pos >= self.src.len || buf.is_empty() {
+            return Ok(0);
+        }
+        let n = self.src.read_at(self.pos, buf).map_err(|e| {
+            let kind = if e.kind == ErrorKind::UNEXPECTED_EOF { io::ErrorKind::UnexpectedEof } else { io::ErrorKind::Other };
+            io::Error::new(kind, e)
+        })?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl io::Seek for SourceReader {
+    fn seek(&mut self, pos: io::SeekFrom) -> io::Result<u64> {
+        let target = match pos {
+            io::SeekFrom::Start(p) => Some(p),
+            io::SeekFrom::End(d) => self.src.len.checked_add_signed(d),
+            io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
+        };
+        let target = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
+        self.pos = target;
+        Ok(target)
+    }
+}
