@@ -1,0 +1,173 @@
+//! musefs format plugin `ogg`: Ogg Vorbis and Ogg Opus.
+//!
+//! Reads the header pages of the first logical stream: the identification packet, the
+//! comment packet (`\x03vorbis` / `OpusTags` + a Vorbis comment block, pictures in
+//! `METADATA_BLOCK_PICTURE`) and, for Vorbis, the setup packet. Audio starts at the first
+//! page after the header packets (both specs require audio to begin on a fresh page).
+//! Every header page's CRC is checked. Chained streams and other serials are not read.
+
+pub mod page;
+
+use base64::Engine;
+use musefs_format_util::{picture, props, vorbis};
+use musefs_plugin_api::{Format, KeyValue, PluginError, PluginResult, Region, Source, Tag, TrackInfo};
+
+/// Header packets larger than this are refused (covers are a few MiB at most).
+const MAX_HEADER_BYTES: usize = 64 * 1024 * 1024;
+
+/// The Ogg format.
+pub struct Ogg;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Codec {
+    Vorbis,
+    Opus,
+}
+
+fn codec_of(first_packet: &[u8]) -> Option<Codec> {
+    if first_packet.starts_with(b"\x01vorbis") {
+        Some(Codec::Vorbis)
+    } else if first_packet.starts_with(b"OpusHead") {
+        Some(Codec::Opus)
+    } else {
+        None
+    }
+}
+
+impl Format for Ogg {
+    fn extensions(&self) -> Vec<String> {
+        vec!["ogg".into(), "oga".into(), "opus".into()]
+    }
+
+    fn probe(&self, head: &[u8], _extension: &str) -> u32 {
+        if head.len() >= 28 && &head[..4] == b"OggS" {
+            let body = 27 + head[26] as usize;
+            match head.get(body..).and_then(codec_of) {
+                Some(_) => 100,
+                None => 20, // Ogg, but not a codec we read (e.g. Ogg FLAC)
+            }
+        } else {
+            0
+        }
+    }
+
+    fn read(&self, src: &Source) -> PluginResult<TrackInfo> {
+        let len = src.len();
+        let mut pos = 0u64;
+        let mut serial = None;
+        let mut packets: Vec<Vec<u8>> = Vec::new();
+        let mut partial: Vec<u8> = Vec::new();
+        let mut codec = None;
+        let mut total = 0usize;
+        let mut header_end;
+        loop {
+            let head = src.read_vec(pos, 27 + 255)?;
+            if head.len() < 27 {
+                return Err(PluginError::invalid_data(format!("truncated: the header pages end at offset {pos}")));
+            }
+            if &head[..4] != b"OggS" {
+                return Err(PluginError::invalid_data(format!("no Ogg page at offset {pos}: not an Ogg file or corrupt")));
+            }
+            let hl = 27 + head[26] as usize;
+            let body: usize = head.get(27..hl).map_or(0, |l| l.iter().map(|&b| b as usize).sum());
+            let whole = src.read_vec(pos, hl + body)?;
+            let page = page::parse(&whole, pos)?;
+            pos += page.len();
+            header_end = pos;
+            let s = *serial.get_or_insert(page.serial);
+            if page.serial != s {
+                continue; // another multiplexed stream
+            }
+            let mut at = page.header_len;
+            for &l in &page.lacing {
+                partial.extend_from_slice(&whole[at..at + l as usize]);
+                at += l as usize;
+                total += l as usize;
+                if l < 255 {
+                    packets.push(std::mem::take(&mut partial));
+                }
+            }
+            if total > MAX_HEADER_BYTES {
+                return Err(PluginError::invalid_data("Ogg header packets are implausibly large"));
+            }
+            if codec.is_none() {
+                if let Some(first) = packets.first() {
+                    codec = Some(codec_of(first).ok_or_else(|| {
+                        PluginError::invalid_data("the Ogg stream is neither Vorbis nor Opus")
+                    })?);
+                }
+            }
+            let needed = match codec {
+                Some(Codec::Vorbis) => 3,
+                Some(Codec::Opus) => 2,
+                None => usize::MAX,
+            };
+            if packets.len() >= needed {
+                break;
+            }
+            if pos >= len {
+                return Err(PluginError::invalid_data("truncated: the file ends inside the Ogg header packets"));
+            }
+        }
+        let codec = codec.expect("set once a packet is complete");
+        let (name, ext, prefix): (&str, &str, &[u8]) = match codec {
+            Codec::Vorbis => ("vorbis", "ogg", b"\x03vorbis"),
+            Codec::Opus => ("opus", "opus", b"OpusTags"),
+        };
+        let comment = packets[1]
+            .strip_prefix(prefix)
+            .ok_or_else(|| PluginError::invalid_data("the second Ogg packet is not a comment header"))?;
+        let parsed = vorbis::parse(comment)?;
+        let (mut tags, pics) = vorbis::to_tags(&parsed);
+        let mut pictures = Vec::new();
+        for b64 in pics {
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(b64.trim())
+                .ok()
+                .and_then(|raw| picture::parse_flac_picture(&raw).ok());
+            match decoded {
+                Some(p) => pictures.push(p),
+                // Keep an undecodable picture as data rather than losing it.
+                None => tags.push(Tag::text("", "METADATA_BLOCK_PICTURE", &b64)),
+            }
+        }
+        let mut extra = vec![KeyValue { key: "vendor".into(), value: parsed.vendor.as_str().into() }];
+        if codec == Codec::Opus {
+            let id = &packets[0];
+            if id.len() >= 19 {
+                let pre_skip = u16::from_le_bytes([id[10], id[11]]);
+                let gain = i16::from_le_bytes([id[16], id[17]]);
+                extra.push(KeyValue { key: "opus_pre_skip".into(), value: pre_skip.to_string().into() });
+                extra.push(KeyValue { key: "opus_output_gain".into(), value: gain.to_string().into() });
+            }
+            let rest = comment.len() - parsed.consumed;
+            if rest > 0 {
+                extra.push(KeyValue { key: "opus_padding_bytes".into(), value: rest.to_string().into() });
+            }
+        }
+        let audio_offset = header_end;
+        let audio_len = len - audio_offset;
+        if audio_len == 0 {
+            return Err(PluginError::invalid_data("truncated: no audio pages after the headers"));
+        }
+        let props = props::audio_props(src, ext, name, audio_len)?;
+        Ok(TrackInfo {
+            format: format!("ogg-{name}").into(),
+            extension: ext.into(),
+            tags: tags.into(),
+            pictures: pictures.into(),
+            props,
+            audio_offset,
+            audio_len,
+            regions: vec![Region { kind: "ogg-headers".into(), offset: 0, len: header_end }].into(),
+            extra: extra.into(),
+        })
+    }
+}
+
+musefs_plugin_api::export_plugin! {
+    name: "ogg",
+    version: env!("CARGO_PKG_VERSION"),
+    description: "Ogg Vorbis and Ogg Opus: comment headers, METADATA_BLOCK_PICTURE",
+    format: |_config: &str| Ok(Ogg),
+}
