@@ -1,0 +1,551 @@
+//! The SQLite catalog: origins, files, tags, pictures, audio properties.
+//!
+//! One database per state directory (`catalog.db`, WAL mode). The schema is versioned
+//! with `PRAGMA user_version` and upgraded by the migrations in [`MIGRATIONS`]; a
+//! catalog written by a newer musefs is refused with a clear error, never touched.
+//!
+//! File rows keep their id across rescans (an update is an upsert on
+//! `(origin, path)`), so inode numbers derived from them are stable. Tags carry a
+//! `source`: [`SOURCE_FILE`] for what the file says, [`SOURCE_USER`] for the user's
+//! overlay; a rescan replaces only the former.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use musefs_plugin_api::{Stat, TrackInfo};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+/// Tags read from the file.
+pub const SOURCE_FILE: i64 = 0;
+/// Tags set by the user (an overlay that wins over the file's own values per key).
+pub const SOURCE_USER: i64 = 1;
+
+/// The migrations; `MIGRATIONS[i]` upgrades schema version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[r"
+CREATE TABLE origins (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL
+);
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY,
+    origin_id INTEGER NOT NULL REFERENCES origins(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER,
+    etag TEXT,
+    plugin TEXT NOT NULL,
+    format TEXT NOT NULL,
+    extension TEXT NOT NULL,
+    audio_offset INTEGER NOT NULL,
+    audio_len INTEGER NOT NULL,
+    codec TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    sample_rate INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    bits_per_sample INTEGER NOT NULL,
+    bitrate INTEGER NOT NULL,
+    regions TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    scanned_at INTEGER NOT NULL,
+    UNIQUE (origin_id, path)
+);
+CREATE TABLE tags (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    source INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    native TEXT NOT NULL,
+    value TEXT NOT NULL,
+    data BLOB,
+    PRIMARY KEY (file_id, source, seq)
+) WITHOUT ROWID;
+CREATE INDEX tags_by_key ON tags(key, file_id);
+CREATE TABLE pictures (
+    id INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    mime TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    colors INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE file_pictures (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    source INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    picture_id INTEGER NOT NULL REFERENCES pictures(id),
+    picture_type INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    PRIMARY KEY (file_id, source, seq)
+) WITHOUT ROWID;
+CREATE INDEX file_pictures_by_picture ON file_pictures(picture_id);
+"];
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// A catalog error.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// SQLite failed.
+    #[error("catalog {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// The catalog was written by a newer musefs.
+    #[error(
+        "catalog {path} has schema version {found}, but this musefs knows only up to {known}: \
+         it was written by a newer musefs; upgrade musefs or point `state_dir` elsewhere"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// The state directory cannot be created.
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A catalog result.
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// The catalog's view of one file, as the scanner compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownFile {
+    /// The file id.
+    pub id: i64,
+    /// Size at the last scan.
+    pub size: u64,
+    /// Modification time at the last scan.
+    pub mtime_ns: Option<i64>,
+    /// ETag at the last scan.
+    pub etag: Option<String>,
+}
+
+/// One file as the serving core needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    /// The file id.
+    pub id: i64,
+    /// Its origin's name.
+    pub origin: String,
+    /// Its path in the origin.
+    pub path: String,
+    /// Size at the last scan.
+    pub size: u64,
+    /// Modification time at the last scan.
+    pub mtime_ns: Option<i64>,
+    /// ETag at the last scan.
+    pub etag: Option<String>,
+    /// The format plugin that read it.
+    pub plugin: String,
+    /// The extension to serve it with.
+    pub extension: String,
+}
+
+/// A file with the tag values a tree build needs.
+#[derive(Debug, Clone)]
+pub struct TreeFile {
+    /// The file row.
+    pub file: FileRow,
+    /// `(key, value)` pairs, the user's overlay applied, in order.
+    pub tags: Vec<(String, String)>,
+}
+
+/// The catalog.
+pub struct Catalog {
+    conn: Connection,
+    path: PathBuf,
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+}
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog at `path` and brings its schema up to date.
+    ///
+    /// # Errors
+    /// [`CatalogError::TooNew`] for a catalog from a newer musefs; SQLite errors.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| CatalogError::StateDir { path: dir.to_owned(), source })?;
+        }
+        let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite { path: path.to_owned(), source })?;
+        let mut cat = Self { conn, path: path.to_owned() };
+        cat.setup()?;
+        Ok(cat)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
+        move |source| CatalogError::Sqlite { path: self.path.clone(), source }
+    }
+
+    fn setup(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
+        self.conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(&e)?;
+        self.conn
+            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+            .map_err(&e)?;
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(&e)?;
+        if version > SCHEMA_VERSION {
+            return Err(CatalogError::TooNew { path: self.path.clone(), found: version, known: SCHEMA_VERSION });
+        }
+        for v in version..SCHEMA_VERSION {
+            let tx = self.conn.transaction().map_err(&e)?;
+            tx.execute_batch(MIGRATIONS[v as usize]).map_err(&e)?;
+            tx.pragma_update(None, "user_version", v + 1).map_err(&e)?;
+            tx.commit().map_err(&e)?;
+        }
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// The id of origin `name`, registering it if new.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn origin_id(&self, name: &str, kind: &str) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO origins(name, kind) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET kind = excluded.kind",
+                params![name, kind],
+            )
+            .map_err(self.err())?;
+        self.conn.query_row("SELECT id FROM origins WHERE name = ?1", [name], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// Every file of an origin, by path.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn known_files(&self, origin_id: i64) -> Result<HashMap<String, KnownFile>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, path, size, mtime_ns, etag FROM files WHERE origin_id = ?1")
+            .map_err(self.err())?;
+        let rows = st
+            .query_map([origin_id], |r| {
+                Ok((
+                    r.get::<_, String>(1)?,
+                    KnownFile { id: r.get(0)?, size: r.get::<_, i64>(2)? as u64, mtime_ns: r.get(3)?, etag: r.get(4)? },
+                ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+
+    /// Writes a batch of scanned files in one transaction (insert or update; the user's
+    /// overlay is kept). Returns the file ids.
+    ///
+    /// # Errors
+    /// SQLite errors; the whole batch is rolled back.
+    pub fn write_batch(&mut self, origin_id: i64, batch: &[(String, Stat, String, TrackInfo)]) -> Result<Vec<i64>> {
+        let path = self.path.clone();
+        let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&e)?;
+        let mut ids = Vec::with_capacity(batch.len());
+        for (rel, stat, plugin, info) in batch {
+            ids.push(write_one(&tx, origin_id, rel, stat, plugin, info).map_err(&e)?);
+        }
+        tx.commit().map_err(&e)?;
+        Ok(ids)
+    }
+
+    /// Removes files by id (their tags and picture links go with them) and pictures no
+    /// file uses any more.
+    ///
+    /// # Errors
+    /// SQLite errors; nothing is removed then.
+    pub fn remove_files(&mut self, ids: &[i64]) -> Result<()> {
+        let path = self.path.clone();
+        let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&e)?;
+        {
+            let mut st = tx.prepare("DELETE FROM files WHERE id = ?1").map_err(&e)?;
+            for id in ids {
+                st.execute([id]).map_err(&e)?;
+            }
+        }
+        tx.execute("DELETE FROM pictures WHERE id NOT IN (SELECT picture_id FROM file_pictures)", []).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(())
+    }
+
+    /// One file by id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn file(&self, id: i64) -> Result<Option<FileRow>> {
+        self.conn
+            .query_row(
+                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension
+                 FROM files f JOIN origins o ON o.id = f.origin_id WHERE f.id = ?1",
+                [id],
+                file_row,
+            )
+            .optional()
+            .map_err(self.err())
+    }
+
+    /// Every file with the values of `keys` (the user's overlay replacing the file's own
+    /// values key by key), ordered by origin name and path.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn tree_files(&self, keys: &[String]) -> Result<Vec<TreeFile>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension
+                 FROM files f JOIN origins o ON o.id = f.origin_id ORDER BY o.name, f.path",
+            )
+            .map_err(self.err())?;
+        let mut files: Vec<TreeFile> = st
+            .query_map([], |r| Ok(TreeFile { file: file_row(r)?, tags: Vec::new() }))
+            .map_err(self.err())?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(self.err())?;
+        if keys.is_empty() || files.is_empty() {
+            return Ok(files);
+        }
+        let index: HashMap<i64, usize> = files.iter().enumerate().map(|(i, f)| (f.file.id, i)).collect();
+        let placeholders = vec!["?"; keys.len()].join(",");
+        let sql = format!(
+            "SELECT file_id, source, key, value FROM tags WHERE key IN ({placeholders}) AND data IS NULL
+             ORDER BY file_id, source DESC, seq"
+        );
+        let mut st = self.conn.prepare(&sql).map_err(self.err())?;
+        let mut rows = st.query(rusqlite::params_from_iter(keys.iter())).map_err(self.err())?;
+        // Rows come user overlay first per file: once a key has user values, file values
+        // for that key are skipped.
+        let mut current = (-1i64, Vec::<String>::new());
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let (id, source, key, value): (i64, i64, String, String) =
+                (r.get(0).map_err(self.err())?, r.get(1).map_err(self.err())?, r.get(2).map_err(self.err())?, r.get(3).map_err(self.err())?);
+            if id != current.0 {
+                current = (id, Vec::new());
+            }
+            if source == SOURCE_USER {
+                if !current.1.contains(&key) {
+                    current.1.push(key.clone());
+                }
+            } else if current.1.contains(&key) {
+                continue;
+            }
+            if let Some(&i) = index.get(&id) {
+                files[i].tags.push((key, value));
+            }
+        }
+        Ok(files)
+    }
+
+    /// Counts of files, tags and pictures.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn counts(&self) -> Result<(u64, u64, u64)> {
+        let q = |sql: &str| self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(self.err());
+        Ok((q("SELECT count(*) FROM files")?, q("SELECT count(*) FROM tags")?, q("SELECT count(*) FROM pictures")?))
+    }
+
+    /// The tags of one file as stored, `(source, key, native, value, is_binary)`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn file_tags(&self, id: i64) -> Result<Vec<(i64, String, String, String, bool)>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT source, key, native, value, data IS NOT NULL FROM tags WHERE file_id = ?1 ORDER BY source, seq")
+            .map_err(self.err())?;
+        let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+}
+
+fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    Ok(FileRow {
+        id: r.get(0)?,
+        origin: r.get(1)?,
+        path: r.get(2)?,
+        size: r.get::<_, i64>(3)? as u64,
+        mtime_ns: r.get(4)?,
+        etag: r.get(5)?,
+        plugin: r.get(6)?,
+        extension: r.get(7)?,
+    })
+}
+
+fn write_one(tx: &Transaction<'_>, origin_id: i64, rel: &str, stat: &Stat, plugin: &str, info: &TrackInfo) -> rusqlite::Result<i64> {
+    let regions: Vec<serde_json::Value> = info
+        .regions
+        .iter()
+        .map(|r| serde_json::json!({ "kind": r.kind.as_str(), "offset": r.offset, "len": r.len }))
+        .collect();
+    let extra: serde_json::Map<String, serde_json::Value> =
+        info.extra.iter().map(|kv| (kv.key.to_string(), kv.value.as_str().into())).collect();
+    let p = &info.props;
+    let id: i64 = tx.query_row(
+        "INSERT INTO files (origin_id, path, size, mtime_ns, etag, plugin, format, extension, audio_offset, audio_len,
+                            codec, duration_ms, sample_rate, channels, bits_per_sample, bitrate, regions, extra, scanned_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+         ON CONFLICT (origin_id, path) DO UPDATE SET
+            size = excluded.size, mtime_ns = excluded.mtime_ns, etag = excluded.etag, plugin = excluded.plugin,
+            format = excluded.format, extension = excluded.extension, audio_offset = excluded.audio_offset,
+            audio_len = excluded.audio_len, codec = excluded.codec, duration_ms = excluded.duration_ms,
+            sample_rate = excluded.sample_rate, channels = excluded.channels,
+            bits_per_sample = excluded.bits_per_sample, bitrate = excluded.bitrate, regions = excluded.regions,
+            extra = excluded.extra, scanned_at = excluded.scanned_at
+         RETURNING id",
+        params![
+            origin_id,
+            rel,
+            stat.size as i64,
+            stat.mtime_ns.clone().into_option(),
+            stat.etag.clone().into_option().map(|s| s.into_string()),
+            plugin,
+            info.format.as_str(),
+            info.extension.as_str(),
+            info.audio_offset as i64,
+            info.audio_len as i64,
+            p.codec.as_str(),
+            p.duration_ms as i64,
+            p.sample_rate,
+            p.channels,
+            p.bits_per_sample,
+            p.bitrate,
+            serde_json::Value::Array(regions).to_string(),
+            serde_json::Value::Object(extra).to_string(),
+            now_secs(),
+        ],
+        |r| r.get(0),
+    )?;
+    tx.execute("DELETE FROM tags WHERE file_id = ?1 AND source = ?2", params![id, SOURCE_FILE])?;
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO tags (file_id, source, seq, key, native, value, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (seq, t) in info.tags.iter().enumerate() {
+            let data: Option<&[u8]> = if t.data.is_empty() { None } else { Some(t.data.as_slice()) };
+            st.execute(params![id, SOURCE_FILE, seq as i64, t.key.as_str(), t.native.as_str(), t.value.as_str(), data])?;
+        }
+    }
+    tx.execute("DELETE FROM file_pictures WHERE file_id = ?1 AND source = ?2", params![id, SOURCE_FILE])?;
+    for (seq, pic) in info.pictures.iter().enumerate() {
+        let hash = blake3::hash(pic.data.as_slice());
+        tx.execute(
+            "INSERT INTO pictures (hash, mime, width, height, depth, colors, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (hash) DO NOTHING",
+            params![hash.as_bytes().as_slice(), pic.mime.as_str(), pic.width, pic.height, pic.depth, pic.colors, pic.data.as_slice()],
+        )?;
+        let pid: i64 = tx.query_row("SELECT id FROM pictures WHERE hash = ?1", [hash.as_bytes().as_slice()], |r| r.get(0))?;
+        tx.execute(
+            "INSERT INTO file_pictures (file_id, source, seq, picture_id, picture_type, description) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![id, SOURCE_FILE, seq as i64, pid, pic.picture_type, pic.description.as_str()],
+        )?;
+    }
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use musefs_plugin_api::{AudioProps, EntryKind, Picture, Tag};
+
+    use super::*;
+
+    fn info(title: &str, cover: &[u8]) -> TrackInfo {
+        TrackInfo {
+            format: "flac".into(),
+            extension: "flac".into(),
+            tags: vec![Tag::text("title", "TITLE", title), Tag::text("artist", "ARTIST", "A"), Tag::text("artist", "ARTIST", "B")].into(),
+            pictures: vec![Picture {
+                picture_type: 3,
+                mime: "image/png".into(),
+                description: "".into(),
+                width: 1,
+                height: 1,
+                depth: 24,
+                colors: 0,
+                data: cover.to_vec().into(),
+            }]
+            .into(),
+            props: AudioProps { codec: "flac".into(), duration_ms: 1000, sample_rate: 44100, channels: 2, bits_per_sample: 16, bitrate: 1 },
+            audio_offset: 10,
+            audio_len: 100,
+            regions: Vec::new().into(),
+            extra: Vec::new().into(),
+        }
+    }
+
+    fn stat(size: u64) -> Stat {
+        Stat { kind: EntryKind::FILE, size, mtime_ns: Some(5).into(), etag: None.into() }
+    }
+
+    #[test]
+    fn upsert_keeps_ids_dedups_pictures_and_overlay_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&d.path().join("c.db")).unwrap();
+        let o = c.origin_id("main", "local").unwrap();
+        let ids = c
+            .write_batch(o, &[("a.flac".into(), stat(110), "flac".into(), info("One", b"img")), ("b.flac".into(), stat(110), "flac".into(), info("Two", b"img"))])
+            .unwrap();
+        assert_eq!(c.counts().unwrap(), (2, 6, 1), "one picture row for two files");
+        let again = c.write_batch(o, &[("a.flac".into(), stat(111), "flac".into(), info("Uno", b"img2"))]).unwrap();
+        assert_eq!(again[0], ids[0], "an update keeps the file id");
+        c.conn
+            .execute("INSERT INTO tags VALUES (?1, 1, 0, 'title', 'TITLE', 'Edited', NULL)", [ids[1]])
+            .unwrap();
+        let files = c.tree_files(&["title".into(), "artist".into()]).unwrap();
+        let titles: Vec<Vec<_>> = files
+            .iter()
+            .map(|f| f.tags.iter().filter(|(k, _)| k == "title").map(|(_, v)| v.clone()).collect())
+            .collect();
+        assert_eq!(titles, vec![vec!["Uno".to_owned()], vec!["Edited".to_owned()]]);
+        assert_eq!(files[0].tags.iter().filter(|(k, _)| k == "artist").count(), 2);
+        c.remove_files(&[ids[0]]).unwrap();
+        assert_eq!(c.counts().unwrap(), (1, 4, 1), "the unused picture is gone");
+    }
+
+    #[test]
+    fn a_newer_catalog_is_refused_and_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.db");
+        drop(Catalog::open(&p).unwrap());
+        let conn = Connection::open(&p).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        let e = Catalog::open(&p).err().unwrap();
+        assert!(matches!(e, CatalogError::TooNew { .. }), "{e}");
+        assert!(e.to_string().contains("newer musefs"));
+        let conn = Connection::open(&p).unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION + 1);
+    }
+}

@@ -1,0 +1,204 @@
+//! The FUSE adapter: a thin translation from kernel requests to [`Core`] calls.
+//!
+//! Local files served unchanged are handed to the kernel with FUSE passthrough when the
+//! kernel offers it (reads then never reach this process); otherwise, and for every
+//! other file, reads go through [`Core::read`].
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
+};
+
+use crate::serve::Core;
+use crate::tree::{Node, NodeKind};
+
+const TTL: Duration = Duration::from_secs(10);
+
+/// The mounted filesystem.
+pub struct MuseFs {
+    core: Arc<Core>,
+    uid: u32,
+    gid: u32,
+    mounted: SystemTime,
+    passthrough_wanted: bool,
+    passthrough: AtomicBool,
+    fallback_logged: AtomicBool,
+    backing: Mutex<HashMap<u64, BackingId>>,
+}
+
+impl MuseFs {
+    /// A filesystem over `core`; `passthrough` asks for kernel passthrough of local files.
+    pub fn new(core: Arc<Core>, passthrough: bool) -> Self {
+        // SAFETY: getuid/getgid have no preconditions and cannot fail.
+        let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+        Self {
+            core,
+            uid,
+            gid,
+            mounted: SystemTime::now(),
+            passthrough_wanted: passthrough,
+            passthrough: AtomicBool::new(false),
+            fallback_logged: AtomicBool::new(false),
+            backing: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn attr(&self, n: &Node) -> FileAttr {
+        let (kind, size, perm, nlink, mtime) = match n.kind {
+            NodeKind::Dir(_) => (FileType::Directory, 0, 0o555, 2, self.mounted),
+            NodeKind::File { size, mtime_ns, .. } => {
+                let t = UNIX_EPOCH + Duration::from_nanos(u64::try_from(mtime_ns).unwrap_or(0));
+                (FileType::RegularFile, size, 0o444, 1, t)
+            }
+        };
+        FileAttr {
+            ino: INodeNo(n.ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind,
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            flags: 0,
+            blksize: 128 * 1024,
+        }
+    }
+
+    fn log_fallback(&self, why: &str) {
+        if !self.fallback_logged.swap(true, Ordering::Relaxed) {
+            tracing::info!("kernel FUSE passthrough not used ({why}); serving reads through the daemon");
+        }
+    }
+}
+
+impl Filesystem for MuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_readahead(1024 * 1024);
+        if self.passthrough_wanted {
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) => {
+                    let _ = config.set_max_stack_depth(1);
+                    self.passthrough.store(true, Ordering::Relaxed);
+                    tracing::info!("kernel FUSE passthrough enabled for local files served unchanged");
+                }
+                Err(_) => self.log_fallback("the kernel does not offer it"),
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match name.to_str().and_then(|n| self.core.lookup(parent.0, n)) {
+            Some(n) => reply.entry(&TTL, &self.attr(&n), fuser::Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.core.node(ino.0) {
+            Some(n) => reply.attr(&TTL, &self.attr(&n)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            reply.error(Errno::from_i32(libc::EROFS));
+            return;
+        }
+        let (fh, file) = match self.core.open(ino.0) {
+            Ok(x) => x,
+            Err(e) => {
+                reply.error(Errno::from_i32(e.errno()));
+                return;
+            }
+        };
+        if self.passthrough.load(Ordering::Relaxed) {
+            if let Some(path) = &file.direct_path {
+                match std::fs::File::open(path).map(|f| reply.open_backing(&f)) {
+                    Ok(Ok(id)) => {
+                        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                        self.backing.lock().expect("backing lock").insert(fh, id);
+                        return;
+                    }
+                    Ok(Err(e)) | Err(e) => {
+                        self.passthrough.store(false, Ordering::Relaxed);
+                        self.log_fallback(&format!("registering a backing file failed: {e}"));
+                    }
+                }
+            }
+        } else if file.direct_path.is_some() {
+            self.log_fallback("not available");
+        }
+        // Served bytes of an inode never change while it exists (a changed original is an
+        // error), so the page cache may be kept across opens.
+        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.core.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(Errno::from_i32(e.errno())),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.backing.lock().expect("backing lock").remove(&fh.0);
+        self.core.release(fh.0);
+        reply.ok();
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        let children = match self.core.readdir(ino.0) {
+            Ok(c) => c,
+            Err(e) => {
+                reply.error(Errno::from_i32(e.errno()));
+                return;
+            }
+        };
+        let parent = self.core.node(ino.0).map_or(ino.0, |n| n.parent);
+        let dots = [(ino.0, FileType::Directory, ".".to_owned()), (parent, FileType::Directory, "..".to_owned())];
+        let all = dots.into_iter().chain(children.into_iter().map(|n| {
+            let kind = if matches!(n.kind, NodeKind::Dir(_)) { FileType::Directory } else { FileType::RegularFile };
+            (n.ino, kind, n.name)
+        }));
+        for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
+            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}

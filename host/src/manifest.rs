@@ -1,0 +1,281 @@
+//! The TOML manifest: origins, template(s), mode, state directory.
+//!
+//! Read with the `config` crate, so any top-level key can be overridden from the
+//! environment as `MUSEFS_<KEY>` (e.g. `MUSEFS_MODE=synthesis`, `MUSEFS_STATE_DIR=...`).
+//! Unknown keys and bad values are errors naming the key and the file. Relative
+//! `state_dir` and `plugin_dir` are taken relative to the manifest's directory.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::template::{RenderOptions, Template, TemplateError};
+
+/// The default template.
+pub const DEFAULT_TEMPLATE: &str = "$albumartist/$album/[$disc-]$track $title";
+
+/// A manifest error.
+#[derive(Debug, thiserror::Error)]
+pub enum ManifestError {
+    /// The file cannot be read or parsed, or a key is unknown or has a bad value.
+    #[error("manifest {path}: {message}")]
+    Invalid {
+        /// The manifest file.
+        path: PathBuf,
+        /// What is wrong, naming the key.
+        message: String,
+    },
+    /// A template does not parse.
+    #[error("manifest {path}: `{key}`: {source}")]
+    Template {
+        /// The manifest file.
+        path: PathBuf,
+        /// The key holding the template.
+        key: String,
+        /// The parse error.
+        source: TemplateError,
+    },
+}
+
+/// How files are served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The original bytes.
+    #[default]
+    Passthrough,
+    /// A header built from the catalog in front of the original audio.
+    Synthesis,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawManifest {
+    state_dir: PathBuf,
+    plugin_dir: Option<PathBuf>,
+    #[serde(default)]
+    mode: Mode,
+    template: Option<String>,
+    #[serde(default)]
+    view: Vec<RawView>,
+    #[serde(default)]
+    origin: Vec<RawOrigin>,
+    track_digits: Option<usize>,
+    disc_digits: Option<usize>,
+    slash_replacement: Option<String>,
+    read_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawView {
+    name: String,
+    template: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawOrigin {
+    name: String,
+    kind: String,
+    #[serde(flatten)]
+    rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A view: a template, mounted at the root or as a named top-level directory.
+#[derive(Debug, Clone)]
+pub struct View {
+    /// The directory name (`None`: the single unnamed view at the root).
+    pub name: Option<String>,
+    /// The template.
+    pub template: Template,
+}
+
+/// One origin of the manifest.
+#[derive(Debug, Clone)]
+pub struct OriginSpec {
+    /// Its unique name.
+    pub name: String,
+    /// The origin plugin's name.
+    pub kind: String,
+    /// Its whole table as JSON, passed to the plugin.
+    pub config_json: String,
+}
+
+/// A validated manifest.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// The manifest file.
+    pub path: PathBuf,
+    /// Where the catalog and cache live.
+    pub state_dir: PathBuf,
+    /// Where plugins are loaded from (overridden by `--plugin-dir`).
+    pub plugin_dir: Option<PathBuf>,
+    /// Passthrough or synthesis.
+    pub mode: Mode,
+    /// The views (at least one).
+    pub views: Vec<View>,
+    /// The origins (at least one).
+    pub origins: Vec<OriginSpec>,
+    /// Rendering options.
+    pub render: RenderOptions,
+    /// How long one origin call may take.
+    pub read_timeout: Duration,
+}
+
+impl Manifest {
+    /// Loads and validates a manifest, applying `MUSEFS_*` environment overrides.
+    ///
+    /// # Errors
+    /// A [`ManifestError`] naming the file and the key.
+    pub fn load(path: &Path) -> Result<Self, ManifestError> {
+        let invalid = |message: String| ManifestError::Invalid { path: path.to_owned(), message };
+        if !path.is_file() {
+            return Err(invalid("no such file".into()));
+        }
+        let cfg = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(config::Environment::with_prefix("MUSEFS").separator("__").try_parsing(true))
+            .build()
+            .map_err(|e| invalid(e.to_string()))?;
+        let raw: RawManifest = cfg.try_deserialize().map_err(|e| invalid(e.to_string()))?;
+        let base = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+        let resolve = |p: PathBuf| if p.is_relative() { base.join(p) } else { p };
+
+        let template_err = |key: String, source| ManifestError::Template { path: path.to_owned(), key, source };
+        let views = match (raw.template, raw.view.is_empty()) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "`template` and `[[view]]` cannot both be set: move the template into a `[[view]]` table".into(),
+                ))
+            }
+            (t, true) => {
+                let src = t.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
+                vec![View { name: None, template: Template::parse(&src).map_err(|e| template_err("template".into(), e))? }]
+            }
+            (None, false) => {
+                let mut seen = HashSet::new();
+                let mut views = Vec::new();
+                for (i, v) in raw.view.into_iter().enumerate() {
+                    let name = v.name.trim().to_owned();
+                    if name.is_empty() || name.contains('/') || name == "." || name == ".." || name.contains('\0') {
+                        return Err(invalid(format!("`view[{i}].name` = {:?} is not a valid directory name", v.name)));
+                    }
+                    if !seen.insert(name.clone()) {
+                        return Err(invalid(format!("`view[{i}].name` = {name:?} is used twice")));
+                    }
+                    let template =
+                        Template::parse(&v.template).map_err(|e| template_err(format!("view[{i}].template"), e))?;
+                    views.push(View { name: Some(name), template });
+                }
+                views
+            }
+        };
+
+        if raw.origin.is_empty() {
+            return Err(invalid("no `[[origin]]` table: at least one origin is required".into()));
+        }
+        let mut names = HashSet::new();
+        let mut origins = Vec::new();
+        for (i, o) in raw.origin.into_iter().enumerate() {
+            if o.name.trim().is_empty() {
+                return Err(invalid(format!("`origin[{i}].name` is empty")));
+            }
+            if !names.insert(o.name.clone()) {
+                return Err(invalid(format!("`origin[{i}].name` = {:?} is used twice", o.name)));
+            }
+            if o.kind.trim().is_empty() {
+                return Err(invalid(format!("`origin[{i}].kind` is empty")));
+            }
+            let mut table = o.rest;
+            table.insert("name".into(), o.name.clone().into());
+            table.insert("kind".into(), o.kind.clone().into());
+            origins.push(OriginSpec { name: o.name, kind: o.kind, config_json: serde_json::Value::Object(table).to_string() });
+        }
+        let mut render = RenderOptions::default();
+        if let Some(d) = raw.track_digits {
+            render.track_digits = d.min(10);
+        }
+        if let Some(d) = raw.disc_digits {
+            render.disc_digits = d.min(10);
+        }
+        if let Some(s) = raw.slash_replacement {
+            if s.contains('/') || s.contains('\0') {
+                return Err(invalid("`slash_replacement` must not contain `/` or NUL".into()));
+            }
+            render.slash_replacement = s;
+        }
+        Ok(Self {
+            path: path.to_owned(),
+            state_dir: resolve(raw.state_dir),
+            plugin_dir: raw.plugin_dir.map(resolve),
+            mode: raw.mode,
+            views,
+            origins,
+            render,
+            read_timeout: Duration::from_millis(raw.read_timeout_ms.unwrap_or(30_000).max(1)),
+        })
+    }
+
+    /// The catalog database path.
+    pub fn catalog_path(&self) -> PathBuf {
+        self.state_dir.join("catalog.db")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Manifest, ManifestError> {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("m.toml");
+        std::fs::write(&p, text).unwrap();
+        Manifest::load(&p)
+    }
+
+    const OK: &str = r#"
+state_dir = "state"
+mode = "passthrough"
+template = "$albumartist/$album/[$disc-]$track $title"
+[[origin]]
+name = "main"
+kind = "local"
+root = "/srv/music"
+"#;
+
+    #[test]
+    fn documented_keys_load() {
+        let m = load(OK).unwrap();
+        assert!(m.state_dir.ends_with("state") && m.state_dir.is_absolute());
+        assert_eq!(m.origins[0].kind, "local");
+        let cfg: serde_json::Value = serde_json::from_str(&m.origins[0].config_json).unwrap();
+        assert_eq!(cfg["root"], "/srv/music");
+        assert_eq!(m.views.len(), 1);
+    }
+
+    #[test]
+    fn errors_name_the_key_and_file() {
+        let e = load(&OK.replace("template =", "tempalte =")).unwrap_err().to_string();
+        assert!(e.contains("tempalte") && e.contains("m.toml"), "{e}");
+        let e = load(&OK.replace("\"passthrough\"", "\"bogus\"")).unwrap_err().to_string();
+        assert!(e.contains("bogus") && e.contains("m.toml"), "{e}");
+        let e = load(&OK.replace("$album/", "$album/%oops{x}/")).unwrap_err().to_string();
+        assert!(e.contains("`template`") && e.contains("column"), "{e}");
+        let e = load("state_dir = 's'\n").unwrap_err().to_string();
+        assert!(e.contains("[[origin]]"), "{e}");
+        let e = load(&format!("{OK}\n[[view]]\nname='a'\ntemplate='$a'\n")).unwrap_err().to_string();
+        assert!(e.contains("cannot both"), "{e}");
+        let e = load("state_dir = [1]\n").unwrap_err().to_string();
+        assert!(e.contains("state_dir"), "{e}");
+    }
+
+    #[test]
+    fn views_become_named_directories() {
+        let text = OK.replace("template = \"$albumartist/$album/[$disc-]$track $title\"\n", "")
+            + "[[view]]\nname = \"By Artist\"\ntemplate = \"$artist/$title\"\n[[view]]\nname = \"By Genre\"\ntemplate = \"$genre/$title\"\n";
+        let m = load(&text).unwrap();
+        assert_eq!(m.views.iter().map(|v| v.name.clone().unwrap()).collect::<Vec<_>>(), vec!["By Artist", "By Genre"]);
+    }
+}

@@ -1,0 +1,142 @@
+//! Building the serving core from a manifest, and mounting it.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::manifest::{Manifest, Mode};
+use crate::plugins::{PluginError, Plugins};
+use crate::serve::Core;
+use crate::tree::Tree;
+
+/// An error building or mounting.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A plugin failed.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+    /// The mountpoint is unusable.
+    #[error("mountpoint {path}: {message}")]
+    Mountpoint {
+        /// The mountpoint.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// FUSE refused.
+    #[error("mounting at {path} failed: {source} (is fuse3 installed and /dev/fuse accessible?)")]
+    Fuse {
+        /// The mountpoint.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Builds the tree from the catalog (never scanning).
+///
+/// # Errors
+/// Catalog errors.
+pub fn build_tree(manifest: &Manifest, catalog: &Catalog) -> Result<Tree, CatalogError> {
+    let mut keys: Vec<String> = manifest.views.iter().flat_map(|v| v.template.fields()).collect();
+    keys.sort();
+    keys.dedup();
+    let files = catalog.tree_files(&keys)?;
+    Ok(Tree::build(&files, &manifest.views, &manifest.render))
+}
+
+/// Builds the serving core: plugins' origins and formats, the catalog and the tree.
+///
+/// # Errors
+/// Catalog and plugin errors.
+pub fn build_core(manifest: &Manifest, plugins: &Plugins) -> Result<Core, MountError> {
+    let catalog = Catalog::open(&manifest.catalog_path())?;
+    let started = Instant::now();
+    let tree = build_tree(manifest, &catalog)?;
+    tracing::info!("tree of {} nodes built from the catalog in {:.2?}", tree.len(), started.elapsed());
+    let mut origins = HashMap::new();
+    for o in &manifest.origins {
+        origins.insert(o.name.clone(), plugins.new_origin(&o.kind, &o.config_json)?);
+    }
+    let formats = plugins.formats()?.into_iter().collect();
+    Ok(Core::new(tree, catalog, origins, formats, manifest.mode, manifest.read_timeout))
+}
+
+/// Checks that `path` can be mounted on.
+///
+/// # Errors
+/// [`MountError::Mountpoint`] saying what is wrong.
+pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+    let err = |message: &str| MountError::Mountpoint { path: path.display().to_string(), message: message.to_owned() };
+    let meta = std::fs::metadata(path).map_err(|e| err(&format!("{e} (create the directory first)")))?;
+    if !meta.is_dir() {
+        return Err(err("not a directory"));
+    }
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        let canon = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+        let escaped = canon.to_string_lossy().replace(' ', "\\040");
+        if mounts.lines().any(|l| l.split(' ').nth(1) == Some(escaped.as_str()) && l.contains("fuse")) {
+            return Err(err("a FUSE filesystem is already mounted there (unmount it with `fusermount3 -u`)"));
+        }
+    }
+    Ok(())
+}
+
+/// Mount options.
+#[derive(Debug, Clone, Default)]
+pub struct MountOptions {
+    /// Let other users access the mount (`allow_other`).
+    pub allow_other: bool,
+    /// Never use kernel passthrough (serve every read through the daemon).
+    pub no_kernel_passthrough: bool,
+}
+
+/// Mounts `core` at `mountpoint` and serves until SIGINT/SIGTERM or an external unmount.
+///
+/// # Errors
+/// Mountpoint and FUSE errors.
+pub fn run(core: Arc<Core>, mode: Mode, mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
+    check_mountpoint(mountpoint)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while shutting down exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).ok();
+        signal_hook::flag::register(sig, stop.clone()).ok();
+    }
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName("musefs".into()),
+        fuser::MountOption::Subtype("musefs".into()),
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if opts.allow_other {
+        cfg.acl = fuser::SessionACL::All;
+    }
+    cfg.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 2);
+    let passthrough = mode == Mode::Passthrough && !opts.no_kernel_passthrough;
+    let fs = crate::fuse::MuseFs::new(core.clone(), passthrough);
+    let session = fuser::spawn_mount(fs, mountpoint, &cfg)
+        .map_err(|source| MountError::Fuse { path: mountpoint.display().to_string(), source })?;
+    tracing::info!("mounted at {} ({:?} mode); Ctrl-C or `fusermount3 -u` to unmount", mountpoint.display(), mode);
+    while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    if session.guard.is_finished() {
+        tracing::info!("unmounted externally");
+        let _ = session.join();
+    } else {
+        tracing::info!("signal received: unmounting");
+        if let Err(e) = session.umount_and_join() {
+            tracing::warn!("unmount: {e}");
+        }
+    }
+    Ok(())
+}

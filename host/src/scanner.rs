@@ -1,0 +1,273 @@
+//! Scanning origins into the catalog.
+//!
+//! Per origin: list every file whose extension a format plugin claims; skip those
+//! whose size and mtime (and ETag) match the catalog; read the rest in parallel on all
+//! cores (each worker opens the file, probes the formats with the head bytes and lets
+//! the best one read it); write results in batched transactions from one writer;
+//! prune files that are gone. A file that cannot be read is skipped with one warning
+//! naming it and the reason. If an origin cannot be listed completely, nothing of it is
+//! pruned: an unreachable server never empties the catalog.
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use musefs_plugin_api::{CallCtx, Entry, FormatBox, ListRequest, OriginBox, Stat, TrackInfo, PROBE_HEAD_LEN};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::manifest::{Manifest, OriginSpec};
+use crate::plugins::{PluginError, Plugins};
+
+/// How many files one catalog transaction holds.
+const BATCH: usize = 500;
+
+/// What a scan did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// New files.
+    pub added: u64,
+    /// Changed files, read again.
+    pub updated: u64,
+    /// Files whose stamp was unchanged.
+    pub unchanged: u64,
+    /// Files gone from their origin, removed from the catalog.
+    pub removed: u64,
+    /// Files that could not be read (each was warned about).
+    pub failed: u64,
+    /// Origins that could not be listed (nothing of them was pruned).
+    pub failed_origins: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "added {} / updated {} / unchanged {} / removed {} / failed {}",
+            self.added, self.updated, self.unchanged, self.removed, self.failed
+        )?;
+        if self.failed_origins > 0 {
+            write!(f, " ({} origin(s) could not be listed)", self.failed_origins)?;
+        }
+        Ok(())
+    }
+}
+
+/// A scan error that stops the scan.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A plugin could not be created.
+    #[error(transparent)]
+    Plugin(#[from] PluginError),
+}
+
+/// Options for a scan.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker threads (default: all cores).
+    pub threads: usize,
+    /// Show a progress bar (only when stderr is a terminal).
+    pub progress: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { threads: std::thread::available_parallelism().map_or(2, |n| n.get()), progress: true }
+    }
+}
+
+fn same_stamp(known: &crate::catalog::KnownFile, s: &Stat) -> bool {
+    known.size == s.size
+        && known.mtime_ns == s.mtime_ns.clone().into_option()
+        && known.etag.as_deref() == s.etag.as_ref().map(|e| e.as_str()).into_option()
+}
+
+/// Scans every origin of the manifest.
+///
+/// # Errors
+/// Catalog failures and plugins that cannot be created; per-file problems are counted
+/// in the summary instead.
+pub fn scan(manifest: &Manifest, plugins: &Plugins, catalog: &mut Catalog, opts: &Options) -> Result<Summary, ScanError> {
+    let formats = plugins.formats()?;
+    let mut claimed = HashSet::new();
+    for (_, f) in &formats {
+        claimed.extend(f.extensions().into_iter().map(|e| e.into_string().to_ascii_lowercase()));
+    }
+    let mut total = Summary::default();
+    for spec in &manifest.origins {
+        let origin = plugins.new_origin(&spec.kind, &spec.config_json)?;
+        scan_origin(manifest, spec, &origin, &formats, &claimed, catalog, opts, &mut total)?;
+    }
+    Ok(total)
+}
+
+fn extension_of(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
+}
+
+fn list_all(origin: &OriginBox, manifest: &Manifest) -> Result<Vec<Entry>, musefs_plugin_api::PluginError> {
+    let ctx = CallCtx::with_timeout(manifest.read_timeout);
+    let mut lister = origin.list(&ctx, &ListRequest { dir: "".into(), recursive: true }).into_result()?;
+    let mut out = Vec::new();
+    loop {
+        let page = lister.next_page(&ctx, 1000).into_result()?;
+        if page.is_empty() {
+            return Ok(out);
+        }
+        out.extend(page);
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_origin(
+    manifest: &Manifest,
+    spec: &OriginSpec,
+    origin: &OriginBox,
+    formats: &[(String, FormatBox)],
+    claimed: &HashSet<String>,
+    catalog: &mut Catalog,
+    opts: &Options,
+    total: &mut Summary,
+) -> Result<(), ScanError> {
+    let started = Instant::now();
+    let origin_id = catalog.origin_id(&spec.name, &spec.kind)?;
+    let known = catalog.known_files(origin_id)?;
+    let entries = match list_all(origin, manifest) {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("origin `{}`: listing failed, nothing of it is updated or pruned: {e}", spec.name);
+            total.failed_origins += 1;
+            return Ok(());
+        }
+    };
+    let mut seen = HashSet::with_capacity(entries.len());
+    let mut work = Vec::new();
+    for e in entries {
+        if !claimed.contains(&extension_of(&e.path)) {
+            continue;
+        }
+        let path = e.path.into_string();
+        match known.get(&path) {
+            Some(k) if same_stamp(k, &e.stat) => total.unchanged += 1,
+            _ => work.push(path.clone()),
+        }
+        seen.insert(path);
+    }
+    let gone: Vec<i64> = known.iter().filter(|(p, _)| !seen.contains(*p)).map(|(_, k)| k.id).collect();
+
+    let bar = if opts.progress && std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let b = indicatif::ProgressBar::new(work.len() as u64);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {per_sec} eta {eta}")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        b.set_prefix(format!("scanning {}", spec.name));
+        b
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+
+    let queue = Mutex::new(work.into_iter());
+    let (tx, rx) = mpsc::sync_channel::<(String, Result<(Stat, String, TrackInfo), String>)>(BATCH * 2);
+    let threads = opts.threads.max(1);
+    let mut write_err = None;
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let queue = &queue;
+            s.spawn(move || loop {
+                let next = queue.lock().expect("queue lock").next();
+                let Some(path) = next else { break };
+                let res = read_file(manifest, origin, formats, &path);
+                if tx.send((path, res)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut batch = Vec::with_capacity(BATCH);
+        for (path, res) in rx {
+            bar.inc(1);
+            match res {
+                Ok((stat, plugin, info)) => {
+                    if known.contains_key(&path) {
+                        total.updated += 1;
+                    } else {
+                        total.added += 1;
+                    }
+                    batch.push((path, stat, plugin, info));
+                    if batch.len() >= BATCH && write_err.is_none() {
+                        if let Err(e) = catalog.write_batch(origin_id, &batch) {
+                            write_err = Some(e);
+                        }
+                        batch.clear();
+                    }
+                }
+                Err(reason) => {
+                    total.failed += 1;
+                    bar.suspend(|| tracing::warn!("skipping {}:{path}: {reason}", spec.name));
+                }
+            }
+        }
+        if !batch.is_empty() && write_err.is_none() {
+            if let Err(e) = catalog.write_batch(origin_id, &batch) {
+                write_err = Some(e);
+            }
+        }
+    });
+    bar.finish_and_clear();
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    catalog.remove_files(&gone)?;
+    total.removed += gone.len() as u64;
+    tracing::info!("origin `{}` scanned in {:.2?}", spec.name, started.elapsed());
+    Ok(())
+}
+
+/// Opens, probes and reads one file. `Err` is the reason it is skipped.
+fn read_file(
+    manifest: &Manifest,
+    origin: &OriginBox,
+    formats: &[(String, FormatBox)],
+    path: &str,
+) -> Result<(Stat, String, TrackInfo), String> {
+    let ctx = CallCtx::with_timeout(manifest.read_timeout);
+    let handle = origin.open(&ctx, path.into()).into_result().map_err(|e| e.to_string())?;
+    let len = handle.len();
+    if len == 0 {
+        return Err("empty file".into());
+    }
+    let mut head = vec![0u8; PROBE_HEAD_LEN.min(len as usize)];
+    let mut done = 0;
+    while done < head.len() {
+        let n = handle
+            .read_at(&ctx, done as u64, abi_stable::std_types::RSliceMut::from_mut_slice(&mut head[done..]))
+            .into_result()
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    head.truncate(done);
+    let ext = extension_of(path);
+    let best = formats
+        .iter()
+        .map(|(name, f)| (f.probe(head.as_slice().into(), ext.as_str().into()), name, f))
+        .filter(|(score, _, _)| *score > 0)
+        .max_by_key(|(score, _, _)| *score);
+    let Some((_, name, format)) = best else {
+        return Err("not a recognised audio file (no format plugin claims it)".into());
+    };
+    let info = format.read(&ctx, &handle).into_result().map_err(|e| format!("{name}: {e}"))?;
+    if info.audio_offset + info.audio_len > len {
+        return Err(format!("{name}: audio range {}+{} lies past the end ({len} bytes)", info.audio_offset, info.audio_len));
+    }
+    Ok((handle.stat(), name.clone(), info))
+}
