@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -29,7 +29,16 @@ pub struct MuseFs {
     passthrough_wanted: bool,
     passthrough: AtomicBool,
     fallback_logged: AtomicBool,
-    backing: Mutex<HashMap<u64, BackingId>>,
+    backing: Mutex<Backing>,
+}
+
+/// Kernel backing files. The kernel allows one backing file per inode at a time, so
+/// concurrent opens of one inode share its `BackingId` (weakly held by inode, strongly by
+/// each open handle; the kernel's reference goes when the last handle is released).
+#[derive(Default)]
+struct Backing {
+    by_inode: HashMap<u64, Weak<BackingId>>,
+    by_handle: HashMap<u64, Arc<BackingId>>,
 }
 
 impl MuseFs {
@@ -45,7 +54,7 @@ impl MuseFs {
             passthrough_wanted: passthrough,
             passthrough: AtomicBool::new(false),
             fallback_logged: AtomicBool::new(false),
-            backing: Mutex::new(HashMap::new()),
+            backing: Mutex::new(Backing::default()),
         }
     }
 
@@ -127,13 +136,20 @@ impl Filesystem for MuseFs {
         };
         if self.passthrough.load(Ordering::Relaxed) {
             if let Some(path) = &file.direct_path {
-                match std::fs::File::open(path).map(|f| reply.open_backing(&f)) {
-                    Ok(Ok(id)) => {
+                let mut backing = self.backing.lock().expect("backing lock");
+                let existing = backing.by_inode.get(&ino.0).and_then(Weak::upgrade);
+                let id = match existing {
+                    Some(id) => Ok(id),
+                    None => std::fs::File::open(path).and_then(|f| reply.open_backing(&f)).map(Arc::new),
+                };
+                match id {
+                    Ok(id) => {
+                        backing.by_inode.insert(ino.0, Arc::downgrade(&id));
                         reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
-                        self.backing.lock().expect("backing lock").insert(fh, id);
+                        backing.by_handle.insert(fh, id);
                         return;
                     }
-                    Ok(Err(e)) | Err(e) => {
+                    Err(e) => {
                         self.passthrough.store(false, Ordering::Relaxed);
                         self.log_fallback(&format!("registering a backing file failed: {e}"));
                     }
@@ -168,14 +184,19 @@ impl Filesystem for MuseFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
         _flush: bool,
         reply: ReplyEmpty,
     ) {
-        self.backing.lock().expect("backing lock").remove(&fh.0);
+        {
+            let mut backing = self.backing.lock().expect("backing lock");
+            if backing.by_handle.remove(&fh.0).is_some_and(|id| Arc::strong_count(&id) == 1) {
+                backing.by_inode.remove(&ino.0);
+            }
+        }
         self.core.release(fh.0);
         reply.ok();
     }
