@@ -348,8 +348,12 @@ impl Catalog {
         // for that key are skipped.
         let mut current = (-1i64, Vec::<String>::new());
         while let Some(r) = rows.next().map_err(self.err())? {
-            let (id, source, key, value): (i64, i64, String, String) =
-                (r.get(0).map_err(self.err())?, r.get(1).map_err(self.err())?, r.get(2).map_err(self.err())?, r.get(3).map_err(self.err())?);
+            let (id, source, key, value): (i64, i64, String, String) = (
+                r.get(0).map_err(self.err())?,
+                r.get(1).map_err(self.err())?,
+                r.get(2).map_err(self.err())?,
+                r.get(3).map_err(self.err())?,
+            );
             if id != current.0 {
                 current = (id, Vec::new());
             }
@@ -383,9 +387,12 @@ impl Catalog {
     pub fn file_tags(&self, id: i64) -> Result<Vec<(i64, String, String, String, bool)>> {
         let mut st = self
             .conn
-            .prepare("SELECT source, key, native, value, data IS NOT NULL FROM tags WHERE file_id = ?1 ORDER BY source, seq")
+            .prepare(
+                "SELECT source, key, native, value, data IS NOT NULL FROM tags WHERE file_id = ?1 ORDER BY source, seq",
+            )
             .map_err(self.err())?;
-        let rows = st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).map_err(self.err())?;
+        let rows =
+            st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).map_err(self.err())?;
         rows.collect::<std::result::Result<_, _>>().map_err(self.err())
     }
 }
@@ -403,7 +410,14 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     })
 }
 
-fn write_one(tx: &Transaction<'_>, origin_id: i64, rel: &str, stat: &Stat, plugin: &str, info: &TrackInfo) -> rusqlite::Result<i64> {
+fn write_one(
+    tx: &Transaction<'_>,
+    origin_id: i64,
+    rel: &str,
+    stat: &Stat,
+    plugin: &str,
+    info: &TrackInfo,
+) -> rusqlite::Result<i64> {
     let regions: Vec<serde_json::Value> = info
         .regions
         .iter()
@@ -454,7 +468,15 @@ fn write_one(tx: &Transaction<'_>, origin_id: i64, rel: &str, stat: &Stat, plugi
         )?;
         for (seq, t) in info.tags.iter().enumerate() {
             let data: Option<&[u8]> = if t.data.is_empty() { None } else { Some(t.data.as_slice()) };
-            st.execute(params![id, SOURCE_FILE, seq as i64, t.key.as_str(), t.native.as_str(), t.value.as_str(), data])?;
+            st.execute(params![
+                id,
+                SOURCE_FILE,
+                seq as i64,
+                t.key.as_str(),
+                t.native.as_str(),
+                t.value.as_str(),
+                data
+            ])?;
         }
     }
     tx.execute("DELETE FROM file_pictures WHERE file_id = ?1 AND source = ?2", params![id, SOURCE_FILE])?;
@@ -463,9 +485,18 @@ fn write_one(tx: &Transaction<'_>, origin_id: i64, rel: &str, stat: &Stat, plugi
         tx.execute(
             "INSERT INTO pictures (hash, mime, width, height, depth, colors, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
              ON CONFLICT (hash) DO NOTHING",
-            params![hash.as_bytes().as_slice(), pic.mime.as_str(), pic.width, pic.height, pic.depth, pic.colors, pic.data.as_slice()],
+            params![
+                hash.as_bytes().as_slice(),
+                pic.mime.as_str(),
+                pic.width,
+                pic.height,
+                pic.depth,
+                pic.colors,
+                pic.data.as_slice()
+            ],
         )?;
-        let pid: i64 = tx.query_row("SELECT id FROM pictures WHERE hash = ?1", [hash.as_bytes().as_slice()], |r| r.get(0))?;
+        let pid: i64 =
+            tx.query_row("SELECT id FROM pictures WHERE hash = ?1", [hash.as_bytes().as_slice()], |r| r.get(0))?;
         tx.execute(
             "INSERT INTO file_pictures (file_id, source, seq, picture_id, picture_type, description) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![id, SOURCE_FILE, seq as i64, pid, pic.picture_type, pic.description.as_str()],
@@ -484,7 +515,12 @@ mod tests {
         TrackInfo {
             format: "flac".into(),
             extension: "flac".into(),
-            tags: vec![Tag::text("title", "TITLE", title), Tag::text("artist", "ARTIST", "A"), Tag::text("artist", "ARTIST", "B")].into(),
+            tags: vec![
+                Tag::text("title", "TITLE", title),
+                Tag::text("artist", "ARTIST", "A"),
+                Tag::text("artist", "ARTIST", "B"),
+            ]
+            .into(),
             pictures: vec![Picture {
                 picture_type: 3,
                 mime: "image/png".into(),
@@ -496,7 +532,14 @@ mod tests {
                 data: cover.to_vec().into(),
             }]
             .into(),
-            props: AudioProps { codec: "flac".into(), duration_ms: 1000, sample_rate: 44100, channels: 2, bits_per_sample: 16, bitrate: 1 },
+            props: AudioProps {
+                codec: "flac".into(),
+                duration_ms: 1000,
+                sample_rate: 44100,
+                channels: 2,
+                bits_per_sample: 16,
+                bitrate: 1,
+            },
             audio_offset: 10,
             audio_len: 100,
             regions: Vec::new().into(),
@@ -514,14 +557,18 @@ mod tests {
         let mut c = Catalog::open(&d.path().join("c.db")).unwrap();
         let o = c.origin_id("main", "local").unwrap();
         let ids = c
-            .write_batch(o, &[("a.flac".into(), stat(110), "flac".into(), info("One", b"img")), ("b.flac".into(), stat(110), "flac".into(), info("Two", b"img"))])
+            .write_batch(
+                o,
+                &[
+                    ("a.flac".into(), stat(110), "flac".into(), info("One", b"img")),
+                    ("b.flac".into(), stat(110), "flac".into(), info("Two", b"img")),
+                ],
+            )
             .unwrap();
         assert_eq!(c.counts().unwrap(), (2, 6, 1), "one picture row for two files");
         let again = c.write_batch(o, &[("a.flac".into(), stat(111), "flac".into(), info("Uno", b"img2"))]).unwrap();
         assert_eq!(again[0], ids[0], "an update keeps the file id");
-        c.conn
-            .execute("INSERT INTO tags VALUES (?1, 1, 0, 'title', 'TITLE', 'Edited', NULL)", [ids[1]])
-            .unwrap();
+        c.conn.execute("INSERT INTO tags VALUES (?1, 1, 0, 'title', 'TITLE', 'Edited', NULL)", [ids[1]]).unwrap();
         let files = c.tree_files(&["title".into(), "artist".into()]).unwrap();
         let titles: Vec<Vec<_>> = files
             .iter()

@@ -87,9 +87,7 @@ enum PluginsCommand {
 }
 
 fn plugin_dir(cli: Option<&Path>, manifest: Option<&Manifest>) -> PathBuf {
-    cli.map(Path::to_owned)
-        .or_else(|| manifest.and_then(|m| m.plugin_dir.clone()))
-        .unwrap_or_else(plugins::default_dir)
+    cli.map(Path::to_owned).or_else(|| manifest.and_then(|m| m.plugin_dir.clone())).unwrap_or_else(plugins::default_dir)
 }
 
 fn load(common: &Common) -> Result<(Manifest, Plugins)> {
@@ -144,7 +142,14 @@ fn run(cli: Cli) -> Result<()> {
             let p = Plugins::load_dir(&dir)?;
             println!("{:<12} {:<14} {:<9} {:<4} PATH", "NAME", "KIND", "VERSION", "ABI");
             for l in &p.loaded {
-                println!("{:<12} {:<14} {:<9} {:<4} {}", l.name, l.kinds.describe(), l.version, l.abi_version, l.path.display());
+                println!(
+                    "{:<12} {:<14} {:<9} {:<4} {}",
+                    l.name,
+                    l.kinds.describe(),
+                    l.version,
+                    l.abi_version,
+                    l.path.display()
+                );
             }
             for e in &p.errors {
                 println!("error: {e}");
@@ -166,7 +171,9 @@ fn main() -> ExitCode {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},fuser=warn")));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr)
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();

@@ -152,7 +152,10 @@ impl Manifest {
             }
             (t, true) => {
                 let src = t.unwrap_or_else(|| DEFAULT_TEMPLATE.to_owned());
-                vec![View { name: None, template: Template::parse(&src).map_err(|e| template_err("template".into(), e))? }]
+                vec![View {
+                    name: None,
+                    template: Template::parse(&src).map_err(|e| template_err("template".into(), e))?,
+                }]
             }
             (None, false) => {
                 let mut seen = HashSet::new();
@@ -191,7 +194,11 @@ impl Manifest {
             let mut table = o.rest;
             table.insert("name".into(), o.name.clone().into());
             table.insert("kind".into(), o.kind.clone().into());
-            origins.push(OriginSpec { name: o.name, kind: o.kind, config_json: serde_json::Value::Object(table).to_string() });
+            origins.push(OriginSpec {
+                name: o.name,
+                kind: o.kind,
+                config_json: serde_json::Value::Object(table).to_string(),
+            });
         }
         let mut render = RenderOptions::default();
         if let Some(d) = raw.track_digits {

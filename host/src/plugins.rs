@@ -121,7 +121,9 @@ fn load_one(path: &Path) -> Result<LoadedPlugin, String> {
     })?;
     let abi = module.abi_version();
     if abi != ABI_VERSION {
-        return Err(format!("built for plugin ABI version {abi}, this musefs speaks version {ABI_VERSION}: rebuild it"));
+        return Err(format!(
+            "built for plugin ABI version {abi}, this musefs speaks version {ABI_VERSION}: rebuild it"
+        ));
     }
     let info = (module.info())();
     Ok(LoadedPlugin {
@@ -156,7 +158,11 @@ impl Plugins {
                     if let Some(first) = me.loaded.iter().find(|q| q.name == p.name) {
                         me.errors.push(LoadError {
                             path: path.clone(),
-                            message: format!("a plugin named `{}` is already loaded from {}; this one is ignored", p.name, first.path.display()),
+                            message: format!(
+                                "a plugin named `{}` is already loaded from {}; this one is ignored",
+                                p.name,
+                                first.path.display()
+                            ),
                         });
                     } else {
                         me.loaded.push(p);
@@ -177,7 +183,10 @@ impl Plugins {
             let hint = if self.errors.is_empty() {
                 String::new()
             } else {
-                format!("; files that failed to load: {}", self.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))
+                format!(
+                    "; files that failed to load: {}",
+                    self.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                )
             };
             PluginError::Missing {
                 kind: what,
@@ -195,9 +204,11 @@ impl Plugins {
     /// [`PluginError::Missing`] or the plugin's own refusal.
     pub fn new_origin(&self, kind: &str, config_json: &str) -> Result<OriginBox, PluginError> {
         let p = self.find(kind, PluginKinds::ORIGIN, "origin")?;
-        (p.module.new_origin())(config_json.into())
-            .into_result()
-            .map_err(|source| PluginError::Factory { name: p.name.clone(), path: p.path.clone(), source })
+        (p.module.new_origin())(config_json.into()).into_result().map_err(|source| PluginError::Factory {
+            name: p.name.clone(),
+            path: p.path.clone(),
+            source,
+        })
     }
 
     /// Creates every format plugin's format, `(plugin name, format)`.
@@ -207,9 +218,11 @@ impl Plugins {
     pub fn formats(&self) -> Result<Vec<(String, FormatBox)>, PluginError> {
         let mut out = Vec::new();
         for p in self.loaded.iter().filter(|p| p.kinds.contains(PluginKinds::FORMAT)) {
-            let f = (p.module.new_format())("{}".into())
-                .into_result()
-                .map_err(|source| PluginError::Factory { name: p.name.clone(), path: p.path.clone(), source })?;
+            let f = (p.module.new_format())("{}".into()).into_result().map_err(|source| PluginError::Factory {
+                name: p.name.clone(),
+                path: p.path.clone(),
+                source,
+            })?;
             out.push((p.name.clone(), f));
         }
         Ok(out)

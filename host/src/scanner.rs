@@ -90,7 +90,12 @@ fn same_stamp(known: &crate::catalog::KnownFile, s: &Stat) -> bool {
 /// # Errors
 /// Catalog failures and plugins that cannot be created; per-file problems are counted
 /// in the summary instead.
-pub fn scan(manifest: &Manifest, plugins: &Plugins, catalog: &mut Catalog, opts: &Options) -> Result<Summary, ScanError> {
+pub fn scan(
+    manifest: &Manifest,
+    plugins: &Plugins,
+    catalog: &mut Catalog,
+    opts: &Options,
+) -> Result<Summary, ScanError> {
     let formats = plugins.formats()?;
     let mut claimed = HashSet::new();
     for (_, f) in &formats {
@@ -267,7 +272,10 @@ fn read_file(
     };
     let info = format.read(&ctx, &handle).into_result().map_err(|e| format!("{name}: {e}"))?;
     if info.audio_offset + info.audio_len > len {
-        return Err(format!("{name}: audio range {}+{} lies past the end ({len} bytes)", info.audio_offset, info.audio_len));
+        return Err(format!(
+            "{name}: audio range {}+{} lies past the end ({len} bytes)",
+            info.audio_offset, info.audio_len
+        ));
     }
     Ok((handle.stat(), name.clone(), info))
 }

@@ -218,7 +218,11 @@ impl Core {
             diffs.push("ETag differs".to_owned());
         }
         if !diffs.is_empty() {
-            return Err(ServeError::Changed { origin: row.origin.clone(), path: row.path.clone(), what: diffs.join(", ") });
+            return Err(ServeError::Changed {
+                origin: row.origin.clone(),
+                path: row.path.clone(),
+                what: diffs.join(", "),
+            });
         }
         let format = self.formats.get(&row.plugin).ok_or_else(|| ServeError::BadPlan {
             origin: row.origin.clone(),
@@ -322,11 +326,9 @@ impl Core {
 
     fn read_origin(&self, file: &OpenFile, ctx: &CallCtx, mut pos: u64, mut dst: &mut [u8]) -> Result<(), ServeError> {
         while !dst.is_empty() {
-            let n = file
-                .handle
-                .read_at(ctx, pos, RSliceMut::from_mut_slice(dst))
-                .into_result()
-                .map_err(|source| ServeError::Plugin { origin: file.row.origin.clone(), path: file.row.path.clone(), source })?;
+            let n = file.handle.read_at(ctx, pos, RSliceMut::from_mut_slice(dst)).into_result().map_err(|source| {
+                ServeError::Plugin { origin: file.row.origin.clone(), path: file.row.path.clone(), source }
+            })?;
             if n == 0 {
                 let e = ServeError::Changed {
                     origin: file.row.origin.clone(),

@@ -249,7 +249,9 @@ impl Parser<'_> {
                     self.pos += 1;
                     return Ok(Node::Field(alts));
                 }
-                Some(c) => return Err(self.err(self.pos + 1, format!("unexpected `{c}` in `${{...}}`: expected `|` or `}}`"))),
+                Some(c) => {
+                    return Err(self.err(self.pos + 1, format!("unexpected `{c}` in `${{...}}`: expected `|` or `}}`")))
+                }
                 None => return Err(self.err(col, "this `${` is never closed with `}`")),
             }
         }
@@ -390,7 +392,9 @@ impl Template {
             Node::Field(alts) => {
                 for alt in alts {
                     match alt {
-                        Alt::Lit(s) => return Val { values: vec![s.replace('/', &o.slash_replacement)], missing: false },
+                        Alt::Lit(s) => {
+                            return Val { values: vec![s.replace('/', &o.slash_replacement)], missing: false }
+                        }
                         Alt::Field(name) => {
                             let vals = Self::field_values(name, f, o);
                             if !vals.is_empty() {
@@ -580,7 +584,9 @@ mod tests {
 
     #[test]
     fn parse_errors_point_at_the_column() {
-        for (t, col) in [("abc $", 5), ("[x", 1), ("a]", 2), ("%nope{x}", 1), ("%left{x}", 1), ("${a", 1), ("${a b}", 4)] {
+        for (t, col) in
+            [("abc $", 5), ("[x", 1), ("a]", 2), ("%nope{x}", 1), ("%left{x}", 1), ("${a", 1), ("${a b}", 4)]
+        {
             let e = Template::parse(t).unwrap_err();
             assert_eq!(e.column, col, "{t}: {e}");
         }

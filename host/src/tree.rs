@@ -94,7 +94,8 @@ impl Tree {
     /// Builds the tree of `views` over `files` (which must be in a stable order).
     pub fn build(files: &[TreeFile], views: &[View], opts: &RenderOptions) -> Self {
         let mut t = Tree { nodes: HashMap::with_capacity(files.len() * views.len() + 64) };
-        t.nodes.insert(ROOT, Node { ino: ROOT, parent: ROOT, name: String::new(), kind: NodeKind::Dir(BTreeMap::new()) });
+        t.nodes
+            .insert(ROOT, Node { ino: ROOT, parent: ROOT, name: String::new(), kind: NodeKind::Dir(BTreeMap::new()) });
         for (vi, view) in views.iter().enumerate() {
             let view_root = match &view.name {
                 None => ROOT,
@@ -125,7 +126,11 @@ impl Tree {
                         ino,
                         parent: dir,
                         name,
-                        kind: NodeKind::File { file_id: f.file.id, size: f.file.size, mtime_ns: f.file.mtime_ns.unwrap_or(0) },
+                        kind: NodeKind::File {
+                            file_id: f.file.id,
+                            size: f.file.size,
+                            mtime_ns: f.file.mtime_ns.unwrap_or(0),
+                        },
                     },
                 );
             }

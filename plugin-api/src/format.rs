@@ -145,7 +145,11 @@ impl Source {
             if n == 0 {
                 return Err(PluginError::new(
                     ErrorKind::UNEXPECTED_EOF,
-                    format!("file ends at byte {} but {} bytes were needed at offset {offset}", offset + done as u64, buf.len()),
+                    format!(
+                        "file ends at byte {} but {} bytes were needed at offset {offset}",
+                        offset + done as u64,
+                        buf.len()
+                    ),
                 ));
             }
             done += n;
@@ -196,7 +200,8 @@ impl io::Read for SourceReader {
             return Ok(0);
         }
         let n = self.src.read_at(self.pos, buf).map_err(|e| {
-            let kind = if e.kind == ErrorKind::UNEXPECTED_EOF { io::ErrorKind::UnexpectedEof } else { io::ErrorKind::Other };
+            let kind =
+                if e.kind == ErrorKind::UNEXPECTED_EOF { io::ErrorKind::UnexpectedEof } else { io::ErrorKind::Other };
             io::Error::new(kind, e)
         })?;
         self.pos += n as u64;
@@ -211,7 +216,8 @@ impl io::Seek for SourceReader {
             io::SeekFrom::End(d) => self.src.len.checked_add_signed(d),
             io::SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        let target = target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
+        let target =
+            target.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "seek before the start of the file"))?;
         self.pos = target;
         Ok(target)
     }

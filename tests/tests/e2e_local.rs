@@ -10,7 +10,8 @@ use musefs_tests::{is_fuse_mounted, ls_long, make_library, musefs, write_manifes
 
 fn scan(manifest: &Path) -> (String, String) {
     let out = musefs(&["scan", "--manifest", manifest.to_str().unwrap()]);
-    let (so, se) = (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    let (so, se) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
     assert!(out.status.success(), "scan failed: {so}{se}");
     (so, se)
 }
@@ -56,7 +57,11 @@ fn check_mount(extra_args: &[&str]) {
             let end = (off as usize + len).min(b.len());
             assert_eq!(&buf[..n], &b[start..end], "{served} at {off}+{len}");
         }
-        let probe = Command::new("ffprobe").args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"]).arg(&sp).output().unwrap();
+        let probe = Command::new("ffprobe")
+            .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
+            .arg(&sp)
+            .output()
+            .unwrap();
         let dur: f64 = String::from_utf8_lossy(&probe.stdout).trim().parse().unwrap_or(0.0);
         assert!(probe.status.success() && (1.5..2.5).contains(&dur), "ffprobe {served}: {dur} {:?}", probe);
     }
@@ -70,7 +75,10 @@ fn check_mount(extra_args: &[&str]) {
         for e in fs::read_dir(&d).unwrap() {
             let e = e.unwrap();
             let name = e.file_name().into_string().unwrap();
-            assert!(name != "." && name != ".." && !name.contains('/') && !name.chars().any(char::is_control), "{name:?}");
+            assert!(
+                name != "." && name != ".." && !name.contains('/') && !name.chars().any(char::is_control),
+                "{name:?}"
+            );
             if e.file_type().unwrap().is_dir() {
                 stack.push(e.path());
             } else {

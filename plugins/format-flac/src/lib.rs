@@ -6,9 +6,7 @@
 //! Only the metadata blocks are read: the audio frames are never touched.
 
 use musefs_format_util::{picture, props, vorbis};
-use musefs_plugin_api::{
-    Format, KeyValue, PluginError, PluginResult, Region, Source, Tag, TrackInfo,
-};
+use musefs_plugin_api::{Format, KeyValue, PluginError, PluginResult, Region, Source, Tag, TrackInfo};
 
 /// FLAC metadata block types.
 mod block {
@@ -64,7 +62,8 @@ impl Format for Flac {
             pos = n;
         }
         let mut marker = [0u8; 4];
-        src.read_exact_at(pos, &mut marker).map_err(|_| PluginError::invalid_data("file ends before the fLaC marker"))?;
+        src.read_exact_at(pos, &mut marker)
+            .map_err(|_| PluginError::invalid_data("file ends before the fLaC marker"))?;
         if &marker != b"fLaC" {
             return Err(PluginError::invalid_data(format!("no fLaC marker at offset {pos}: not a FLAC file")));
         }
@@ -76,8 +75,9 @@ impl Format for Flac {
         let mut saw_streaminfo = false;
         loop {
             let mut h = [0u8; 4];
-            src.read_exact_at(pos, &mut h)
-                .map_err(|_| PluginError::invalid_data(format!("truncated: metadata block header at offset {pos} is cut off")))?;
+            src.read_exact_at(pos, &mut h).map_err(|_| {
+                PluginError::invalid_data(format!("truncated: metadata block header at offset {pos} is cut off"))
+            })?;
             let last = h[0] & 0x80 != 0;
             let kind = h[0] & 0x7F;
             let size = u32::from_be_bytes([0, h[1], h[2], h[3]]);
@@ -132,7 +132,9 @@ impl Format for Flac {
         src.read_exact_at(audio_offset, &mut sync)
             .map_err(|_| PluginError::invalid_data("truncated: no audio frames after the metadata"))?;
         if sync[0] != 0xFF || sync[1] & 0xFE != 0xF8 {
-            return Err(PluginError::invalid_data(format!("no FLAC frame sync at offset {audio_offset} after the metadata")));
+            return Err(PluginError::invalid_data(format!(
+                "no FLAC frame sync at offset {audio_offset} after the metadata"
+            )));
         }
         let audio_len = audio_end - audio_offset;
         let props = props::audio_props(src, "flac", "flac", audio_len)?;

@@ -23,7 +23,10 @@ pub struct Id3v2 {
 
 /// Synchsafe 28-bit integer.
 pub fn synchsafe(b: &[u8]) -> u32 {
-    (u32::from(b[0] & 0x7F) << 21) | (u32::from(b[1] & 0x7F) << 14) | (u32::from(b[2] & 0x7F) << 7) | u32::from(b[3] & 0x7F)
+    (u32::from(b[0] & 0x7F) << 21)
+        | (u32::from(b[1] & 0x7F) << 14)
+        | (u32::from(b[2] & 0x7F) << 7)
+        | u32::from(b[3] & 0x7F)
 }
 
 /// The header's claimed total size (10-byte header + body + optional footer), if `head`
@@ -62,8 +65,7 @@ fn valid_frame_id(id: &[u8]) -> bool {
 /// `INVALID_DATA` if the header is malformed; frames that are cut short end the parse
 /// (what was read is kept), as every tolerant reader does.
 pub fn parse(data: &[u8]) -> PluginResult<Id3v2> {
-    let (version, total_len) =
-        header_len(data).ok_or_else(|| PluginError::invalid_data("malformed ID3v2 header"))?;
+    let (version, total_len) = header_len(data).ok_or_else(|| PluginError::invalid_data("malformed ID3v2 header"))?;
     let flags = data[5];
     let body_end = (10 + synchsafe(&data[6..10]) as usize).min(data.len());
     let mut body: Vec<u8> = data[10..body_end].to_vec();
@@ -139,7 +141,9 @@ pub fn parse(data: &[u8]) -> PluginResult<Id3v2> {
 }
 
 fn frame_fits(body: &[u8], next: usize) -> bool {
-    next == body.len() || body.get(next).is_some_and(|b| *b == 0) || body.get(next..next + 4).is_some_and(valid_frame_id)
+    next == body.len()
+        || body.get(next).is_some_and(|b| *b == 0)
+        || body.get(next..next + 4).is_some_and(valid_frame_id)
 }
 
 fn decode_text(enc: u8, data: &[u8]) -> String {
@@ -232,21 +236,93 @@ pub fn canonical(id: &str) -> &'static str {
 
 /// ID3v1 genre names (the 80 of the original list).
 pub const GENRES: [&str; 80] = [
-    "Blues", "Classic Rock", "Country", "Dance", "Disco", "Funk", "Grunge", "Hip-Hop", "Jazz", "Metal", "New Age",
-    "Oldies", "Other", "Pop", "R&B", "Rap", "Reggae", "Rock", "Techno", "Industrial", "Alternative", "Ska",
-    "Death Metal", "Pranks", "Soundtrack", "Euro-Techno", "Ambient", "Trip-Hop", "Vocal", "Jazz+Funk", "Fusion",
-    "Trance", "Classical", "Instrumental", "Acid", "House", "Game", "Sound Clip", "Gospel", "Noise", "AlternRock",
-    "Bass", "Soul", "Punk", "Space", "Meditative", "Instrumental Pop", "Instrumental Rock", "Ethnic", "Gothic",
-    "Darkwave", "Techno-Industrial", "Electronic", "Pop-Folk", "Eurodance", "Dream", "Southern Rock", "Comedy",
-    "Cult", "Gangsta", "Top 40", "Christian Rap", "Pop/Funk", "Jungle", "Native American", "Cabaret", "New Wave",
-    "Psychadelic", "Rave", "Showtunes", "Trailer", "Lo-Fi", "Tribal", "Acid Punk", "Acid Jazz", "Polka", "Retro",
-    "Musical", "Rock & Roll", "Hard Rock",
+    "Blues",
+    "Classic Rock",
+    "Country",
+    "Dance",
+    "Disco",
+    "Funk",
+    "Grunge",
+    "Hip-Hop",
+    "Jazz",
+    "Metal",
+    "New Age",
+    "Oldies",
+    "Other",
+    "Pop",
+    "R&B",
+    "Rap",
+    "Reggae",
+    "Rock",
+    "Techno",
+    "Industrial",
+    "Alternative",
+    "Ska",
+    "Death Metal",
+    "Pranks",
+    "Soundtrack",
+    "Euro-Techno",
+    "Ambient",
+    "Trip-Hop",
+    "Vocal",
+    "Jazz+Funk",
+    "Fusion",
+    "Trance",
+    "Classical",
+    "Instrumental",
+    "Acid",
+    "House",
+    "Game",
+    "Sound Clip",
+    "Gospel",
+    "Noise",
+    "AlternRock",
+    "Bass",
+    "Soul",
+    "Punk",
+    "Space",
+    "Meditative",
+    "Instrumental Pop",
+    "Instrumental Rock",
+    "Ethnic",
+    "Gothic",
+    "Darkwave",
+    "Techno-Industrial",
+    "Electronic",
+    "Pop-Folk",
+    "Eurodance",
+    "Dream",
+    "Southern Rock",
+    "Comedy",
+    "Cult",
+    "Gangsta",
+    "Top 40",
+    "Christian Rap",
+    "Pop/Funk",
+    "Jungle",
+    "Native American",
+    "Cabaret",
+    "New Wave",
+    "Psychadelic",
+    "Rave",
+    "Showtunes",
+    "Trailer",
+    "Lo-Fi",
+    "Tribal",
+    "Acid Punk",
+    "Acid Jazz",
+    "Polka",
+    "Retro",
+    "Musical",
+    "Rock & Roll",
+    "Hard Rock",
 ];
 
 /// `"(17)"`, `"17"` or `"(17)Rock"` to a genre name; anything else unchanged.
 pub fn genre_name(v: &str) -> String {
     let t = v.trim();
-    let num = t.strip_prefix('(').and_then(|r| r.split_once(')')).map_or(t, |(n, rest)| if rest.is_empty() { n } else { "" });
+    let num =
+        t.strip_prefix('(').and_then(|r| r.split_once(')')).map_or(t, |(n, rest)| if rest.is_empty() { n } else { "" });
     match num.parse::<usize>() {
         Ok(n) if n < GENRES.len() => GENRES[n].to_owned(),
         _ => match t.strip_prefix('(').and_then(|r| r.split_once(')')) {

@@ -80,11 +80,12 @@ pub fn frame_header(b: &[u8]) -> Option<FrameHeader> {
         _ => 4,
     };
     let bitrate = BITRATES[table][br_idx];
-    let sample_rate = [44100, 48000, 32000][sr_idx] / match version {
-        1 => 1,
-        2 => 2,
-        _ => 4,
-    };
+    let sample_rate = [44100, 48000, 32000][sr_idx]
+        / match version {
+            1 => 1,
+            2 => 2,
+            _ => 4,
+        };
     let pad = u32::from((b[2] >> 1) & 1);
     let len = match layer {
         1 => (12 * bitrate * 1000 / sample_rate + pad) * 4,
@@ -155,9 +156,13 @@ impl Format for Mp3 {
         // One or more ID3v2 tags (some tools prepend a second one).
         loop {
             let head = src.read_vec(pos, 10)?;
-            let Some((_, n)) = id3v2::header_len(&head) else { break };
+            let Some((_, n)) = id3v2::header_len(&head) else {
+                break;
+            };
             if n > MAX_TAG {
-                return Err(PluginError::invalid_data(format!("ID3v2 tag at offset {pos} claims {n} bytes: too large")));
+                return Err(PluginError::invalid_data(format!(
+                    "ID3v2 tag at offset {pos} claims {n} bytes: too large"
+                )));
             }
             if pos + n > len {
                 return Err(PluginError::invalid_data(format!(
@@ -180,8 +185,9 @@ impl Format for Mp3 {
         let window_len = (audio_end - pos).min(SYNC_WINDOW as u64) as usize;
         let window = src.read_vec(pos, window_len)?;
         let whole = pos + window_len as u64 == audio_end;
-        let (skip, first) = find_first_frame(&window, whole)
-            .ok_or_else(|| PluginError::invalid_data(format!("no MPEG audio frame found in the {window_len} bytes after the tags")))?;
+        let (skip, first) = find_first_frame(&window, whole).ok_or_else(|| {
+            PluginError::invalid_data(format!("no MPEG audio frame found in the {window_len} bytes after the tags"))
+        })?;
         if skip > 0 {
             regions.push(Region { kind: "junk".into(), offset: pos, len: skip as u64 });
         }

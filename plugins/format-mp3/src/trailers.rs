@@ -16,77 +16,88 @@ pub fn read(src: &Source, audio_start: u64, leading: &[Tag]) -> PluginResult<(u6
     let mut v1out: Vec<(String, Tag)> = Vec::new();
     let mut ape: Vec<(String, Tag)> = Vec::new();
 
-    if end >= audio_start + 128 {
-        let v1 = src.read_vec(end - 128, 128)?;
-        if &v1[..3] == b"TAG" {
-            end -= 128;
-            regions.push(Region { kind: "id3v1".into(), offset: end, len: 128 });
-            let field = |a: usize, b: usize| -> String {
-                let s: String = v1[a..b].iter().take_while(|&&c| c != 0).map(|&c| char::from(c)).collect();
-                s.trim_end().to_owned()
-            };
-            let mut v1tags = vec![
-                ("title", field(3, 33)),
-                ("artist", field(33, 63)),
-                ("album", field(63, 93)),
-                ("date", field(93, 97)),
-            ];
-            if v1[125] == 0 && v1[126] != 0 {
-                v1tags.push(("comment", field(97, 125)));
-                v1tags.push(("track", v1[126].to_string()));
-            } else {
-                v1tags.push(("comment", field(97, 127)));
-            }
-            if let Some(g) = GENRES.get(v1[127] as usize) {
-                v1tags.push(("genre", (*g).to_owned()));
-            }
-            for (k, v) in v1tags {
-                if !v.is_empty() {
-                    v1out.push((k.to_owned(), Tag::text("", &format!("ID3v1:{k}"), &v)));
+    // Trailers appear in any order (mutagen, for one, appends APEv2 after ID3v1): peel
+    // them off the end until none matches.
+    loop {
+        let before = end;
+        if end >= audio_start + 128 && v1out.is_empty() {
+            let v1 = src.read_vec(end - 128, 128)?;
+            if &v1[..3] == b"TAG" {
+                end -= 128;
+                regions.push(Region { kind: "id3v1".into(), offset: end, len: 128 });
+                let field = |a: usize, b: usize| -> String {
+                    let s: String = v1[a..b].iter().take_while(|&&c| c != 0).map(|&c| char::from(c)).collect();
+                    s.trim_end().to_owned()
+                };
+                let mut v1tags = vec![
+                    ("title", field(3, 33)),
+                    ("artist", field(33, 63)),
+                    ("album", field(63, 93)),
+                    ("date", field(93, 97)),
+                ];
+                if v1[125] == 0 && v1[126] != 0 {
+                    v1tags.push(("comment", field(97, 125)));
+                    v1tags.push(("track", v1[126].to_string()));
+                } else {
+                    v1tags.push(("comment", field(97, 127)));
+                }
+                if let Some(g) = GENRES.get(v1[127] as usize) {
+                    v1tags.push(("genre", (*g).to_owned()));
+                }
+                for (k, v) in v1tags {
+                    if !v.is_empty() {
+                        v1out.push((k.to_owned(), Tag::text("", &format!("ID3v1:{k}"), &v)));
+                    }
                 }
             }
         }
-    }
 
-    if end >= audio_start + 15 {
-        let l3 = src.read_vec(end - 15, 15)?;
-        if &l3[6..] == b"LYRICS200" {
-            if let Ok(size) = std::str::from_utf8(&l3[..6]).unwrap_or("x").parse::<u64>() {
-                let total = size + 15;
-                if end >= audio_start + total {
-                    end -= total;
-                    regions.push(Region { kind: "lyrics3v2".into(), offset: end, len: total });
+        if end >= audio_start + 15 {
+            let l3 = src.read_vec(end - 15, 15)?;
+            if &l3[6..] == b"LYRICS200" {
+                if let Ok(size) = std::str::from_utf8(&l3[..6]).unwrap_or("x").parse::<u64>() {
+                    let total = size + 15;
+                    if end >= audio_start + total {
+                        end -= total;
+                        regions.push(Region { kind: "lyrics3v2".into(), offset: end, len: total });
+                    }
                 }
             }
         }
-    }
 
-    if end >= audio_start + 32 {
-        let footer = src.read_vec(end - 32, 32)?;
-        if &footer[..8] == b"APETAGEX" {
-            let size = u64::from(u32::from_le_bytes([footer[12], footer[13], footer[14], footer[15]]));
-            let count = u32::from_le_bytes([footer[16], footer[17], footer[18], footer[19]]);
-            let flags = u32::from_le_bytes([footer[20], footer[21], footer[22], footer[23]]);
-            let header = if flags & 0x8000_0000 != 0 { 32 } else { 0 };
-            if size >= 32 && end >= audio_start + size + header {
-                let start = end - size - header;
-                let items = src.read_vec(end - size, (size - 32) as usize)?;
-                parse_ape_items(&items, count, &mut |key, value, data| {
-                    let canon = ape_key(key);
-                    match data {
-                        Some(bytes) => ape.push((String::new(), Tag::binary("", &format!("APE:{key}"), "binary item", bytes))),
-                        None => {
-                            for v in value.split('\0') {
-                                ape.push((canon.clone(), Tag::text("", &format!("APE:{key}"), v)));
+        if end >= audio_start + 32 && !regions.iter().any(|r: &Region| r.kind == "apev2") {
+            let footer = src.read_vec(end - 32, 32)?;
+            if &footer[..8] == b"APETAGEX" {
+                let size = u64::from(u32::from_le_bytes([footer[12], footer[13], footer[14], footer[15]]));
+                let count = u32::from_le_bytes([footer[16], footer[17], footer[18], footer[19]]);
+                let flags = u32::from_le_bytes([footer[20], footer[21], footer[22], footer[23]]);
+                let header = if flags & 0x8000_0000 != 0 { 32 } else { 0 };
+                if size >= 32 && end >= audio_start + size + header {
+                    let start = end - size - header;
+                    let items = src.read_vec(end - size, (size - 32) as usize)?;
+                    parse_ape_items(&items, count, &mut |key, value, data| {
+                        let canon = ape_key(key);
+                        match data {
+                            Some(bytes) => {
+                                ape.push((String::new(), Tag::binary("", &format!("APE:{key}"), "binary item", bytes)))
+                            }
+                            None => {
+                                for v in value.split('\0') {
+                                    ape.push((canon.clone(), Tag::text("", &format!("APE:{key}"), v)));
+                                }
                             }
                         }
-                    }
-                });
-                regions.push(Region { kind: "apev2".into(), offset: start, len: end - start });
-                end = start;
+                    });
+                    regions.push(Region { kind: "apev2".into(), offset: start, len: end - start });
+                    end = start;
+                }
             }
         }
+        if end == before {
+            break;
+        }
     }
+
     // Precedence for canonical keys: ID3v2, then APEv2, then ID3v1. A trailer value for
     // a key a stronger tag already has is kept under its native name only.
     let mut have: std::collections::HashSet<String> =
@@ -114,10 +125,14 @@ fn parse_ape_items(data: &[u8], count: u32, f: &mut dyn FnMut(&str, String, Opti
         let vlen = u32::from_le_bytes([data[pos], data[pos + 1], data[pos + 2], data[pos + 3]]) as usize;
         let flags = u32::from_le_bytes([data[pos + 4], data[pos + 5], data[pos + 6], data[pos + 7]]);
         pos += 8;
-        let Some(klen) = data[pos..].iter().position(|&b| b == 0) else { return };
+        let Some(klen) = data[pos..].iter().position(|&b| b == 0) else {
+            return;
+        };
         let key = String::from_utf8_lossy(&data[pos..pos + klen]).into_owned();
         pos += klen + 1;
-        let Some(value) = data.get(pos..pos.saturating_add(vlen)) else { return };
+        let Some(value) = data.get(pos..pos.saturating_add(vlen)) else {
+            return;
+        };
         pos += vlen;
         if (flags >> 1) & 3 == 0 {
             f(&key, String::from_utf8_lossy(value).into_owned(), None);

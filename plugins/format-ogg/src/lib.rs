@@ -66,7 +66,9 @@ impl Format for Ogg {
                 return Err(PluginError::invalid_data(format!("truncated: the header pages end at offset {pos}")));
             }
             if &head[..4] != b"OggS" {
-                return Err(PluginError::invalid_data(format!("no Ogg page at offset {pos}: not an Ogg file or corrupt")));
+                return Err(PluginError::invalid_data(format!(
+                    "no Ogg page at offset {pos}: not an Ogg file or corrupt"
+                )));
             }
             let hl = 27 + head[26] as usize;
             let body: usize = head.get(27..hl).map_or(0, |l| l.iter().map(|&b| b as usize).sum());
@@ -92,9 +94,10 @@ impl Format for Ogg {
             }
             if codec.is_none() {
                 if let Some(first) = packets.first() {
-                    codec = Some(codec_of(first).ok_or_else(|| {
-                        PluginError::invalid_data("the Ogg stream is neither Vorbis nor Opus")
-                    })?);
+                    codec = Some(
+                        codec_of(first)
+                            .ok_or_else(|| PluginError::invalid_data("the Ogg stream is neither Vorbis nor Opus"))?,
+                    );
                 }
             }
             let needed = match codec {

@@ -51,8 +51,8 @@ impl LocalOrigin {
     /// # Errors
     /// `INVALID_INPUT` naming the key for unknown keys or a bad `root`.
     pub fn from_config(json: &str) -> PluginResult<Self> {
-        let cfg: Config = serde_json::from_str(json)
-            .map_err(|e| PluginError::invalid_input(format!("origin `local`: {e}")))?;
+        let cfg: Config =
+            serde_json::from_str(json).map_err(|e| PluginError::invalid_input(format!("origin `local`: {e}")))?;
         let meta = fs::metadata(&cfg.root).map_err(|e| {
             PluginError::invalid_input(format!("origin `local`: `root` = {:?}: {e}", cfg.root.display().to_string()))
         })?;
@@ -69,7 +69,9 @@ impl LocalOrigin {
     fn resolve(&self, rel: &str) -> PluginResult<PathBuf> {
         let p = Path::new(rel);
         if p.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(PluginError::invalid_input(format!("path {rel:?} is not a plain relative path inside the origin")));
+            return Err(PluginError::invalid_input(format!(
+                "path {rel:?} is not a plain relative path inside the origin"
+            )));
         }
         Ok(self.root.join(p))
     }
@@ -255,7 +257,8 @@ mod tests {
     use super::*;
 
     fn origin(root: &Path) -> LocalOrigin {
-        LocalOrigin::from_config(&serde_json::json!({ "name": "t", "kind": "local", "root": root }).to_string()).unwrap()
+        LocalOrigin::from_config(&serde_json::json!({ "name": "t", "kind": "local", "root": root }).to_string())
+            .unwrap()
     }
 
     fn walk(o: &LocalOrigin, recursive: bool) -> Vec<String> {
