@@ -279,6 +279,15 @@ root = "/srv/music"
     }
 
     #[test]
+    fn environment_overrides_manifest_keys() {
+        // A key no other test looks at, so tests running in parallel threads are unaffected.
+        std::env::set_var("MUSEFS_TRACK_DIGITS", "3");
+        let m = load(OK);
+        std::env::remove_var("MUSEFS_TRACK_DIGITS");
+        assert_eq!(m.unwrap().render.track_digits, 3);
+    }
+
+    #[test]
     fn views_become_named_directories() {
         let text = OK.replace("template = \"$albumartist/$album/[$disc-]$track $title\"\n", "")
             + "[[view]]\nname = \"By Artist\"\ntemplate = \"$artist/$title\"\n[[view]]\nname = \"By Genre\"\ntemplate = \"$genre/$title\"\n";
