@@ -5,7 +5,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
-cargo build --release --workspace --examples -q
+cargo build --release --workspace -q
+cargo build --release -p musefs --examples -q
 BIN=$PWD/target/release/musefs
 W=$(mktemp -d /tmp/musefs-bench.XXXXXX)
 MNT=$W/mnt
@@ -90,6 +91,6 @@ for mode in kernel daemon; do
   f="$MNT/B/B/01 Big.flac"
   dd if="$f" of=/dev/null bs=1M 2>/dev/null   # first read warms the mount's cache
   m=$(readspeed "$f")
-  python3 -c "print(f'read_{'$mode'} size_mb={$SIZE/1e6:.0f} direct_mb_s={$direct:.0f} mount_mb_s={$m:.0f} ratio={$m/$direct:.2f}')"
+  python3 -c "print('read_$mode size_mb=%.0f direct_mb_s=%.0f mount_mb_s=%.0f ratio=%.2f' % ($SIZE/1e6, $direct, $m, $m/$direct))"
   kill -TERM $PID; wait $PID || true; PID=""
 done
