@@ -117,7 +117,9 @@ fn load_one(path: &Path) -> Result<LoadedPlugin, String> {
         }
     })?;
     let module = header.init_root_module::<PluginModRef>().map_err(|e| {
-        format!("incompatible with this musefs (plugin ABI generation {ABI_VERSION}): {}", e.to_string().trim())
+        let full = e.to_string();
+        tracing::debug!("plugin {}: full layout report:\n{full}", path.display());
+        format!("incompatible with this musefs (plugin ABI generation {ABI_VERSION}): {}", summarize(&full))
     })?;
     let abi = module.abi_version();
     if abi != ABI_VERSION {
@@ -135,6 +137,19 @@ fn load_one(path: &Path) -> Result<LoadedPlugin, String> {
         path: path.to_owned(),
         module,
     })
+}
+
+/// abi_stable's layout reports run to hundreds of lines; its verdict is the text after
+/// the last `Error:`. Collapse that to one line (the full report is logged at debug).
+fn summarize(report: &str) -> String {
+    let tail = report.rsplit_once("Error:").map_or(report, |(_, t)| t);
+    let line = tail.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = if line.is_empty() { report.lines().next().unwrap_or("").to_owned() } else { line };
+    let mut short: String = line.chars().take(300).collect();
+    if short.len() < line.len() {
+        short.push_str("...");
+    }
+    format!("type layout mismatch: {short} (run with -v for the full report)")
 }
 
 impl Plugins {

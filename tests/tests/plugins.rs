@@ -44,3 +44,38 @@ fn bad_files_are_reported_and_the_rest_still_load() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success() && text.contains("error: plugin") && text.contains("garbage.so"), "{text}");
 }
+
+/// Builds the fixture plugin (`layout`: with the layout feature) and returns its path.
+fn build_bad_plugin(layout: bool) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let target = root.join("../target/fixtures");
+    let mut cmd = std::process::Command::new(env!("CARGO"));
+    cmd.arg("build").arg("--quiet").arg("--manifest-path").arg(root.join("fixtures/bad-plugin/Cargo.toml"));
+    cmd.arg("--target-dir").arg(&target);
+    if layout {
+        cmd.args(["--features", "layout"]);
+    }
+    let out = cmd.output().expect("cargo");
+    assert!(out.status.success(), "building the fixture failed: {}", String::from_utf8_lossy(&out.stderr));
+    let built = target.join("debug/libmusefs_bad_plugin.so");
+    let keep = target.join(if layout { "layout.so" } else { "generation.so" });
+    fs::copy(built, &keep).unwrap();
+    keep
+}
+
+#[test]
+fn incompatible_abi_generation_and_layout_are_refused_by_name() {
+    let generation = build_bad_plugin(false);
+    let layout = build_bad_plugin(true);
+    let t = tempfile::tempdir().unwrap();
+    fs::copy(&generation, t.path().join("future_gen.so")).unwrap();
+    fs::copy(&layout, t.path().join("skewed_layout.so")).unwrap();
+    fs::copy(target_dir().join("libmusefs_format_ogg.so"), t.path().join("ogg.so")).unwrap();
+    let p = Plugins::load_dir(t.path()).unwrap();
+    assert_eq!(p.loaded.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), vec!["ogg"], "the good one still loads");
+    let errs: Vec<String> = p.errors.iter().map(ToString::to_string).collect();
+    let gen_err = errs.iter().find(|e| e.contains("future_gen.so")).unwrap_or_else(|| panic!("{errs:?}"));
+    assert!(gen_err.contains("ABI version 2") && gen_err.contains("version 1"), "{gen_err}");
+    let layout_err = errs.iter().find(|e| e.contains("skewed_layout.so")).unwrap_or_else(|| panic!("{errs:?}"));
+    assert!(layout_err.contains("incompatible") && layout_err.contains("layout mismatch") && layout_err.len() < 600, "{layout_err}");
+}
