@@ -12,6 +12,8 @@ if [ ${#need[@]} -gt 0 ]; then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq fuse3 flac lame vorbis-tools opus-tools sox ffmpeg python3-mutagen >/dev/null
 fi
+# A python3 that is not Debian's (pyenv, venv) does not see python3-mutagen.
+python3 -c 'import mutagen' 2>/dev/null || python3 -m pip install -q mutagen
 cargo build --release --workspace
 demo="$PWD/target/demo"
 rm -rf "$demo/library"
