@@ -48,7 +48,8 @@ fn main() {
     }
     cat.write_batch(origin, &batch).unwrap();
     eprintln!("synthetic catalog of {n} tracks written in {:.2?}", t0.elapsed());
-    let views = vec![View { name: None, template: Template::parse("$albumartist/$album/[$disc-]$track $title").unwrap() }];
+    let views =
+        vec![View { name: None, template: Template::parse("$albumartist/$album/[$disc-]$track $title").unwrap() }];
     let mut keys = views[0].template.fields();
     keys.sort();
     for round in 0..3 {

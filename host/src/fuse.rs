@@ -16,7 +16,7 @@ use fuser::{
 };
 
 use crate::serve::Core;
-use crate::tree::{Node, NodeKind};
+use crate::tree::{AttrKind, NodeAttr};
 
 const TTL: Duration = Duration::from_secs(10);
 
@@ -58,10 +58,10 @@ impl MuseFs {
         }
     }
 
-    fn attr(&self, n: &Node) -> FileAttr {
+    fn attr(&self, n: &NodeAttr) -> FileAttr {
         let (kind, size, perm, nlink, mtime) = match n.kind {
-            NodeKind::Dir(_) => (FileType::Directory, 0, 0o555, 2, self.mounted),
-            NodeKind::File { size, mtime_ns, .. } => {
+            AttrKind::Dir => (FileType::Directory, 0, 0o555, 2, self.mounted),
+            AttrKind::File { size, mtime_ns, .. } => {
                 let t = UNIX_EPOCH + Duration::from_nanos(u64::try_from(mtime_ns).unwrap_or(0));
                 (FileType::RegularFile, size, 0o444, 1, t)
             }
@@ -202,18 +202,17 @@ impl Filesystem for MuseFs {
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let children = match self.core.readdir(ino.0) {
+        let (dir, children) = match self.core.readdir(ino.0) {
             Ok(c) => c,
             Err(e) => {
                 reply.error(Errno::from_i32(e.errno()));
                 return;
             }
         };
-        let parent = self.core.node(ino.0).map_or(ino.0, |n| n.parent);
-        let dots = [(ino.0, FileType::Directory, ".".to_owned()), (parent, FileType::Directory, "..".to_owned())];
-        let all = dots.into_iter().chain(children.into_iter().map(|n| {
-            let kind = if matches!(n.kind, NodeKind::Dir(_)) { FileType::Directory } else { FileType::RegularFile };
-            (n.ino, kind, n.name)
+        let dots = [(dir.ino, FileType::Directory, ".".to_owned()), (dir.parent, FileType::Directory, "..".to_owned())];
+        let all = dots.into_iter().chain(children.into_iter().map(|(a, name)| {
+            let kind = if a.kind == AttrKind::Dir { FileType::Directory } else { FileType::RegularFile };
+            (a.ino, kind, name)
         }));
         for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
             if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {

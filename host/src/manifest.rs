@@ -136,7 +136,9 @@ impl Manifest {
         }
         let cfg = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
-            .add_source(config::Environment::with_prefix("MUSEFS").prefix_separator("_").separator("__").try_parsing(true))
+            .add_source(
+                config::Environment::with_prefix("MUSEFS").prefix_separator("_").separator("__").try_parsing(true),
+            )
             .build()
             .map_err(|e| invalid(e.to_string()))?;
         let raw: RawManifest = cfg.try_deserialize().map_err(|e| invalid(e.to_string()))?;

@@ -21,7 +21,7 @@ use musefs_plugin_api::{
 
 use crate::catalog::{Catalog, CatalogError, FileRow};
 use crate::manifest::Mode;
-use crate::tree::{Node, NodeKind, Tree};
+use crate::tree::{AttrKind, NodeAttr, Tree};
 
 /// An error serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +89,8 @@ pub struct OpenFile {
     /// The catalog row.
     pub row: FileRow,
     handle: HandleBox,
+    /// The context of this file's origin calls (one per open, not one per read).
+    ctx: CallCtx,
     /// `(start offset in the served file, segment)`, in order.
     segments: Vec<(u64, Segment)>,
     /// The served size.
@@ -148,24 +150,27 @@ impl Core {
         self.tree.read().expect("tree lock").clone()
     }
 
-    /// A node by inode.
-    pub fn node(&self, ino: u64) -> Option<Node> {
-        self.tree().get(ino).cloned()
+    /// A node's attributes by inode.
+    pub fn node(&self, ino: u64) -> Option<NodeAttr> {
+        self.tree.read().expect("tree lock").get(ino).map(|n| n.attr())
     }
 
-    /// The child `name` of `parent`.
-    pub fn lookup(&self, parent: u64, name: &str) -> Option<Node> {
-        self.tree().lookup(parent, name).cloned()
+    /// The attributes of the child `name` of `parent`.
+    pub fn lookup(&self, parent: u64, name: &str) -> Option<NodeAttr> {
+        self.tree.read().expect("tree lock").lookup(parent, name).map(|n| n.attr())
     }
 
-    /// The children of a directory.
-    pub fn readdir(&self, ino: u64) -> Result<Vec<Node>, ServeError> {
+    /// A directory's own attributes and its children (attributes and names), in name order.
+    ///
+    /// # Errors
+    /// [`ServeError::NotFound`] if `ino` is not a directory.
+    pub fn readdir(&self, ino: u64) -> Result<(NodeAttr, Vec<(NodeAttr, String)>), ServeError> {
         let tree = self.tree();
-        match tree.get(ino) {
-            None => Err(ServeError::NotFound),
-            Some(Node { kind: NodeKind::File { .. }, .. }) => Err(ServeError::NotFound),
-            Some(_) => Ok(tree.children(ino).into_iter().cloned().collect()),
+        let dir = tree.get(ino).map(|n| n.attr()).ok_or(ServeError::NotFound)?;
+        if dir.kind != AttrKind::Dir {
+            return Err(ServeError::NotFound);
         }
+        Ok((dir, tree.children(ino).into_iter().map(|n| (n.attr(), n.name.clone())).collect()))
     }
 
     fn ctx(&self) -> CallCtx {
@@ -178,11 +183,12 @@ impl Core {
     /// [`ServeError`]; every error is also logged once with the file's name.
     pub fn open(&self, ino: u64) -> Result<(u64, Arc<OpenFile>), ServeError> {
         let node = self.node(ino).ok_or(ServeError::NotFound)?;
-        let NodeKind::File { file_id, size, .. } = node.kind else { return Err(ServeError::IsDir) };
+        let AttrKind::File { file_id, size, .. } = node.kind else { return Err(ServeError::IsDir) };
         let row = self.catalog.lock().expect("catalog lock").file(file_id)?.ok_or(ServeError::Gone(file_id))?;
+        let what = format!("{}:{}", row.origin, row.path);
         let res = self.open_row(ino, row, size);
         if let Err(e) = &res {
-            tracing::warn!("open {}: {e}", node.name);
+            tracing::warn!("open {what}: {e}");
         }
         let file = Arc::new(res?);
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
@@ -276,7 +282,7 @@ impl Core {
             }
             _ => None,
         };
-        Ok(OpenFile { ino, row, handle, segments, size, direct_path })
+        Ok(OpenFile { ino, row, handle, ctx, segments, size, direct_path })
     }
 
     /// The open file behind `fh`.
@@ -307,7 +313,6 @@ impl Core {
         let mut out = vec![0u8; (end - offset) as usize];
         // The first segment that ends after `offset`.
         let first = file.segments.partition_point(|(start, s)| start + s.len <= offset);
-        let ctx = self.ctx();
         for (start, seg) in &file.segments[first..] {
             if *start >= end {
                 break;
@@ -318,17 +323,17 @@ impl Core {
             let within = from - start;
             match seg.kind {
                 SegmentKind::LITERAL => dst.copy_from_slice(&seg.bytes[within as usize..(within as usize + dst.len())]),
-                _ => self.read_origin(file, &ctx, seg.offset + within, dst)?,
+                _ => Self::read_origin(file, seg.offset + within, dst)?,
             }
         }
         Ok(out)
     }
 
-    fn read_origin(&self, file: &OpenFile, ctx: &CallCtx, mut pos: u64, mut dst: &mut [u8]) -> Result<(), ServeError> {
+    fn read_origin(file: &OpenFile, mut pos: u64, mut dst: &mut [u8]) -> Result<(), ServeError> {
         while !dst.is_empty() {
-            let n = file.handle.read_at(ctx, pos, RSliceMut::from_mut_slice(dst)).into_result().map_err(|source| {
-                ServeError::Plugin { origin: file.row.origin.clone(), path: file.row.path.clone(), source }
-            })?;
+            let n = file.handle.read_at(&file.ctx, pos, RSliceMut::from_mut_slice(dst)).into_result().map_err(
+                |source| ServeError::Plugin { origin: file.row.origin.clone(), path: file.row.path.clone(), source },
+            )?;
             if n == 0 {
                 let e = ServeError::Changed {
                     origin: file.row.origin.clone(),

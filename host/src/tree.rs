@@ -46,6 +46,44 @@ pub struct Node {
     pub kind: NodeKind,
 }
 
+/// What a node is, without its children: cheap to copy on the getattr/lookup path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrKind {
+    /// A directory.
+    Dir,
+    /// A file.
+    File {
+        /// Catalog file id.
+        file_id: i64,
+        /// Served size.
+        size: u64,
+        /// Modification time, ns since the epoch.
+        mtime_ns: i64,
+    },
+}
+
+/// A node's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeAttr {
+    /// Its inode.
+    pub ino: u64,
+    /// Its parent's inode.
+    pub parent: u64,
+    /// Directory or file.
+    pub kind: AttrKind,
+}
+
+impl Node {
+    /// The node's attributes (no children).
+    pub fn attr(&self) -> NodeAttr {
+        let kind = match self.kind {
+            NodeKind::Dir(_) => AttrKind::Dir,
+            NodeKind::File { file_id, size, mtime_ns } => AttrKind::File { file_id, size, mtime_ns },
+        };
+        NodeAttr { ino: self.ino, parent: self.parent, kind }
+    }
+}
+
 /// The whole tree.
 #[derive(Debug, Default)]
 pub struct Tree {

@@ -87,7 +87,13 @@ fn check_mount(extra_args: &[&str]) {
         }
     }
     assert_eq!(count, 12);
-    assert!(fs::metadata(mnt.join("__")).is_err() || fs::metadata(mnt.join("__")).unwrap().is_dir());
+    // The hostile tracks sit where the path rules put them, inside the mount:
+    // artist `../..` → `.._..`, album `..` → `__`, title `../x` → `.._x`; `/` in values → `_`,
+    // the control character in `Back\x01In/Black` removed.
+    for p in [".._../__/01 .._x.flac", "AC_DC/_etc_passwd/01 BackIn_Black.flac"] {
+        let meta = fs::metadata(mnt.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+        assert!(meta.is_file(), "{p}");
+    }
     assert!(fs::write(mnt.join("new-file"), b"x").is_err(), "the mount is read-only");
     let code = m.stop();
     assert_eq!(code, Some(0), "SIGTERM unmounts cleanly");

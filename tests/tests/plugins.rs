@@ -77,5 +77,8 @@ fn incompatible_abi_generation_and_layout_are_refused_by_name() {
     let gen_err = errs.iter().find(|e| e.contains("future_gen.so")).unwrap_or_else(|| panic!("{errs:?}"));
     assert!(gen_err.contains("ABI version 2") && gen_err.contains("version 1"), "{gen_err}");
     let layout_err = errs.iter().find(|e| e.contains("skewed_layout.so")).unwrap_or_else(|| panic!("{errs:?}"));
-    assert!(layout_err.contains("incompatible") && layout_err.contains("layout mismatch") && layout_err.len() < 600, "{layout_err}");
+    assert!(
+        layout_err.contains("incompatible") && layout_err.contains("layout mismatch") && layout_err.len() < 600,
+        "{layout_err}"
+    );
 }
