@@ -155,6 +155,10 @@ def main():
                                   "TRACKNUMBER": "1"}, cover=flac_picture(cover))
     make_ogg(ogg, tmp, "opus", {"ARTIST": "Delta", "ALBUMARTIST": "Delta", "ALBUM": "Third", "TITLE": "Opus",
                                 "TRACKNUMBER": "2", "R128_TRACK_GAIN": "-512"}, opus=True, cover=flac_picture(back, 3))
+    # A cover large enough that the comment packet spans several Ogg pages.
+    make_ogg(ogg, tmp, "vorbis-bigart", {"ARTIST": "Delta", "ALBUMARTIST": "Delta", "ALBUM": "Third",
+                                         "TITLE": "Big Art", "TRACKNUMBER": "3"},
+             cover=flac_picture(png(16, 16, 3) + os.urandom(200 * 1024), 3, "big"), freq=600)
     hostile = d("hostile")
     make_flac(hostile, tmp, "dotdot", {"ARTIST": "../..", "ALBUMARTIST": "../..", "ALBUM": "..", "TITLE": "../x",
                                        "TRACKNUMBER": "1"})

@@ -56,7 +56,7 @@ fn main() {
         let t = Instant::now();
         let files = cat.tree_files(&keys).unwrap();
         let load = t.elapsed();
-        let tree = Tree::build(&files, &views, &RenderOptions::default());
+        let tree = Tree::build(&files, &views, &RenderOptions::default(), Some("cover.jpg"));
         let total = t.elapsed();
         println!(
             "tree_build tracks={n} round={round} load_ms={:.1} build_ms={:.1} total_ms={:.1} nodes={}",

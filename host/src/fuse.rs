@@ -30,6 +30,8 @@ pub struct MuseFs {
     passthrough: AtomicBool,
     fallback_logged: AtomicBool,
     backing: Mutex<Backing>,
+    /// The generation whose pages the kernel may hold, by inode.
+    cached_gen: Mutex<HashMap<u64, i64>>,
 }
 
 /// Kernel backing files. The kernel allows one backing file per inode at a time, so
@@ -55,6 +57,7 @@ impl MuseFs {
             passthrough: AtomicBool::new(false),
             fallback_logged: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
+            cached_gen: Mutex::new(HashMap::new()),
         }
     }
 
@@ -65,6 +68,7 @@ impl MuseFs {
                 let t = UNIX_EPOCH + Duration::from_nanos(u64::try_from(mtime_ns).unwrap_or(0));
                 (FileType::RegularFile, size, 0o444, 1, t)
             }
+            AttrKind::Cover { size, .. } => (FileType::RegularFile, size, 0o444, 1, self.mounted),
         };
         FileAttr {
             ino: INodeNo(n.ino),
@@ -158,9 +162,21 @@ impl Filesystem for MuseFs {
         } else if file.direct_path.is_some() {
             self.log_fallback("not available");
         }
-        // Served bytes of an inode never change while it exists (a changed original is an
-        // error), so the page cache may be kept across opens.
-        reply.opened(FileHandle(fh), FopenFlags::FOPEN_KEEP_CACHE);
+        // The page cache is kept across opens while the inode serves one generation (a
+        // changed original is an error, not new bytes). An open of a new generation drops
+        // the cached pages; if a handle of another generation is still open, this one
+        // bypasses the page cache so the two never mix.
+        let flags = {
+            let mut cached = self.cached_gen.lock().expect("cached_gen lock");
+            if self.core.mixed_generations(ino.0, file.gen) {
+                FopenFlags::FOPEN_DIRECT_IO
+            } else if cached.insert(ino.0, file.gen) == Some(file.gen) {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            }
+        };
+        reply.opened(FileHandle(fh), flags);
     }
 
     #[allow(clippy::too_many_arguments)]

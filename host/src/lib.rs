@@ -26,5 +26,6 @@ pub mod mount;
 pub mod plugins;
 pub mod scanner;
 pub mod serve;
+pub mod tagcmd;
 pub mod template;
 pub mod tree;

@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use musefs::catalog::overlay::{ArtEdit, Edit};
 use musefs::catalog::Catalog;
+use musefs::tagcmd;
 use musefs::manifest::Manifest;
 use musefs::mount::{self, MountOptions};
 use musefs::plugins::{self, Plugins};
@@ -69,10 +71,107 @@ enum Command {
         #[arg(long, short = 'l')]
         long: bool,
     },
+    /// Edit tags and art (an overlay in the catalog; the originals are never touched).
+    ///
+    /// PATH is a path in the mounted tree as `musefs ls` prints it (a directory means
+    /// every file below it), ORIGIN:PATH, or a file under a local origin's root. A running
+    /// mount shows the change within its `refresh_interval_ms`.
+    Tag {
+        #[command(subcommand)]
+        command: TagCommand,
+    },
     /// Inspect plugins.
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TagCommand {
+    /// Print the tags and pictures a file serves (edited keys are marked).
+    Show {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON (the `export` format) instead.
+        #[arg(long)]
+        json: bool,
+        path: String,
+    },
+    /// Replace the values of keys: `title="New Title" artist=A artist=B`.
+    Set {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        /// KEY=VALUE, repeat a key for several values.
+        #[arg(required = true)]
+        assignments: Vec<String>,
+    },
+    /// Append values to keys: `genre=Jazz`.
+    Add {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        #[arg(required = true)]
+        assignments: Vec<String>,
+    },
+    /// Remove keys (`comment`) or single values (`artist=Beta`).
+    Rm {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Back to the file's own tags: the given keys, or everything (tags and art).
+    Reset {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        keys: Vec<String>,
+    },
+    /// Write the tags of the files under PATH as JSON (to stdout, or --output).
+    Export {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Apply a JSON document from `export`: each listed file's text tags become exactly its.
+    Import {
+        #[command(flatten)]
+        common: Common,
+        file: PathBuf,
+    },
+    /// Cover art.
+    Art {
+        #[command(subcommand)]
+        command: ArtCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArtCommand {
+    /// Set a picture (replacing pictures of its type) from a JPEG/PNG/GIF/WebP file.
+    Set {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        image: PathBuf,
+        /// Picture type (3 = front cover, 4 = back cover, ...).
+        #[arg(long = "type", default_value_t = 3)]
+        picture_type: u32,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Remove pictures (of one type, or all).
+    Rm {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        #[arg(long = "type")]
+        picture_type: Option<u32>,
     },
 }
 
@@ -117,10 +216,19 @@ fn run(cli: Cli) -> Result<()> {
             let (manifest, plugins) = load(&common)?;
             mount::check_mountpoint(&mountpoint)?;
             let core = Arc::new(mount::build_core(&manifest, &plugins)?);
-            if core.tree().is_empty() {
+            if core.with_tree(|t| t.is_empty()) {
                 tracing::warn!("the catalog is empty: run `musefs scan --manifest {}` first", manifest.path.display());
             }
-            mount::run(core, manifest.mode, &mountpoint, &MountOptions { allow_other, no_kernel_passthrough })?;
+            mount::run(
+                core,
+                manifest.mode,
+                &mountpoint,
+                &MountOptions {
+                    allow_other,
+                    no_kernel_passthrough,
+                    refresh_interval: Some(manifest.refresh_interval),
+                },
+            )?;
         }
         Command::Ls { common, long } => {
             let manifest = Manifest::load(&common.manifest)?;
@@ -137,6 +245,7 @@ fn run(cli: Cli) -> Result<()> {
                 }
             }
         }
+        Command::Tag { command } => tag(command)?,
         Command::Plugins { command: PluginsCommand::List { plugin_dir: dir } } => {
             let dir = plugin_dir(dir.as_deref(), None);
             let p = Plugins::load_dir(&dir)?;
@@ -157,6 +266,87 @@ fn run(cli: Cli) -> Result<()> {
             if p.loaded.is_empty() {
                 anyhow::bail!("no plugins loaded from {}", dir.display());
             }
+        }
+    }
+    Ok(())
+}
+
+fn open_for_tags(common: &Common) -> Result<(Manifest, Catalog)> {
+    let manifest = Manifest::load(&common.manifest)?;
+    let catalog = Catalog::open(&manifest.catalog_path())?;
+    Ok((manifest, catalog))
+}
+
+fn edit(common: &Common, path: &str, edits: Vec<Edit>) -> Result<()> {
+    let (manifest, mut catalog) = open_for_tags(common)?;
+    let ids = tagcmd::resolve(&manifest, &catalog, path)?;
+    catalog.apply_edits(&ids, &edits, &[])?;
+    eprintln!("edited {} file(s)", ids.len());
+    Ok(())
+}
+
+fn tag(command: TagCommand) -> Result<()> {
+    match command {
+        TagCommand::Show { common, json, path } => {
+            let (manifest, catalog) = open_for_tags(&common)?;
+            let ids = tagcmd::resolve(&manifest, &catalog, &path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tagcmd::export(&catalog, &ids)?)?);
+            } else {
+                for id in ids {
+                    print!("{}", tagcmd::show(&catalog, id)?);
+                }
+            }
+        }
+        TagCommand::Set { common, path, assignments } => {
+            let pairs = tagcmd::parse_assignments(&assignments, false)?;
+            edit(&common, &path, tagcmd::set_edits(&pairs, false))?;
+        }
+        TagCommand::Add { common, path, assignments } => {
+            let pairs = tagcmd::parse_assignments(&assignments, false)?;
+            edit(&common, &path, tagcmd::set_edits(&pairs, true))?;
+        }
+        TagCommand::Rm { common, path, keys } => {
+            let pairs = tagcmd::parse_assignments(&keys, true)?;
+            edit(&common, &path, pairs.into_iter().map(|(key, value)| Edit::Remove { key, value }).collect())?;
+        }
+        TagCommand::Reset { common, path, keys } => {
+            let edits = if keys.is_empty() {
+                vec![Edit::Reset { key: None }]
+            } else {
+                keys.into_iter().map(|k| Edit::Reset { key: Some(k) }).collect()
+            };
+            edit(&common, &path, edits)?;
+        }
+        TagCommand::Export { common, path, output } => {
+            let (manifest, catalog) = open_for_tags(&common)?;
+            let ids = tagcmd::resolve(&manifest, &catalog, &path)?;
+            let text = serde_json::to_string_pretty(&tagcmd::export(&catalog, &ids)?)?;
+            match output {
+                Some(o) => std::fs::write(&o, text + "\n").with_context(|| format!("writing {}", o.display()))?,
+                None => println!("{text}"),
+            }
+        }
+        TagCommand::Import { common, file } => {
+            let (_, mut catalog) = open_for_tags(&common)?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let doc: tagcmd::Export =
+                serde_json::from_str(&text).with_context(|| format!("{}: not a musefs tag export", file.display()))?;
+            let n = tagcmd::import(&mut catalog, &doc, &file.display().to_string())?;
+            eprintln!("imported: {n} file(s) changed");
+        }
+        TagCommand::Art { command: ArtCommand::Set { common, path, image, picture_type, description } } => {
+            let (manifest, mut catalog) = open_for_tags(&common)?;
+            let ids = tagcmd::resolve(&manifest, &catalog, &path)?;
+            let pic = tagcmd::picture_from_file(&image, picture_type, &description)?;
+            tagcmd::edit_art(&mut catalog, &ids, ArtEdit::Set(pic))?;
+            eprintln!("art set on {} file(s)", ids.len());
+        }
+        TagCommand::Art { command: ArtCommand::Rm { common, path, picture_type } } => {
+            let (manifest, mut catalog) = open_for_tags(&common)?;
+            let ids = tagcmd::resolve(&manifest, &catalog, &path)?;
+            tagcmd::edit_art(&mut catalog, &ids, ArtEdit::Remove(picture_type))?;
+            eprintln!("art removed from {} file(s)", ids.len());
         }
     }
     Ok(())

@@ -66,6 +66,11 @@ struct RawManifest {
     disc_digits: Option<usize>,
     slash_replacement: Option<String>,
     read_timeout_ms: Option<u64>,
+    cover_name: Option<String>,
+    refresh_interval_ms: Option<u64>,
+    header_cache_mb: Option<u64>,
+    #[serde(default)]
+    format: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -122,6 +127,14 @@ pub struct Manifest {
     pub render: RenderOptions,
     /// How long one origin call may take.
     pub read_timeout: Duration,
+    /// The name of the virtual cover file in each album directory (`None`: off).
+    pub cover_name: Option<String>,
+    /// How often a running mount polls the catalog for changes.
+    pub refresh_interval: Duration,
+    /// The header (plan) cache budget in bytes.
+    pub header_cache_bytes: u64,
+    /// Per-format-plugin options (`[format.NAME]`), as JSON objects.
+    pub format_options: std::collections::HashMap<String, String>,
 }
 
 impl Manifest {
@@ -215,7 +228,23 @@ impl Manifest {
             }
             render.slash_replacement = s;
         }
+        let cover_name = match raw.cover_name {
+            None => Some("cover.jpg".to_owned()),
+            Some(n) if n.is_empty() => None,
+            Some(n) => {
+                if n.contains('/') || n.contains('\0') || n == "." || n == ".." || n.len() > 255 {
+                    return Err(invalid(format!("`cover_name` = {n:?} is not a valid file name (use \"\" to turn it off)")));
+                }
+                Some(n)
+            }
+        };
+        let format_options =
+            raw.format.into_iter().map(|(k, v)| (k, serde_json::Value::Object(v).to_string())).collect();
         Ok(Self {
+            cover_name,
+            refresh_interval: Duration::from_millis(raw.refresh_interval_ms.unwrap_or(1000).clamp(50, 3_600_000)),
+            header_cache_bytes: raw.header_cache_mb.unwrap_or(64).max(1) * 1024 * 1024,
+            format_options,
             path: path.to_owned(),
             state_dir: resolve(raw.state_dir),
             plugin_dir: raw.plugin_dir.map(resolve),

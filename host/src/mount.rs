@@ -9,8 +9,9 @@ use std::time::{Duration, Instant};
 use crate::catalog::{Catalog, CatalogError};
 use crate::manifest::{Manifest, Mode};
 use crate::plugins::{PluginError, Plugins};
-use crate::serve::Core;
-use crate::tree::Tree;
+use crate::serve::{Core, Settings};
+use crate::tree::{Inval, Tree};
+use std::ffi::OsStr;
 
 /// An error building or mounting.
 #[derive(Debug, thiserror::Error)]
@@ -44,11 +45,8 @@ pub enum MountError {
 /// # Errors
 /// Catalog errors.
 pub fn build_tree(manifest: &Manifest, catalog: &Catalog) -> Result<Tree, CatalogError> {
-    let mut keys: Vec<String> = manifest.views.iter().flat_map(|v| v.template.fields()).collect();
-    keys.sort();
-    keys.dedup();
-    let files = catalog.tree_files(&keys)?;
-    Ok(Tree::build(&files, &manifest.views, &manifest.render))
+    let files = catalog.tree_files(&template_keys(manifest))?;
+    Ok(Tree::build(&files, &manifest.views, &manifest.render, manifest.cover_name.as_deref()))
 }
 
 /// Builds the serving core: plugins' origins and formats, the catalog and the tree.
@@ -65,7 +63,26 @@ pub fn build_core(manifest: &Manifest, plugins: &Plugins) -> Result<Core, MountE
         origins.insert(o.name.clone(), plugins.new_origin(&o.kind, &o.config_json)?);
     }
     let formats = plugins.formats()?.into_iter().collect();
-    Ok(Core::new(tree, catalog, origins, formats, manifest.mode, manifest.read_timeout))
+    Ok(Core::new(tree, catalog, origins, formats, settings(manifest)))
+}
+
+/// The serving settings a manifest asks for.
+pub fn settings(manifest: &Manifest) -> Settings {
+    Settings {
+        mode: manifest.mode,
+        timeout: manifest.read_timeout,
+        format_options: manifest.format_options.clone(),
+        header_cache_bytes: manifest.header_cache_bytes,
+        keys: template_keys(manifest),
+    }
+}
+
+/// The tag keys the manifest's templates use.
+pub fn template_keys(manifest: &Manifest) -> Vec<String> {
+    let mut keys: Vec<String> = manifest.views.iter().flat_map(|v| v.template.fields()).collect();
+    keys.sort();
+    keys.dedup();
+    keys
 }
 
 /// Checks that `path` can be mounted on.
@@ -95,6 +112,24 @@ pub struct MountOptions {
     pub allow_other: bool,
     /// Never use kernel passthrough (serve every read through the daemon).
     pub no_kernel_passthrough: bool,
+    /// How often to poll the catalog for changes (`None`: never).
+    pub refresh_interval: Option<Duration>,
+}
+
+/// Tells the kernel to forget stale entries and inodes (errors for entries it never
+/// looked up are expected and ignored).
+fn apply_invalidations(notifier: &fuser::Notifier, inval: &[Inval]) {
+    for i in inval {
+        let res = match i {
+            Inval::Entry { parent, name } => notifier.inval_entry(fuser::INodeNo(*parent), OsStr::new(name)),
+            Inval::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+        };
+        if let Err(e) = res {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                tracing::debug!("invalidating {i:?}: {e}");
+            }
+        }
+    }
 }
 
 /// Mounts `core` at `mountpoint` and serves until SIGINT/SIGTERM or an external unmount.
@@ -126,8 +161,19 @@ pub fn run(core: Arc<Core>, mode: Mode, mountpoint: &Path, opts: &MountOptions) 
     let session = fuser::spawn_mount(fs, mountpoint, &cfg)
         .map_err(|source| MountError::Fuse { path: mountpoint.display().to_string(), source })?;
     tracing::info!("mounted at {} ({:?} mode); Ctrl-C or `fusermount3 -u` to unmount", mountpoint.display(), mode);
+    let notifier = session.notifier();
+    let mut next_refresh = Instant::now();
     while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
-        std::thread::sleep(Duration::from_millis(100));
+        if let Some(every) = opts.refresh_interval {
+            if Instant::now() >= next_refresh {
+                next_refresh = Instant::now() + every;
+                match core.refresh() {
+                    Ok(inval) => apply_invalidations(&notifier, &inval),
+                    Err(e) => tracing::warn!("refreshing from the catalog: {e}"),
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50).min(opts.refresh_interval.unwrap_or(Duration::MAX)));
     }
     if session.guard.is_finished() {
         tracing::info!("unmounted externally");

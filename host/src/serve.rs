@@ -6,22 +6,30 @@
 //! literal bytes are copied, origin ranges are read with `read_at` into the reply
 //! buffer. A plan whose size differs from the size announced in `getattr`, a changed or
 //! vanished original, or a short read is an error (EIO at the FUSE edge), never wrong
-//! bytes.
+//! bytes. For local origins the stamp is checked again after every read that touched the
+//! original, so bytes of an original changed mid-read are not returned.
+//!
+//! In synthesis mode the served size is the plan's size: layouts are kept in a header
+//! cache keyed by `(file id, generation)` with a byte budget (LRU), so `getattr` and
+//! `open` do not ask the plugin again; the generation changes with every edit or rescan.
+//! An open handle keeps the layout it opened with (a snapshot), so it never serves a mix
+//! of an old header and a new layout. [`Core::refresh`] applies the catalog's change log
+//! to the tree and returns what the kernel must forget.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use abi_stable::std_types::{RSliceMut, RVec};
 use musefs_plugin_api::{
     AudioProps, CallCtx, ErrorKind, FormatBox, HandleBox, OriginBox, PlanMode, PlanRequest, Segment, SegmentKind,
-    TrackInfo,
+    Stat, TrackInfo,
 };
 
 use crate::catalog::{Catalog, CatalogError, FileRow};
 use crate::manifest::Mode;
-use crate::tree::{AttrKind, NodeAttr, Tree};
+use crate::tree::{AttrKind, Inval, NodeAttr, Tree};
 
 /// An error serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -82,44 +90,167 @@ impl ServeError {
     }
 }
 
-/// An open file: its handle on the original and its plan.
+/// A computed layout: the plan's segments with their start offsets, shared between the
+/// header cache and every open handle.
+#[derive(Debug)]
+pub struct Layout {
+    /// `(start offset in the served file, segment)`, in order, none empty.
+    pub segments: Vec<(u64, Segment)>,
+    /// The served size.
+    pub size: u64,
+    /// The layout is the whole original, unchanged.
+    pub unchanged: bool,
+    bytes: usize,
+}
+
+/// The header cache: layouts by `(file id, generation)`, least recently used evicted
+/// beyond a byte budget (literal bytes, i.e. the synthesized headers, counted).
+struct PlanCache {
+    map: HashMap<(i64, i64), (Arc<Layout>, u64)>,
+    bytes: usize,
+    budget: usize,
+    tick: u64,
+}
+
+impl PlanCache {
+    fn get(&mut self, key: (i64, i64)) -> Option<Arc<Layout>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(&key).map(|(l, t)| {
+            *t = tick;
+            l.clone()
+        })
+    }
+
+    fn put(&mut self, key: (i64, i64), layout: Arc<Layout>) {
+        if layout.bytes > self.budget {
+            return;
+        }
+        self.tick += 1;
+        self.bytes += layout.bytes;
+        if let Some((old, _)) = self.map.insert(key, (layout, self.tick)) {
+            self.bytes -= old.bytes;
+        }
+        while self.bytes > self.budget {
+            let Some((&k, _)) = self.map.iter().min_by_key(|(_, (_, t))| *t) else { break };
+            if let Some((old, _)) = self.map.remove(&k) {
+                self.bytes -= old.bytes;
+            }
+        }
+    }
+
+    fn forget(&mut self, file_id: i64) {
+        let keys: Vec<_> = self.map.keys().filter(|(id, _)| *id == file_id).copied().collect();
+        for k in keys {
+            if let Some((old, _)) = self.map.remove(&k) {
+                self.bytes -= old.bytes;
+            }
+        }
+    }
+}
+
+/// An open file: its handle on the original and its layout (a snapshot: an edit made
+/// while the file is open does not change what this handle serves).
 pub struct OpenFile {
     /// The inode.
     pub ino: u64,
-    /// The catalog row.
-    pub row: FileRow,
-    handle: HandleBox,
+    /// The catalog row (`None` for a cover sidecar).
+    pub row: Option<FileRow>,
+    /// The generation served.
+    pub gen: i64,
+    handle: Option<HandleBox>,
     /// The context of this file's origin calls (one per open, not one per read).
     ctx: CallCtx,
-    /// `(start offset in the served file, segment)`, in order.
-    segments: Vec<(u64, Segment)>,
+    /// Re-check the original's stamp after each read (cheap: a local origin).
+    recheck: bool,
+    layout: Arc<Layout>,
     /// The served size.
     pub size: u64,
     /// For kernel passthrough: a local path holding exactly the served bytes.
     pub direct_path: Option<String>,
 }
 
-/// Counters for tests and `stats`.
+/// Counters for tests, benchmarks and `stats`.
 #[derive(Debug, Default)]
 pub struct Counters {
     /// Files opened.
     pub opens: AtomicU64,
     /// Bytes served through the daemon.
     pub bytes_read: AtomicU64,
+    /// Layouts computed by a format plugin.
+    pub plans_built: AtomicU64,
+    /// Layouts found in the header cache.
+    pub plan_hits: AtomicU64,
+    /// Catalog refreshes applied.
+    pub refreshes: AtomicU64,
+}
+
+/// How the core serves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Passthrough or synthesis.
+    pub mode: Mode,
+    /// The budget of one origin call.
+    pub timeout: Duration,
+    /// `[format.NAME]` options as JSON, by plugin name.
+    pub format_options: HashMap<String, String>,
+    /// Header cache budget in bytes.
+    pub header_cache_bytes: u64,
+    /// The tag keys the templates use (what a tree update needs).
+    pub keys: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Passthrough,
+            timeout: Duration::from_secs(30),
+            format_options: HashMap::new(),
+            header_cache_bytes: 64 << 20,
+            keys: Vec::new(),
+        }
+    }
 }
 
 /// The serving core.
 pub struct Core {
-    tree: RwLock<Arc<Tree>>,
+    tree: RwLock<Tree>,
     catalog: Mutex<Catalog>,
     origins: HashMap<String, OriginBox>,
+    local_origins: HashMap<String, bool>,
     formats: HashMap<String, FormatBox>,
-    mode: Mode,
-    timeout: Duration,
+    settings: Settings,
+    plans: Mutex<PlanCache>,
+    /// Served sizes announced, by file id: `(generation, size)`.
+    sizes: Mutex<HashMap<i64, (i64, u64)>>,
+    /// Cover sidecar bytes by directory inode.
+    covers: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    last_change: AtomicI64,
     handles: RwLock<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
     /// Counters.
     pub counters: Counters,
+}
+
+fn plan_mode(mode: Mode) -> PlanMode {
+    match mode {
+        Mode::Passthrough => PlanMode::PASSTHROUGH,
+        Mode::Synthesis => PlanMode::SYNTHESIS,
+    }
+}
+
+fn stamp_diffs(row: &FileRow, stat: &Stat) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if stat.size != row.size {
+        diffs.push(format!("size {} -> {}", row.size, stat.size));
+    }
+    if row.mtime_ns.is_some() && stat.mtime_ns.clone().into_option() != row.mtime_ns {
+        diffs.push("mtime differs".to_owned());
+    }
+    if row.etag.is_some() && stat.etag.as_ref().map(|e| e.to_string()).into_option() != row.etag {
+        diffs.push("ETag differs".to_owned());
+    }
+    diffs
 }
 
 impl Core {
@@ -129,43 +260,117 @@ impl Core {
         catalog: Catalog,
         origins: HashMap<String, OriginBox>,
         formats: HashMap<String, FormatBox>,
-        mode: Mode,
-        timeout: Duration,
+        settings: Settings,
     ) -> Self {
+        let last = catalog.last_change().unwrap_or(0);
+        let local_origins = origins.iter().map(|(k, o)| (k.clone(), o.caps().local)).collect();
+        let budget = usize::try_from(settings.header_cache_bytes).unwrap_or(usize::MAX);
         Self {
-            tree: RwLock::new(Arc::new(tree)),
+            tree: RwLock::new(tree),
             catalog: Mutex::new(catalog),
             origins,
+            local_origins,
             formats,
-            mode,
-            timeout,
+            settings,
+            plans: Mutex::new(PlanCache { map: HashMap::new(), bytes: 0, budget, tick: 0 }),
+            sizes: Mutex::new(HashMap::new()),
+            covers: Mutex::new(HashMap::new()),
+            last_change: AtomicI64::new(last),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             counters: Counters::default(),
         }
     }
 
-    /// The current tree.
-    pub fn tree(&self) -> Arc<Tree> {
-        self.tree.read().expect("tree lock").clone()
+    /// Runs `f` on the current tree.
+    pub fn with_tree<R>(&self, f: impl FnOnce(&Tree) -> R) -> R {
+        f(&self.tree.read().expect("tree lock"))
     }
 
-    /// A node's attributes by inode.
+    /// The serving mode.
+    pub fn mode(&self) -> Mode {
+        self.settings.mode
+    }
+
+    /// A node's attributes by inode, with the size it serves.
     pub fn node(&self, ino: u64) -> Option<NodeAttr> {
-        self.tree.read().expect("tree lock").get(ino).map(|n| n.attr())
+        let attr = self.tree.read().expect("tree lock").get(ino).map(|n| n.attr())?;
+        Some(self.sized(attr))
     }
 
     /// The attributes of the child `name` of `parent`.
     pub fn lookup(&self, parent: u64, name: &str) -> Option<NodeAttr> {
-        self.tree.read().expect("tree lock").lookup(parent, name).map(|n| n.attr())
+        let attr = self.tree.read().expect("tree lock").lookup(parent, name).map(|n| n.attr())?;
+        Some(self.sized(attr))
+    }
+
+    /// Fills in the served size: the plan's size in synthesis mode, the cover's size for
+    /// a sidecar. On failure the original's size is announced (and the failure logged):
+    /// opening the file then fails the same way.
+    fn sized(&self, mut attr: NodeAttr) -> NodeAttr {
+        match &mut attr.kind {
+            AttrKind::File { file_id, size, gen, .. } if self.settings.mode == Mode::Synthesis => {
+                match self.served_size(*file_id, *gen) {
+                    Ok(n) => *size = n,
+                    Err(e) => tracing::warn!("size of file {file_id}: {e}"),
+                }
+            }
+            AttrKind::File { .. } => {}
+            AttrKind::Cover { dir, size } => *size = self.cover(*dir).map_or(0, |c| c.len() as u64),
+            AttrKind::Dir => {}
+        }
+        attr
+    }
+
+    fn served_size(&self, file_id: i64, gen: i64) -> Result<u64, ServeError> {
+        if let Some(&(g, n)) = self.sizes.lock().expect("sizes lock").get(&file_id) {
+            if g >= gen {
+                return Ok(n);
+            }
+        }
+        let row = self.catalog.lock().expect("catalog lock").file(file_id)?.ok_or(ServeError::Gone(file_id))?;
+        let (handle, stat) = self.open_origin(&row)?;
+        let layout = self.layout(&row, &handle, &stat)?;
+        Ok(layout.size)
+    }
+
+    /// The cover bytes of directory `dir` (its first file with a front cover, else with any picture).
+    fn cover(&self, dir: u64) -> Option<Arc<Vec<u8>>> {
+        if let Some(c) = self.covers.lock().expect("covers lock").get(&dir) {
+            return Some(c.clone());
+        }
+        let sources = self.with_tree(|t| t.cover_sources(dir));
+        let catalog = self.catalog.lock().expect("catalog lock");
+        let mut fallback = None;
+        for id in sources {
+            let pics = match catalog.effective_pictures(id) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("cover of directory {dir}: {e}");
+                    continue;
+                }
+            };
+            if let Some(p) = pics.iter().find(|p| p.picture_type == 3) {
+                fallback = Some(p.data.to_vec());
+                break;
+            }
+            if fallback.is_none() {
+                fallback = pics.first().map(|p| p.data.to_vec());
+            }
+        }
+        drop(catalog);
+        let bytes = Arc::new(fallback?);
+        self.covers.lock().expect("covers lock").insert(dir, bytes.clone());
+        Some(bytes)
     }
 
     /// A directory's own attributes and its children (attributes and names), in name order.
+    /// Sizes are not filled in (readdir does not report them).
     ///
     /// # Errors
     /// [`ServeError::NotFound`] if `ino` is not a directory.
     pub fn readdir(&self, ino: u64) -> Result<(NodeAttr, Vec<(NodeAttr, String)>), ServeError> {
-        let tree = self.tree();
+        let tree = self.tree.read().expect("tree lock");
         let dir = tree.get(ino).map(|n| n.attr()).ok_or(ServeError::NotFound)?;
         if dir.kind != AttrKind::Dir {
             return Err(ServeError::NotFound);
@@ -174,73 +379,51 @@ impl Core {
     }
 
     fn ctx(&self) -> CallCtx {
-        CallCtx::with_timeout(self.timeout)
+        CallCtx::with_timeout(self.settings.timeout)
     }
 
-    /// Opens a file: original opened and stamp-checked, plan computed and validated.
-    ///
-    /// # Errors
-    /// [`ServeError`]; every error is also logged once with the file's name.
-    pub fn open(&self, ino: u64) -> Result<(u64, Arc<OpenFile>), ServeError> {
-        let node = self.node(ino).ok_or(ServeError::NotFound)?;
-        let AttrKind::File { file_id, size, .. } = node.kind else { return Err(ServeError::IsDir) };
-        let row = self.catalog.lock().expect("catalog lock").file(file_id)?.ok_or(ServeError::Gone(file_id))?;
-        let what = format!("{}:{}", row.origin, row.path);
-        let res = self.open_row(ino, row, size);
-        if let Err(e) = &res {
-            tracing::warn!("open {what}: {e}");
-        }
-        let file = Arc::new(res?);
-        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
-        self.handles.write().expect("handles lock").insert(fh, file.clone());
-        self.counters.opens.fetch_add(1, Ordering::Relaxed);
-        Ok((fh, file))
+    fn plugin_err(row: &FileRow) -> impl Fn(musefs_plugin_api::PluginError) -> ServeError + '_ {
+        move |source| ServeError::Plugin { origin: row.origin.clone(), path: row.path.clone(), source }
     }
 
-    fn open_row(&self, ino: u64, row: FileRow, announced: u64) -> Result<OpenFile, ServeError> {
-        let plugin_err = |source| ServeError::Plugin { origin: row.origin.clone(), path: row.path.clone(), source };
+    /// Opens the original of `row` and checks its stamp against the catalog.
+    fn open_origin(&self, row: &FileRow) -> Result<(HandleBox, Stat), ServeError> {
         let origin = self.origins.get(&row.origin).ok_or_else(|| ServeError::BadPlan {
             origin: row.origin.clone(),
             path: row.path.clone(),
             what: "its origin is not in the manifest any more".into(),
         })?;
-        let ctx = self.ctx();
-        let handle = origin.open(&ctx, row.path.as_str().into()).into_result().map_err(|e| {
+        let handle = origin.open(&self.ctx(), row.path.as_str().into()).into_result().map_err(|e| {
             if e.kind == ErrorKind::NOT_FOUND {
                 ServeError::Changed { origin: row.origin.clone(), path: row.path.clone(), what: "it is gone".into() }
             } else {
-                plugin_err(e)
+                Self::plugin_err(row)(e)
             }
         })?;
         let stat = handle.stat();
-        let mut diffs = Vec::new();
-        if stat.size != row.size {
-            diffs.push(format!("size {} -> {}", row.size, stat.size));
-        }
-        if row.mtime_ns.is_some() && stat.mtime_ns.clone().into_option() != row.mtime_ns {
-            diffs.push("mtime differs".to_owned());
-        }
-        if row.etag.is_some() && stat.etag.as_ref().map(|e| e.to_string()).into_option() != row.etag {
-            diffs.push("ETag differs".to_owned());
-        }
+        let diffs = stamp_diffs(row, &stat);
         if !diffs.is_empty() {
-            return Err(ServeError::Changed {
-                origin: row.origin.clone(),
-                path: row.path.clone(),
-                what: diffs.join(", "),
-            });
+            return Err(ServeError::Changed { origin: row.origin.clone(), path: row.path.clone(), what: diffs.join(", ") });
         }
-        let format = self.formats.get(&row.plugin).ok_or_else(|| ServeError::BadPlan {
-            origin: row.origin.clone(),
-            path: row.path.clone(),
-            what: format!("format plugin `{}` is not loaded", row.plugin),
-        })?;
-        let req = PlanRequest {
-            mode: match self.mode {
-                Mode::Passthrough => PlanMode::PASSTHROUGH,
-                Mode::Synthesis => PlanMode::SYNTHESIS,
-            },
-            info: TrackInfo {
+        Ok((handle, stat))
+    }
+
+    /// The layout of `row` (from the header cache, or planned by its format plugin).
+    fn layout(&self, row: &FileRow, handle: &HandleBox, stat: &Stat) -> Result<Arc<Layout>, ServeError> {
+        let key = (row.id, row.gen);
+        if let Some(l) = self.plans.lock().expect("plans lock").get(key) {
+            self.counters.plan_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(l);
+        }
+        let bad = |what: String| ServeError::BadPlan { origin: row.origin.clone(), path: row.path.clone(), what };
+        let format = self.formats.get(&row.plugin).ok_or_else(|| bad(format!("format plugin `{}` is not loaded", row.plugin)))?;
+        let mode = plan_mode(self.settings.mode);
+        let (info, tags, pictures) = if mode == PlanMode::SYNTHESIS {
+            let catalog = self.catalog.lock().expect("catalog lock");
+            let info = catalog.track_info(row.id)?.ok_or(ServeError::Gone(row.id))?;
+            (info, catalog.effective_tags(row.id)?, catalog.effective_pictures(row.id)?)
+        } else {
+            let info = TrackInfo {
                 format: "".into(),
                 extension: row.extension.as_str().into(),
                 tags: RVec::new(),
@@ -250,20 +433,26 @@ impl Core {
                 audio_len: row.size,
                 regions: RVec::new(),
                 extra: RVec::new(),
-            },
-            tags: RVec::new(),
-            pictures: RVec::new(),
-            options: "{}".into(),
+            };
+            (info, Vec::new(), Vec::new())
+        };
+        let req = PlanRequest {
+            mode,
+            info,
+            tags: tags.into(),
+            pictures: pictures.into(),
+            options: self.settings.format_options.get(&row.plugin).map_or("{}", String::as_str).into(),
             extra: RVec::new(),
         };
-        let plan = format.plan(&ctx, &handle, &req).into_result().map_err(plugin_err)?;
-        let bad = |what: String| ServeError::BadPlan { origin: row.origin.clone(), path: row.path.clone(), what };
+        let plan = format.plan(&self.ctx(), handle, &req).into_result().map_err(Self::plugin_err(row))?;
+        self.counters.plans_built.fetch_add(1, Ordering::Relaxed);
         let mut segments = Vec::with_capacity(plan.segments.len());
         let mut at = 0u64;
+        let mut bytes = 64usize;
         for s in plan.segments.into_iter() {
             match s.kind {
-                SegmentKind::LITERAL if s.bytes.len() as u64 == s.len => {}
-                SegmentKind::ORIGIN if s.offset.checked_add(s.len).is_some_and(|end| end <= stat.size) => {}
+                SegmentKind::LITERAL if s.bytes.len() as u64 == s.len => bytes += s.bytes.len() + 64,
+                SegmentKind::ORIGIN if s.offset.checked_add(s.len).is_some_and(|end| end <= stat.size) => bytes += 64,
                 k => return Err(bad(format!("plan segment {k:?} at {at} is inconsistent"))),
             }
             let len = s.len;
@@ -272,22 +461,98 @@ impl Core {
             }
             at = at.checked_add(len).ok_or_else(|| bad("plan size overflows".into()))?;
         }
-        let size: u64 = segments.iter().map(|(_, s)| s.len).sum();
-        if size != announced {
-            return Err(bad(format!("the plan is {size} bytes but {announced} were announced")));
-        }
-        let direct_path = match segments.as_slice() {
-            [(0, s)] if s.kind == SegmentKind::ORIGIN && s.offset == 0 && s.len == stat.size => {
-                handle.local_path().into_option().map(|p| p.into_string())
+        let unchanged = matches!(segments.as_slice(),
+            [(0, s)] if s.kind == SegmentKind::ORIGIN && s.offset == 0 && s.len == stat.size);
+        let layout = Arc::new(Layout { segments, size: at, unchanged, bytes });
+        {
+            let mut sizes = self.sizes.lock().expect("sizes lock");
+            match sizes.get(&row.id) {
+                Some(&(g, n)) if g == row.gen && n != at => {
+                    return Err(bad(format!("the plan is {at} bytes but {n} were announced (a nondeterministic plugin?)")));
+                }
+                _ => {
+                    sizes.insert(row.id, (row.gen, at));
+                }
             }
-            _ => None,
+        }
+        self.plans.lock().expect("plans lock").put(key, layout.clone());
+        Ok(layout)
+    }
+
+    /// Opens a file: original opened and stamp-checked, layout computed (or taken from
+    /// the header cache).
+    ///
+    /// # Errors
+    /// [`ServeError`]; every error is also logged once with the file's name.
+    pub fn open(&self, ino: u64) -> Result<(u64, Arc<OpenFile>), ServeError> {
+        let node = self.with_tree(|t| t.get(ino).map(|n| n.attr())).ok_or(ServeError::NotFound)?;
+        let file = match node.kind {
+            AttrKind::Dir => return Err(ServeError::IsDir),
+            AttrKind::Cover { dir, .. } => {
+                let bytes = self.cover(dir).ok_or(ServeError::NotFound)?;
+                let size = bytes.len() as u64;
+                let layout = Arc::new(Layout {
+                    segments: vec![(0, Segment::literal(bytes.to_vec()))],
+                    size,
+                    unchanged: false,
+                    bytes: bytes.len(),
+                });
+                OpenFile {
+                    ino,
+                    row: None,
+                    gen: 0,
+                    handle: None,
+                    ctx: self.ctx(),
+                    recheck: false,
+                    layout,
+                    size,
+                    direct_path: None,
+                }
+            }
+            AttrKind::File { file_id, .. } => {
+                let row = self.catalog.lock().expect("catalog lock").file(file_id)?.ok_or(ServeError::Gone(file_id))?;
+                let what = format!("{}:{}", row.origin, row.path);
+                let res = self.open_row(ino, row);
+                if let Err(e) = &res {
+                    tracing::warn!("open {what}: {e}");
+                }
+                res?
+            }
         };
-        Ok(OpenFile { ino, row, handle, ctx, segments, size, direct_path })
+        let file = Arc::new(file);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        self.handles.write().expect("handles lock").insert(fh, file.clone());
+        self.counters.opens.fetch_add(1, Ordering::Relaxed);
+        Ok((fh, file))
+    }
+
+    fn open_row(&self, ino: u64, row: FileRow) -> Result<OpenFile, ServeError> {
+        let (handle, stat) = self.open_origin(&row)?;
+        let layout = self.layout(&row, &handle, &stat)?;
+        let direct_path =
+            if layout.unchanged { handle.local_path().into_option().map(|p| p.into_string()) } else { None };
+        let recheck = self.local_origins.get(&row.origin).copied().unwrap_or(false);
+        Ok(OpenFile {
+            ino,
+            gen: row.gen,
+            row: Some(row),
+            handle: Some(handle),
+            ctx: self.ctx(),
+            recheck,
+            size: layout.size,
+            layout,
+            direct_path,
+        })
     }
 
     /// The open file behind `fh`.
     pub fn handle(&self, fh: u64) -> Option<Arc<OpenFile>> {
         self.handles.read().expect("handles lock").get(&fh).cloned()
+    }
+
+    /// Whether another open handle of `ino` serves a different generation.
+    pub fn mixed_generations(&self, ino: u64, gen: i64) -> bool {
+        self.handles.read().expect("handles lock").values().any(|f| f.ino == ino && f.gen != gen)
     }
 
     /// Reads up to `size` bytes at `offset` (fewer only at the end of the file).
@@ -304,16 +569,19 @@ impl Core {
     /// [`read`](Self::read) on an [`OpenFile`].
     ///
     /// # Errors
-    /// As for `read`.
+    /// As for `read`; also [`ServeError::Changed`] when the original changed (checked
+    /// after reading, so bytes of a changed original are never returned).
     pub fn read_file(&self, file: &OpenFile, offset: u64, size: u32) -> Result<Vec<u8>, ServeError> {
         if offset >= file.size {
             return Ok(Vec::new());
         }
         let end = (offset + u64::from(size)).min(file.size);
         let mut out = vec![0u8; (end - offset) as usize];
+        let segments = &file.layout.segments;
         // The first segment that ends after `offset`.
-        let first = file.segments.partition_point(|(start, s)| start + s.len <= offset);
-        for (start, seg) in &file.segments[first..] {
+        let first = segments.partition_point(|(start, s)| start + s.len <= offset);
+        let mut touched_origin = false;
+        for (start, seg) in &segments[first..] {
             if *start >= end {
                 break;
             }
@@ -323,21 +591,47 @@ impl Core {
             let within = from - start;
             match seg.kind {
                 SegmentKind::LITERAL => dst.copy_from_slice(&seg.bytes[within as usize..(within as usize + dst.len())]),
-                _ => Self::read_origin(file, seg.offset + within, dst)?,
+                _ => {
+                    touched_origin = true;
+                    Self::read_origin(file, seg.offset + within, dst)?;
+                }
             }
+        }
+        if touched_origin && file.recheck {
+            self.recheck(file)?;
         }
         Ok(out)
     }
 
+    fn recheck(&self, file: &OpenFile) -> Result<(), ServeError> {
+        let Some(row) = &file.row else { return Ok(()) };
+        let Some(origin) = self.origins.get(&row.origin) else { return Ok(()) };
+        let diffs = match origin.stat(&file.ctx, row.path.as_str().into()).into_result() {
+            Ok(stat) => stamp_diffs(row, &stat),
+            Err(e) if e.kind == ErrorKind::NOT_FOUND => vec!["it is gone".to_owned()],
+            Err(e) => return Err(Self::plugin_err(row)(e)),
+        };
+        if diffs.is_empty() {
+            return Ok(());
+        }
+        let e = ServeError::Changed { origin: row.origin.clone(), path: row.path.clone(), what: diffs.join(", ") };
+        tracing::warn!("read: {e}");
+        Err(e)
+    }
+
     fn read_origin(file: &OpenFile, mut pos: u64, mut dst: &mut [u8]) -> Result<(), ServeError> {
+        let (Some(handle), Some(row)) = (&file.handle, &file.row) else {
+            return Err(ServeError::NotFound);
+        };
         while !dst.is_empty() {
-            let n = file.handle.read_at(&file.ctx, pos, RSliceMut::from_mut_slice(dst)).into_result().map_err(
-                |source| ServeError::Plugin { origin: file.row.origin.clone(), path: file.row.path.clone(), source },
-            )?;
+            let n = handle
+                .read_at(&file.ctx, pos, RSliceMut::from_mut_slice(dst))
+                .into_result()
+                .map_err(Self::plugin_err(row))?;
             if n == 0 {
                 let e = ServeError::Changed {
-                    origin: file.row.origin.clone(),
-                    path: file.row.path.clone(),
+                    origin: row.origin.clone(),
+                    path: row.path.clone(),
                     what: format!("it ends before byte {pos}"),
                 };
                 tracing::warn!("read: {e}");
@@ -357,5 +651,56 @@ impl Core {
     /// Number of open handles.
     pub fn open_handles(&self) -> usize {
         self.handles.read().expect("handles lock").len()
+    }
+
+    /// Applies the catalog's changes since the last refresh to the tree, incrementally,
+    /// and returns the kernel cache entries made stale. A change log with a gap (pruned
+    /// while this mount lagged) rebuilds the tree.
+    ///
+    /// # Errors
+    /// Catalog errors (the tree is left as it was).
+    pub fn refresh(&self) -> Result<Vec<Inval>, ServeError> {
+        let after = self.last_change.load(Ordering::Relaxed);
+        let catalog = self.catalog.lock().expect("catalog lock");
+        let changes = catalog.changes_since(after)?;
+        if changes.files.is_empty() && !changes.gap {
+            self.last_change.store(changes.last, Ordering::Relaxed);
+            return Ok(Vec::new());
+        }
+        let mut inval = Vec::new();
+        if changes.gap {
+            tracing::info!("the catalog's change log was pruned past this mount's position: rebuilding the tree");
+            let files = catalog.tree_files(&self.settings.keys)?;
+            let mut tree = self.tree.write().expect("tree lock");
+            let rebuilt = tree.rebuild(&files);
+            *tree = rebuilt;
+            inval.push(Inval::Inode(crate::tree::ROOT));
+        } else {
+            let mut updates = Vec::with_capacity(changes.files.len());
+            for id in &changes.files {
+                updates.push((*id, catalog.tree_file(*id, &self.settings.keys)?));
+            }
+            let mut tree = self.tree.write().expect("tree lock");
+            for (id, f) in &updates {
+                inval.extend(match f {
+                    Some(f) => tree.upsert_file(f),
+                    None => tree.remove_file(*id),
+                });
+            }
+        }
+        drop(catalog);
+        {
+            let mut plans = self.plans.lock().expect("plans lock");
+            let mut sizes = self.sizes.lock().expect("sizes lock");
+            for id in &changes.files {
+                plans.forget(*id);
+                sizes.remove(id);
+            }
+        }
+        self.covers.lock().expect("covers lock").clear();
+        self.last_change.store(changes.last, Ordering::Relaxed);
+        self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("refreshed {} changed file(s)", changes.files.len());
+        Ok(inval)
     }
 }

@@ -4,6 +4,12 @@
 //! catalog id and its view, a directory's from a hash of its view and path. Names are
 //! sanitised component by component and collisions are disambiguated deterministically
 //! (files are placed in origin/path order; later ones get ` (2)`, ` (3)`, ...).
+//!
+//! The tree is updated in place when the catalog changes ([`Tree::upsert_file`],
+//! [`Tree::remove_file`]): a file keeps its inode wherever its tags move it, directories
+//! left empty are removed, and each update returns the kernel cache entries it made
+//! stale ([`Inval`]). A directory holding a file with a picture gets a virtual cover
+//! file (its inode derived from the directory's).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -22,14 +28,23 @@ pub const NAME_MAX: usize = 255;
 pub enum NodeKind {
     /// A directory: children by name.
     Dir(BTreeMap<String, u64>),
-    /// A file: its catalog id, size and mtime.
+    /// A file.
     File {
         /// Catalog file id.
         file_id: i64,
-        /// Served size.
+        /// The original's size (the served size in passthrough mode).
         size: u64,
         /// Modification time, ns since the epoch.
         mtime_ns: i64,
+        /// The catalog generation the node was built from.
+        gen: i64,
+        /// Whether the file has a picture (for the cover sidecar).
+        cover: bool,
+    },
+    /// The virtual cover image of directory `dir` (from its first file with a picture).
+    Cover {
+        /// The directory.
+        dir: u64,
     },
 }
 
@@ -55,10 +70,19 @@ pub enum AttrKind {
     File {
         /// Catalog file id.
         file_id: i64,
-        /// Served size.
+        /// The original's size.
         size: u64,
         /// Modification time, ns since the epoch.
         mtime_ns: i64,
+        /// The catalog generation.
+        gen: i64,
+    },
+    /// A cover sidecar of directory `dir`.
+    Cover {
+        /// The directory.
+        dir: u64,
+        /// The image size (0 until the serving core fills it in).
+        size: u64,
     },
 }
 
@@ -78,16 +102,36 @@ impl Node {
     pub fn attr(&self) -> NodeAttr {
         let kind = match self.kind {
             NodeKind::Dir(_) => AttrKind::Dir,
-            NodeKind::File { file_id, size, mtime_ns } => AttrKind::File { file_id, size, mtime_ns },
+            NodeKind::File { file_id, size, mtime_ns, gen, .. } => AttrKind::File { file_id, size, mtime_ns, gen },
+            NodeKind::Cover { dir } => AttrKind::Cover { dir, size: 0 },
         };
         NodeAttr { ino: self.ino, parent: self.parent, kind }
     }
+}
+
+/// A kernel cache entry made stale by a tree update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inval {
+    /// The name `name` in directory `parent` appeared, vanished or changed.
+    Entry {
+        /// The directory.
+        parent: u64,
+        /// The name.
+        name: String,
+    },
+    /// The attributes or contents of an inode changed.
+    Inode(u64),
 }
 
 /// The whole tree.
 #[derive(Debug, Default)]
 pub struct Tree {
     nodes: HashMap<u64, Node>,
+    dir_paths: HashMap<u64, String>,
+    views: Vec<View>,
+    view_roots: Vec<u64>,
+    opts: RenderOptions,
+    cover_name: Option<String>,
 }
 
 struct TagFields<'a>(&'a [(String, String)]);
@@ -104,15 +148,23 @@ fn dir_ino(view: usize, path: &str, taken: &HashMap<u64, Node>) -> u64 {
     h.update(path.as_bytes());
     let b = h.finalize();
     let mut ino = (u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes")) | DIR_BIT) & !1;
-    while taken.contains_key(&ino) || ino == ROOT {
+    while taken.contains_key(&ino) || taken.contains_key(&cover_ino(ino)) || ino == ROOT {
         ino = ino.wrapping_add(2) | DIR_BIT;
     }
     ino
 }
 
-fn file_ino(view: usize, file_id: i64) -> u64 {
+/// A file's inode in a view.
+pub fn file_ino(view: usize, file_id: i64) -> u64 {
     ((view as u64 + 1) << 40) + file_id as u64
 }
+
+/// The inode of a directory's cover sidecar.
+pub fn cover_ino(dir: u64) -> u64 {
+    dir ^ COVER_BIT
+}
+
+const COVER_BIT: u64 = 1 << 62;
 
 /// A name not yet used in `children`: `stem ext`, else `stem (2) ext`, ...; all within NAME_MAX.
 fn unique_name(children: &BTreeMap<String, u64>, stem: &str, ext: &str) -> String {
@@ -129,51 +181,75 @@ fn unique_name(children: &BTreeMap<String, u64>, stem: &str, ext: &str) -> Strin
 }
 
 impl Tree {
-    /// Builds the tree of `views` over `files` (which must be in a stable order).
-    pub fn build(files: &[TreeFile], views: &[View], opts: &RenderOptions) -> Self {
-        let mut t = Tree { nodes: HashMap::with_capacity(files.len() * views.len() + 64) };
+    /// Builds the tree of `views` over `files` (which must be in a stable order), with a
+    /// cover sidecar named `cover_name` in every directory holding a file with a picture.
+    pub fn build(files: &[TreeFile], views: &[View], opts: &RenderOptions, cover_name: Option<&str>) -> Self {
+        let mut t = Tree {
+            nodes: HashMap::with_capacity(files.len() * views.len() + 64),
+            dir_paths: HashMap::new(),
+            views: views.to_vec(),
+            view_roots: Vec::new(),
+            opts: opts.clone(),
+            cover_name: cover_name.map(str::to_owned),
+        };
         t.nodes
             .insert(ROOT, Node { ino: ROOT, parent: ROOT, name: String::new(), kind: NodeKind::Dir(BTreeMap::new()) });
+        t.dir_paths.insert(ROOT, String::new());
         for (vi, view) in views.iter().enumerate() {
             let view_root = match &view.name {
                 None => ROOT,
-                Some(name) => t.mkdir(vi, ROOT, "", &sanitize_component(name, NAME_MAX)).0,
+                Some(name) => t.mkdir(vi, ROOT, &sanitize_component(name, NAME_MAX)),
             };
-            let view_path = view.name.clone().unwrap_or_default();
-            let mut dir_paths: HashMap<u64, String> = HashMap::new();
-            dir_paths.insert(view_root, view_path);
+            t.view_roots.push(view_root);
             for f in files {
-                let rendered = view.template.render(&TagFields(&f.tags), opts);
-                let mut comps: Vec<String> = rendered.split('/').map(|c| sanitize_component(c, NAME_MAX)).collect();
-                let leaf = comps.pop().unwrap_or_else(|| "_".into());
-                let mut dir = view_root;
-                for c in comps {
-                    let parent_path = dir_paths.get(&dir).cloned().unwrap_or_default();
-                    let (ino, path) = t.mkdir(vi, dir, &parent_path, &c);
-                    dir_paths.entry(ino).or_insert(path);
-                    dir = ino;
-                }
-                let ext = if f.file.extension.is_empty() { String::new() } else { format!(".{}", f.file.extension) };
-                let ino = file_ino(vi, f.file.id);
-                let NodeKind::Dir(children) = &t.nodes[&dir].kind else { unreachable!("parents are directories") };
-                let name = unique_name(children, &leaf, &ext);
-                t.attach(dir, &name, ino);
-                t.nodes.insert(
-                    ino,
-                    Node {
-                        ino,
-                        parent: dir,
-                        name,
-                        kind: NodeKind::File {
-                            file_id: f.file.id,
-                            size: f.file.size,
-                            mtime_ns: f.file.mtime_ns.unwrap_or(0),
-                        },
-                    },
-                );
+                t.place(vi, f);
+            }
+        }
+        if t.cover_name.is_some() {
+            let dirs: Vec<u64> =
+                t.nodes.values().filter(|n| matches!(n.kind, NodeKind::Dir(_))).map(|n| n.ino).collect();
+            for d in dirs {
+                t.refresh_cover(d, &mut Vec::new());
             }
         }
         t
+    }
+
+    /// A new tree over `files` with this tree's views and options.
+    pub fn rebuild(&self, files: &[TreeFile]) -> Tree {
+        Tree::build(files, &self.views, &self.opts, self.cover_name.as_deref())
+    }
+
+    /// Places file `f` in view `vi`; returns its parent directory and name.
+    fn place(&mut self, vi: usize, f: &TreeFile) -> (u64, String) {
+        let rendered = self.views[vi].template.render(&TagFields(&f.tags), &self.opts);
+        let mut comps: Vec<String> = rendered.split('/').map(|c| sanitize_component(c, NAME_MAX)).collect();
+        let leaf = comps.pop().unwrap_or_else(|| "_".into());
+        let mut dir = self.view_roots[vi];
+        for c in comps {
+            dir = self.mkdir(vi, dir, &c);
+        }
+        let ext = if f.file.extension.is_empty() { String::new() } else { format!(".{}", f.file.extension) };
+        let ino = file_ino(vi, f.file.id);
+        let NodeKind::Dir(children) = &self.nodes[&dir].kind else { unreachable!("parents are directories") };
+        let name = unique_name(children, &leaf, &ext);
+        self.attach(dir, &name, ino);
+        self.nodes.insert(
+            ino,
+            Node {
+                ino,
+                parent: dir,
+                name: name.clone(),
+                kind: NodeKind::File {
+                    file_id: f.file.id,
+                    size: f.file.size,
+                    mtime_ns: f.file.mtime_ns.unwrap_or(0),
+                    gen: f.file.gen,
+                    cover: f.has_picture,
+                },
+            },
+        );
+        (dir, name)
     }
 
     fn attach(&mut self, parent: u64, name: &str, ino: u64) {
@@ -182,17 +258,21 @@ impl Tree {
         }
     }
 
+    fn detach(&mut self, parent: u64, name: &str) {
+        if let Some(Node { kind: NodeKind::Dir(children), .. }) = self.nodes.get_mut(&parent) {
+            children.remove(name);
+        }
+    }
+
     /// The directory `name` in `parent`, created if needed; a file already holding the
     /// name makes the directory take a ` (2)` suffix.
-    fn mkdir(&mut self, view: usize, parent: u64, parent_path: &str, name: &str) -> (u64, String) {
+    fn mkdir(&mut self, view: usize, parent: u64, name: &str) -> u64 {
         let NodeKind::Dir(children) = &self.nodes[&parent].kind else { unreachable!("parents are directories") };
         let mut candidate = name.to_owned();
         let mut n = 1;
         loop {
             match children.get(&candidate) {
-                Some(&ino) if matches!(self.nodes[&ino].kind, NodeKind::Dir(_)) => {
-                    return (ino, format!("{parent_path}/{candidate}"));
-                }
+                Some(&ino) if matches!(self.nodes[&ino].kind, NodeKind::Dir(_)) => return ino,
                 Some(_) => {
                     n += 1;
                     let suffix = format!(" ({n})");
@@ -203,11 +283,103 @@ impl Tree {
                 None => break,
             }
         }
+        let parent_path = self.dir_paths.get(&parent).cloned().unwrap_or_default();
         let path = format!("{parent_path}/{candidate}");
+        let path = if parent == ROOT && self.views.get(view).is_some_and(|v| v.name.is_some()) {
+            candidate.clone()
+        } else {
+            path
+        };
         let ino = dir_ino(view, &path, &self.nodes);
         self.nodes.insert(ino, Node { ino, parent, name: candidate.clone(), kind: NodeKind::Dir(BTreeMap::new()) });
+        self.dir_paths.insert(ino, path);
         self.attach(parent, &candidate, ino);
-        (ino, path)
+        ino
+    }
+
+    /// Adds or removes directory `dir`'s cover sidecar as its files say.
+    fn refresh_cover(&mut self, dir: u64, inval: &mut Vec<Inval>) {
+        let Some(name) = self.cover_name.clone() else { return };
+        let Some(NodeKind::Dir(children)) = self.nodes.get(&dir).map(|n| &n.kind) else { return };
+        let ino = cover_ino(dir);
+        let wanted = children
+            .values()
+            .any(|c| matches!(self.nodes.get(c).map(|n| &n.kind), Some(NodeKind::File { cover: true, .. })));
+        let has = children.get(&name) == Some(&ino);
+        let free = !children.contains_key(&name);
+        if wanted && free && !self.nodes.contains_key(&ino) {
+            self.nodes.insert(ino, Node { ino, parent: dir, name: name.clone(), kind: NodeKind::Cover { dir } });
+            self.attach(dir, &name, ino);
+            inval.push(Inval::Entry { parent: dir, name });
+        } else if has && !wanted {
+            self.detach(dir, &name);
+            self.nodes.remove(&ino);
+            inval.push(Inval::Entry { parent: dir, name });
+        } else if has {
+            inval.push(Inval::Inode(ino)); // its content may come from another file now
+        }
+    }
+
+    /// Removes an empty directory and, going up, every parent it leaves empty.
+    fn prune(&mut self, mut dir: u64, inval: &mut Vec<Inval>) {
+        loop {
+            if dir == ROOT || self.view_roots.contains(&dir) {
+                return;
+            }
+            let Some(node) = self.nodes.get(&dir) else { return };
+            let NodeKind::Dir(children) = &node.kind else { return };
+            if !children.is_empty() {
+                return;
+            }
+            let (parent, name) = (node.parent, node.name.clone());
+            self.nodes.remove(&dir);
+            self.dir_paths.remove(&dir);
+            self.detach(parent, &name);
+            inval.push(Inval::Entry { parent, name });
+            dir = parent;
+        }
+    }
+
+    /// Removes file `file_id` from every view.
+    pub fn remove_file(&mut self, file_id: i64) -> Vec<Inval> {
+        let mut inval = Vec::new();
+        for vi in 0..self.views.len() {
+            let ino = file_ino(vi, file_id);
+            let Some(node) = self.nodes.remove(&ino) else { continue };
+            self.detach(node.parent, &node.name);
+            inval.push(Inval::Entry { parent: node.parent, name: node.name });
+            inval.push(Inval::Inode(ino));
+            self.refresh_cover(node.parent, &mut inval);
+            self.prune(node.parent, &mut inval);
+        }
+        inval
+    }
+
+    /// Puts `f` where its (possibly changed) tags place it now, in every view, keeping its
+    /// inodes; returns what the kernel must forget.
+    pub fn upsert_file(&mut self, f: &TreeFile) -> Vec<Inval> {
+        let mut inval = Vec::new();
+        for vi in 0..self.views.len() {
+            let ino = file_ino(vi, f.file.id);
+            let old = self.nodes.remove(&ino);
+            if let Some(n) = &old {
+                self.detach(n.parent, &n.name);
+            }
+            let (dir, name) = self.place(vi, f);
+            inval.push(Inval::Inode(ino));
+            match old {
+                Some(n) if n.parent == dir && n.name == name => {}
+                Some(n) => {
+                    inval.push(Inval::Entry { parent: n.parent, name: n.name.clone() });
+                    inval.push(Inval::Entry { parent: dir, name });
+                    self.refresh_cover(n.parent, &mut inval);
+                    self.prune(n.parent, &mut inval);
+                }
+                None => inval.push(Inval::Entry { parent: dir, name }),
+            }
+            self.refresh_cover(dir, &mut inval);
+        }
+        inval
     }
 
     /// A node by inode.
@@ -219,7 +391,7 @@ impl Tree {
     pub fn lookup(&self, parent: u64, name: &str) -> Option<&Node> {
         match &self.nodes.get(&parent)?.kind {
             NodeKind::Dir(children) => children.get(name).and_then(|i| self.nodes.get(i)),
-            NodeKind::File { .. } => None,
+            _ => None,
         }
     }
 
@@ -231,6 +403,17 @@ impl Tree {
         }
     }
 
+    /// The files of directory `dir` that have a picture, in name order.
+    pub fn cover_sources(&self, dir: u64) -> Vec<i64> {
+        self.children(dir)
+            .into_iter()
+            .filter_map(|n| match n.kind {
+                NodeKind::File { file_id, cover: true, .. } => Some(file_id),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()
@@ -239,6 +422,43 @@ impl Tree {
     /// Whether the tree holds only the root.
     pub fn is_empty(&self) -> bool {
         self.nodes.len() <= 1
+    }
+
+    /// The path of a node, relative to the root.
+    pub fn path_of(&self, mut ino: u64) -> Option<String> {
+        let mut parts = Vec::new();
+        while ino != ROOT {
+            let n = self.nodes.get(&ino)?;
+            parts.push(n.name.as_str());
+            ino = n.parent;
+        }
+        parts.reverse();
+        Some(parts.join("/"))
+    }
+
+    /// The node at a relative `/`-separated path (`""` is the root).
+    pub fn resolve(&self, path: &str) -> Option<&Node> {
+        let mut node = self.nodes.get(&ROOT)?;
+        for c in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            node = self.lookup(node.ino, c)?;
+        }
+        Some(node)
+    }
+
+    /// The file ids at or below a node.
+    pub fn files_under(&self, ino: u64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut stack = vec![ino];
+        while let Some(i) = stack.pop() {
+            match self.nodes.get(&i).map(|n| &n.kind) {
+                Some(NodeKind::File { file_id, .. }) => out.push(*file_id),
+                Some(NodeKind::Dir(children)) => stack.extend(children.values()),
+                _ => {}
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// Every file path (relative, `/`-separated) with its file id, depth first in name order.
@@ -253,6 +473,7 @@ impl Tree {
                 match n.kind {
                     NodeKind::Dir(_) => stack.push((n.ino, p)),
                     NodeKind::File { file_id, .. } => out.push((p, file_id)),
+                    NodeKind::Cover { .. } => {}
                 }
             }
         }
@@ -278,8 +499,10 @@ mod tests {
                 etag: None,
                 plugin: "flac".into(),
                 extension: "flac".into(),
+                gen: 0,
             },
             tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            has_picture: id % 2 == 0,
         }
     }
 
@@ -295,10 +518,10 @@ mod tests {
             file(3, &[("artist", ".."), ("title", "../../etc")]),
             file(4, &[("title", "x")]),
         ];
-        let t = Tree::build(&files, &view("$artist/$title"), &RenderOptions::default());
+        let t = Tree::build(&files, &view("$artist/$title"), &RenderOptions::default(), None);
         let paths: Vec<_> = t.paths().into_iter().map(|(p, _)| p).collect();
         assert_eq!(paths, vec!["AC_DC/T (2).flac", "AC_DC/T.flac", "_/x.flac", "__/.._.._etc.flac"]);
-        let again = Tree::build(&files, &view("$artist/$title"), &RenderOptions::default());
+        let again = Tree::build(&files, &view("$artist/$title"), &RenderOptions::default(), None);
         let a = t.lookup(ROOT, "AC_DC").unwrap().ino;
         assert_eq!(a, again.lookup(ROOT, "AC_DC").unwrap().ino);
         assert_eq!(t.lookup(a, "T.flac").unwrap().ino, again.lookup(a, "T.flac").unwrap().ino);
@@ -308,7 +531,7 @@ mod tests {
     fn long_names_stay_within_name_max() {
         let long = "é".repeat(300);
         let files = vec![file(1, &[("title", &long)]), file(2, &[("title", &long)])];
-        let t = Tree::build(&files, &view("$title"), &RenderOptions::default());
+        let t = Tree::build(&files, &view("$title"), &RenderOptions::default(), None);
         for n in t.children(ROOT) {
             assert!(n.name.len() <= NAME_MAX, "{}", n.name.len());
             assert!(n.name.ends_with(".flac"));
@@ -319,7 +542,7 @@ mod tests {
     #[test]
     fn a_file_and_a_directory_with_one_name() {
         let files = vec![file(1, &[("a", "X"), ("b", "")]), file(2, &[("a", "X.flac"), ("b", "y")])];
-        let t = Tree::build(&files, &view("$a[/$b]"), &RenderOptions::default());
+        let t = Tree::build(&files, &view("$a[/$b]"), &RenderOptions::default(), None);
         let paths: Vec<_> = t.paths().into_iter().map(|(p, _)| p).collect();
         assert_eq!(paths, vec!["X.flac", "X.flac (2)/y.flac"]);
     }

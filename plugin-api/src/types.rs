@@ -177,7 +177,7 @@ impl Tag {
 
 /// An embedded picture (cover art and others), as in the FLAC PICTURE block.
 #[repr(C)]
-#[derive(StableAbi, Clone, Debug, PartialEq, Eq)]
+#[derive(StableAbi, Clone, Debug, Default, PartialEq, Eq)]
 pub struct Picture {
     /// The ID3v2 / FLAC picture type (3 = front cover).
     pub picture_type: u32,

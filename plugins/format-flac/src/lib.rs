@@ -4,13 +4,25 @@
 //! of the marker, as some taggers write, is recognised and recorded as a region), the
 //! Vorbis comment and every PICTURE block, and an ID3v1 trailer if one was appended.
 //! Only the metadata blocks are read: the audio frames are never touched.
+//!
+//! ## Synthesis
+//! The served file is `fLaC`, then STREAMINFO and every SEEKTABLE, CUESHEET, APPLICATION
+//! (and unknown) block *verbatim* (a fresh 4-byte header, the body as an origin range),
+//! then a VORBIS_COMMENT and PICTURE blocks built from the catalog, then PADDING, then the
+//! audio frames as one origin range. An ID3v2 tag glued in front of `fLaC` and an ID3v1
+//! trailer are dropped. Padding keeps the metadata exactly as large as the original's when
+//! the new blocks fit (so small edits do not change the file size), otherwise rounds it up
+//! to a multiple of 4 KiB with at least `min_padding` spare (option, default 1024).
 
-use musefs_format_util::{picture, props, vorbis};
-use musefs_plugin_api::{Format, KeyValue, PluginError, PluginResult, Region, Source, Tag, TrackInfo};
+use musefs_format_util::{options::Options, padding_for, picture, props, vorbis};
+use musefs_plugin_api::{
+    Format, KeyValue, Plan, PlanMode, PlanRequest, PluginError, PluginResult, Region, Segment, Source, Tag, TrackInfo,
+};
 
 /// FLAC metadata block types.
 mod block {
     pub const STREAMINFO: u8 = 0;
+    pub const PADDING: u8 = 1;
     pub const VORBIS_COMMENT: u8 = 4;
     pub const PICTURE: u8 = 6;
 }
@@ -150,6 +162,80 @@ impl Format for Flac {
             extra: extra.into(),
         })
     }
+
+    fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
+        if req.mode == PlanMode::PASSTHROUGH {
+            return Ok(Plan::passthrough(src.len()));
+        }
+        synthesize(src.len(), req)
+    }
+}
+
+fn block_header(kind: u8, last: bool, len: usize) -> PluginResult<[u8; 4]> {
+    if len >= 1 << 24 {
+        return Err(PluginError::invalid_input(format!(
+            "a FLAC metadata block of type {kind} would be {len} bytes: the limit is 16 MiB"
+        )));
+    }
+    let n = (len as u32).to_be_bytes();
+    Ok([kind | if last { 0x80 } else { 0 }, n[1], n[2], n[3]])
+}
+
+/// The synthesis layout (see the crate docs).
+///
+/// # Errors
+/// `INVALID_DATA` if the catalog's regions do not describe a FLAC file; `INVALID_INPUT`
+/// for a bad option or a block over the format's 16 MiB limit.
+pub fn synthesize(len: u64, req: &PlanRequest) -> PluginResult<Plan> {
+    let opts = Options::parse(&req.options, "flac", &["min_padding"])?;
+    let min_pad = opts.uint("min_padding", 1 << 20, 1024)?;
+    let info = &req.info;
+    let meta = info
+        .regions
+        .iter()
+        .find(|r| r.kind.as_str() == "flac-metadata")
+        .ok_or_else(|| PluginError::invalid_data("the catalog has no FLAC metadata region for this file: rescan it"))?;
+    let mut segs = vec![Segment::literal(b"fLaC".to_vec())];
+    let mut content = 4u64;
+    let mut saw_streaminfo = false;
+    for r in info.regions.iter() {
+        let Some(kind) = r.kind.as_str().strip_prefix("flac-block-").and_then(|k| k.parse::<u8>().ok()) else {
+            continue;
+        };
+        if matches!(kind, block::PADDING | block::VORBIS_COMMENT | block::PICTURE) {
+            continue;
+        }
+        if r.len < 4 || r.offset + r.len > len {
+            return Err(PluginError::invalid_data(format!("block region at {} is out of range: rescan", r.offset)));
+        }
+        saw_streaminfo |= kind == block::STREAMINFO;
+        segs.push(Segment::literal(block_header(kind, false, (r.len - 4) as usize)?.to_vec()));
+        segs.push(Segment::origin(r.offset + 4, r.len - 4));
+        content += r.len;
+    }
+    if !saw_streaminfo {
+        return Err(PluginError::invalid_data("the catalog has no STREAMINFO region for this file: rescan it"));
+    }
+    let vendor = info.extra.iter().find(|kv| kv.key.as_str() == "vendor").map_or("musefs", |kv| kv.value.as_str());
+    let comment = vorbis::write(vendor, &vorbis::fields_from_tags(&req.tags));
+    let mut meta_bytes = Vec::with_capacity(comment.len() + 4);
+    meta_bytes.extend(block_header(block::VORBIS_COMMENT, false, comment.len())?);
+    meta_bytes.extend(comment);
+    for p in req.pictures.iter() {
+        let body = picture::write_flac_picture(p);
+        meta_bytes.extend(block_header(block::PICTURE, false, body.len())?);
+        meta_bytes.extend(body);
+    }
+    content += meta_bytes.len() as u64;
+    let pad = padding_for(meta.len, content, 4, min_pad).min((1 << 24) - 1);
+    meta_bytes.extend(block_header(block::PADDING, true, pad as usize)?);
+    meta_bytes.resize(meta_bytes.len() + pad as usize, 0);
+    segs.push(Segment::literal(meta_bytes));
+    if info.audio_offset + info.audio_len > len || info.audio_len == 0 {
+        return Err(PluginError::invalid_data("the catalog's audio range is outside the file: rescan it"));
+    }
+    segs.push(Segment::origin(info.audio_offset, info.audio_len));
+    Ok(Plan { segments: segs.into() })
 }
 
 musefs_plugin_api::export_plugin! {

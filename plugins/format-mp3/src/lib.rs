@@ -10,12 +10,24 @@
 //! right after it (so junk that happens to contain `0xFFE` is not taken for audio) and
 //! ends at the first trailer. Only the head (the ID3v2 tag and a search window) and the
 //! tail (trailers) are read.
+//!
+//! ## Synthesis
+//! A fresh ID3v2 tag (see [`writer`]; `id3v2_version = "2.4"` by default, `"2.3"`
+//! selectable), then the audio from the first confirmed frame sync (the Xing/LAME frame
+//! included) to the first trailer, as one origin range; junk before the first frame is
+//! dropped. Trailers: `id3v1 = "drop" | "write"` and `apev2 = "drop" | "write"` (both
+//! `drop` by default; `write` regenerates them from the catalog). The tag's padding keeps
+//! the served file the size of the original's leading tags when the new tag fits, else
+//! rounds up to 4 KiB with at least `min_padding` (default 1024) spare.
 
 pub mod id3v2;
 mod trailers;
+pub mod writer;
 
-use musefs_format_util::props;
-use musefs_plugin_api::{AudioProps, Format, PluginError, PluginResult, Region, Source, TrackInfo};
+use musefs_format_util::{options::Options, padding_for, props};
+use musefs_plugin_api::{
+    AudioProps, Format, Plan, PlanMode, PlanRequest, PluginError, PluginResult, Region, Segment, Source, TrackInfo,
+};
 
 /// The largest ID3v2 tag we accept (covers with several large pictures fit well within).
 const MAX_TAG: u64 = 64 * 1024 * 1024;
@@ -217,6 +229,46 @@ impl Format for Mp3 {
             extra: Vec::new().into(),
         })
     }
+
+    fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
+        if req.mode == PlanMode::PASSTHROUGH {
+            return Ok(Plan::passthrough(src.len()));
+        }
+        synthesize(src.len(), req)
+    }
+}
+
+/// The synthesis layout (see the crate docs).
+///
+/// # Errors
+/// `INVALID_INPUT` for a bad option; `INVALID_DATA` if the catalog's audio range is
+/// outside the file.
+pub fn synthesize(len: u64, req: &PlanRequest) -> PluginResult<Plan> {
+    let opts = Options::parse(&req.options, "mp3", &["id3v2_version", "id3v1", "apev2", "min_padding"])?;
+    let v = match opts.choice("id3v2_version", &["2.3", "2.4"], "2.4")?.as_str() {
+        "2.3" => writer::Version::V23,
+        _ => writer::Version::V24,
+    };
+    let id3v1 = opts.choice("id3v1", &["drop", "write"], "drop")? == "write";
+    let apev2 = opts.choice("apev2", &["drop", "write"], "drop")? == "write";
+    let min_pad = opts.uint("min_padding", 1 << 20, 1024)?;
+    let info = &req.info;
+    if info.audio_len == 0 || info.audio_offset + info.audio_len > len {
+        return Err(PluginError::invalid_data("the catalog's audio range is outside the file: rescan it"));
+    }
+    let frames = writer::frames(&req.tags, &req.pictures, v);
+    // The original's leading tags (and junk): the room a same-size header has.
+    let original = info.audio_offset;
+    let pad = padding_for(original, frames.len() as u64, 10, min_pad);
+    let tag = writer::tag(&frames, pad as usize, v);
+    let mut segs = vec![Segment::literal(tag), Segment::origin(info.audio_offset, info.audio_len)];
+    if apev2 {
+        segs.push(Segment::literal(writer::apev2(&req.tags)));
+    }
+    if id3v1 {
+        segs.push(Segment::literal(writer::id3v1(&req.tags)));
+    }
+    Ok(Plan { segments: segs.into() })
 }
 
 musefs_plugin_api::export_plugin! {

@@ -7,10 +7,13 @@
 //! Every header page's CRC is checked. Chained streams and other serials are not read.
 
 pub mod page;
+pub mod synth;
 
 use base64::Engine;
 use musefs_format_util::{picture, props, vorbis};
-use musefs_plugin_api::{Format, KeyValue, PluginError, PluginResult, Region, Source, Tag, TrackInfo};
+use musefs_plugin_api::{
+    Format, KeyValue, Plan, PlanMode, PlanRequest, PluginError, PluginResult, Region, Source, Tag, TrackInfo,
+};
 
 /// Header packets larger than this are refused (covers are a few MiB at most).
 const MAX_HEADER_BYTES: usize = 64 * 1024 * 1024;
@@ -165,6 +168,13 @@ impl Format for Ogg {
             regions: vec![Region { kind: "ogg-headers".into(), offset: 0, len: header_end }].into(),
             extra: extra.into(),
         })
+    }
+
+    fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
+        if req.mode == PlanMode::PASSTHROUGH {
+            return Ok(Plan::passthrough(src.len()));
+        }
+        synth::synthesize(src, req)
     }
 }
 

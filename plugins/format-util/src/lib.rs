@@ -3,10 +3,12 @@
 //! - [`vorbis`]: Vorbis comment blocks (FLAC `VORBIS_COMMENT`, Ogg Vorbis and Opus tags)
 //!   and the canonical field names templates use;
 //! - [`picture`]: the FLAC `PICTURE` structure (also Ogg's `METADATA_BLOCK_PICTURE`);
+//! - [`options`]: the per-format options of the manifest (`[format.NAME]`), typed and checked;
 //! - [`props`]: audio properties through symphonia, reading only what the demuxer needs;
 //! - [`Cursor`]: a bounds-checked reader over a byte slice, so a truncated or hostile
 //!   structure gives an error naming what was cut short, never a panic.
 
+pub mod options;
 pub mod picture;
 pub mod props;
 pub mod vorbis;
@@ -79,5 +81,31 @@ impl<'a> Cursor<'a> {
     pub fn string_be(&mut self) -> PluginResult<String> {
         let n = self.u32_be()? as usize;
         Ok(String::from_utf8_lossy(self.take(n)?).into_owned())
+    }
+}
+
+/// Padding that keeps a regenerated header the same size as the original's when the new
+/// content fits (`original` bytes available, `content` needed, `overhead` for the
+/// padding structure itself), and otherwise leaves room so the next small edits keep
+/// the size: the total is rounded up to a multiple of 4 KiB with at least `min_pad` spare.
+pub fn padding_for(original: u64, content: u64, overhead: u64, min_pad: u64) -> u64 {
+    if content + overhead <= original {
+        return original - content - overhead;
+    }
+    let total = (content + overhead + min_pad).div_ceil(4096) * 4096;
+    total - content - overhead
+}
+
+#[cfg(test)]
+mod padding_tests {
+    use super::padding_for;
+
+    #[test]
+    fn keeps_the_original_size_or_rounds_up() {
+        assert_eq!(padding_for(5000, 1000, 4, 1024), 3996);
+        assert_eq!(padding_for(1000, 1000, 4, 1024), 4096 - 1004);
+        let p = padding_for(0, 5000, 4, 1024);
+        assert_eq!((5004 + p) % 4096, 0);
+        assert!(p >= 1024);
     }
 }

@@ -79,6 +79,60 @@ pub fn to_tags(comments: &Comments) -> (Vec<Tag>, Vec<String>) {
     (tags, pictures)
 }
 
+/// The Vorbis comment field name for a canonical key (the inverse of [`canonical_key`]
+/// for the well-known names; any other key upper-cased).
+pub fn native_name(key: &str) -> String {
+    match key {
+        "track" => "TRACKNUMBER".into(),
+        "tracktotal" => "TRACKTOTAL".into(),
+        "disc" => "DISCNUMBER".into(),
+        "disctotal" => "DISCTOTAL".into(),
+        "albumartist" => "ALBUMARTIST".into(),
+        "comment" => "COMMENT".into(),
+        "lyrics" => "LYRICS".into(),
+        other => other.to_ascii_uppercase(),
+    }
+}
+
+/// A field name is valid Vorbis if it is printable ASCII 0x20-0x7D without `=`.
+pub fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| (0x20..=0x7D).contains(&b) && b != b'=')
+}
+
+/// The `(FIELD, value)` pairs for a list of tags: text tags under their native name
+/// when it is a valid Vorbis name, else under the name for their canonical key; binary
+/// tags (another format's frames) are skipped, as are tags with neither name.
+pub fn fields_from_tags(tags: &[musefs_plugin_api::Tag]) -> Vec<(String, String)> {
+    tags.iter()
+        .filter(|t| t.data.is_empty())
+        .filter_map(|t| {
+            let name = if valid_name(&t.native) && !t.native.contains(':') {
+                t.native.to_string()
+            } else if !t.key.is_empty() {
+                native_name(&t.key)
+            } else {
+                return None;
+            };
+            valid_name(&name).then(|| (name, t.value.to_string()))
+        })
+        .collect()
+}
+
+/// Serialises a comment block (without any packet-type prefix or framing bit).
+pub fn write(vendor: &str, fields: &[(String, String)]) -> Vec<u8> {
+    let mut v = Vec::with_capacity(8 + vendor.len() + fields.iter().map(|(n, x)| 5 + n.len() + x.len()).sum::<usize>());
+    v.extend((vendor.len() as u32).to_le_bytes());
+    v.extend(vendor.as_bytes());
+    v.extend((fields.len() as u32).to_le_bytes());
+    for (n, x) in fields {
+        v.extend(((n.len() + 1 + x.len()) as u32).to_le_bytes());
+        v.extend(n.as_bytes());
+        v.push(b'=');
+        v.extend(x.as_bytes());
+    }
+    v
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +173,25 @@ mod tests {
         let n = b.len();
         b[n - 4..].copy_from_slice(&u32::MAX.to_le_bytes());
         assert!(parse(&b).is_err());
+    }
+
+    #[test]
+    fn write_parses_back_and_names_map_both_ways() {
+        let f = vec![("TITLE".to_owned(), "é".to_owned()), ("ARTIST".to_owned(), "".to_owned())];
+        let b = write("v", &f);
+        let c = parse(&b).unwrap();
+        assert_eq!((c.vendor.as_str(), c.fields.clone(), c.consumed), ("v", f, b.len()));
+        for k in ["track", "disc", "albumartist", "tracktotal", "title"] {
+            assert_eq!(canonical_key(&native_name(k)), k);
+        }
+        let tags = vec![
+            musefs_plugin_api::Tag::text("title", "Title", "x"),
+            musefs_plugin_api::Tag::text("track", "", "3"),
+            musefs_plugin_api::Tag::text("mood", "TXXX:MOOD", "calm"),
+            musefs_plugin_api::Tag::binary("", "PRIV", "1 byte", vec![1]),
+        ];
+        let got = fields_from_tags(&tags);
+        assert_eq!(got, vec![("Title".into(), "x".into()), ("TRACKNUMBER".into(), "3".into()), ("MOOD".into(), "calm".into())]);
     }
 
     #[test]

@@ -8,6 +8,14 @@
 //! `(origin, path)`), so inode numbers derived from them are stable. Tags carry a
 //! `source`: [`SOURCE_FILE`] for what the file says, [`SOURCE_USER`] for the user's
 //! overlay; a rescan replaces only the former.
+//!
+//! The overlay (see [`overlay`]) works key by key: a key listed in `overrides` for a file
+//! takes its values from the user's rows only (none = the key is removed); pictures
+//! likewise, all at once, through `art_overrides`. Every change to what a file serves
+//! (a scan that rewrote it, an edit, a removal) bumps the file's `gen` and appends its id
+//! to the `changes` log, which a running mount polls to refresh its tree incrementally.
+
+pub mod overlay;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -81,6 +89,21 @@ CREATE TABLE file_pictures (
     PRIMARY KEY (file_id, source, seq)
 ) WITHOUT ROWID;
 CREATE INDEX file_pictures_by_picture ON file_pictures(picture_id);
+", r"
+ALTER TABLE files ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE overrides (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    PRIMARY KEY (file_id, key)
+) WITHOUT ROWID;
+CREATE TABLE art_overrides (
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE
+);
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_id INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
 "];
 
 /// The schema version this build writes.
@@ -110,6 +133,9 @@ pub enum CatalogError {
         /// The newest this build knows.
         known: i64,
     },
+    /// An edit was refused (bad key or value); nothing was written.
+    #[error("{0}")]
+    InvalidEdit(String),
     /// The state directory cannot be created.
     #[error("cannot create state directory {path}: {source}")]
     StateDir {
@@ -155,6 +181,8 @@ pub struct FileRow {
     pub plugin: String,
     /// The extension to serve it with.
     pub extension: String,
+    /// Bumped each time what the file serves may change (rescan, edit).
+    pub gen: i64,
 }
 
 /// A file with the tag values a tree build needs.
@@ -164,15 +192,17 @@ pub struct TreeFile {
     pub file: FileRow,
     /// `(key, value)` pairs, the user's overlay applied, in order.
     pub tags: Vec<(String, String)>,
+    /// Whether the file serves at least one picture.
+    pub has_picture: bool,
 }
 
 /// The catalog.
 pub struct Catalog {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
-fn now_secs() -> i64 {
+pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
 
@@ -191,7 +221,7 @@ impl Catalog {
         Ok(cat)
     }
 
-    fn err(&self) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
+    pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
         move |source| CatalogError::Sqlite { path: self.path.clone(), source }
     }
 
@@ -292,6 +322,7 @@ impl Catalog {
             let mut st = tx.prepare("DELETE FROM files WHERE id = ?1").map_err(&e)?;
             for id in ids {
                 st.execute([id]).map_err(&e)?;
+                log_change(&tx, *id).map_err(&e)?;
             }
         }
         tx.execute("DELETE FROM pictures WHERE id NOT IN (SELECT picture_id FROM file_pictures)", []).map_err(&e)?;
@@ -306,13 +337,47 @@ impl Catalog {
     pub fn file(&self, id: i64) -> Result<Option<FileRow>> {
         self.conn
             .query_row(
-                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension
+                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen
                  FROM files f JOIN origins o ON o.id = f.origin_id WHERE f.id = ?1",
                 [id],
                 file_row,
             )
             .optional()
             .map_err(self.err())
+    }
+
+    /// The files (all, or just `only`) that serve at least one picture, the overlay applied.
+    fn files_with_pictures(&self, only: Option<i64>) -> Result<Vec<i64>> {
+        let sql = "SELECT DISTINCT fp.file_id FROM file_pictures fp
+             WHERE (?1 IS NULL OR fp.file_id = ?1)
+               AND fp.source = CASE WHEN EXISTS (SELECT 1 FROM art_overrides a WHERE a.file_id = fp.file_id)
+                               THEN 1 ELSE 0 END";
+        let mut st = self.conn.prepare_cached(sql).map_err(self.err())?;
+        let rows = st.query_map([only], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+
+    /// One file as the tree needs it (`None` if it is not in the catalog).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn tree_file(&self, id: i64, keys: &[String]) -> Result<Option<TreeFile>> {
+        let Some(file) = self.file(id)? else { return Ok(None) };
+        let has_picture = !self.files_with_pictures(Some(id))?.is_empty();
+        let mut tags = Vec::new();
+        for t in self.effective_tags(id)? {
+            if t.data.is_empty() && keys.iter().any(|k| k == t.key.as_str()) {
+                tags.push((t.key.into_string(), t.value.into_string()));
+            }
+        }
+        Ok(Some(TreeFile { file, tags, has_picture }))
+    }
+
+    /// Every `(file id, key)` the user's overlay controls (few: only edited files).
+    fn overridden_keys(&self) -> Result<std::collections::HashSet<(i64, String)>> {
+        let mut st = self.conn.prepare("SELECT file_id, key FROM overrides").map_err(self.err())?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
     }
 
     /// Every file with the values of `keys` (the user's overlay replacing the file's own
@@ -324,28 +389,37 @@ impl Catalog {
         let mut st = self
             .conn
             .prepare(
-                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension
+                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen
                  FROM files f JOIN origins o ON o.id = f.origin_id ORDER BY o.name, f.path",
             )
             .map_err(self.err())?;
         let mut files: Vec<TreeFile> = st
-            .query_map([], |r| Ok(TreeFile { file: file_row(r)?, tags: Vec::new() }))
+            .query_map([], |r| Ok(TreeFile { file: file_row(r)?, tags: Vec::new(), has_picture: false }))
             .map_err(self.err())?
             .collect::<std::result::Result<_, _>>()
             .map_err(self.err())?;
-        if keys.is_empty() || files.is_empty() {
+        if files.is_empty() {
             return Ok(files);
         }
         let index: HashMap<i64, usize> = files.iter().enumerate().map(|(i, f)| (f.file.id, i)).collect();
+        for id in self.files_with_pictures(None)? {
+            if let Some(&i) = index.get(&id) {
+                files[i].has_picture = true;
+            }
+        }
+        if keys.is_empty() {
+            return Ok(files);
+        }
         let placeholders = vec!["?"; keys.len()].join(",");
         let sql = format!(
             "SELECT file_id, source, key, value FROM tags WHERE key IN ({placeholders}) AND data IS NULL
              ORDER BY file_id, source DESC, seq"
         );
+        let overridden = self.overridden_keys()?;
         let mut st = self.conn.prepare(&sql).map_err(self.err())?;
         let mut rows = st.query(rusqlite::params_from_iter(keys.iter())).map_err(self.err())?;
         // Rows come user overlay first per file: once a key has user values, file values
-        // for that key are skipped.
+        // for that key are skipped; so are the file's values of a key the user removed.
         let mut current = (-1i64, Vec::<String>::new());
         while let Some(r) = rows.next().map_err(self.err())? {
             let (id, source, key, value): (i64, i64, String, String) = (
@@ -361,7 +435,7 @@ impl Catalog {
                 if !current.1.contains(&key) {
                     current.1.push(key.clone());
                 }
-            } else if current.1.contains(&key) {
+            } else if current.1.contains(&key) || overridden.contains(&(id, key.clone())) {
                 continue;
             }
             if let Some(&i) = index.get(&id) {
@@ -397,7 +471,13 @@ impl Catalog {
     }
 }
 
-fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+/// Appends `file_id` to the change log (in the caller's transaction).
+pub(crate) fn log_change(tx: &Transaction<'_>, file_id: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO changes (file_id, at) VALUES (?1, ?2)")?.execute(params![file_id, now_secs()])?;
+    Ok(())
+}
+
+pub(crate) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
         id: r.get(0)?,
         origin: r.get(1)?,
@@ -407,6 +487,7 @@ fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         etag: r.get(5)?,
         plugin: r.get(6)?,
         extension: r.get(7)?,
+        gen: r.get(8)?,
     })
 }
 
@@ -436,7 +517,7 @@ fn write_one(
             audio_len = excluded.audio_len, codec = excluded.codec, duration_ms = excluded.duration_ms,
             sample_rate = excluded.sample_rate, channels = excluded.channels,
             bits_per_sample = excluded.bits_per_sample, bitrate = excluded.bitrate, regions = excluded.regions,
-            extra = excluded.extra, scanned_at = excluded.scanned_at
+            extra = excluded.extra, scanned_at = excluded.scanned_at, gen = files.gen + 1
          RETURNING id",
         params![
             origin_id,
@@ -461,6 +542,7 @@ fn write_one(
         ],
         |r| r.get(0),
     )?;
+    log_change(tx, id)?;
     tx.execute("DELETE FROM tags WHERE file_id = ?1 AND source = ?2", params![id, SOURCE_FILE])?;
     {
         let mut st = tx.prepare_cached(
