@@ -146,3 +146,109 @@ pub fn ls_long(manifest: &Path) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// Runs `musefs scan` and returns (stdout, stderr); panics on failure.
+pub fn scan(manifest: &Path) -> (String, String) {
+    let out = musefs(&["scan", "--manifest", manifest.to_str().unwrap()]);
+    let (so, se) =
+        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
+    assert!(out.status.success(), "scan failed: {so}{se}");
+    (so, se)
+}
+
+/// Tags and pictures of each file as mutagen reads them (normalised JSON, one per file).
+pub fn mutagen_tags(paths: &[&Path]) -> Vec<String> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/tags.py");
+    let out = Command::new("python3").arg(script).args(paths).output().expect("python3");
+    assert!(out.status.success(), "tags.py failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
+}
+
+/// MD5 of the audio packets (`ffmpeg -map 0:a -c copy -f md5`): equal for equal audio.
+pub fn audio_md5(path: &Path) -> String {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:a", "-c", "copy", "-f", "md5", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(out.status.success(), "ffmpeg on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// The audio packets' bytes, concatenated (`ffmpeg -map 0:a -c copy -f data`).
+pub fn audio_data(path: &Path) -> Vec<u8> {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(path)
+        .args(["-map", "0:a", "-c", "copy", "-f", "data", "-"])
+        .output()
+        .expect("ffmpeg");
+    assert!(out.status.success(), "ffmpeg on {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
+
+/// SHA-256 of a file (through Python's hashlib).
+pub fn sha256(path: &Path) -> String {
+    let out = Command::new("python3")
+        .args(["-c", "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())"])
+        .arg(path)
+        .output()
+        .expect("python3");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Runs a format's own validator on `path`; `Err` with its output if it complains.
+/// FLAC: `flac -t -w` and `metaflac --list`; Ogg: `ogginfo`/`opusinfo` (no warnings or
+/// errors); MP3: `mp3val`, whose WARNING lines are returned for comparison.
+pub fn validate(path: &Path) -> Result<Vec<String>, String> {
+    let ext = path.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+    let run = |prog: &str, args: &[&str]| -> Output {
+        Command::new(prog).args(args).arg(path).output().unwrap_or_else(|e| panic!("{prog}: {e}"))
+    };
+    let text = |o: &Output| format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    match ext.as_str() {
+        "flac" => {
+            for (prog, args) in [("flac", &["-t", "-w", "-s"][..]), ("metaflac", &["--list"][..])] {
+                let o = run(prog, args);
+                if !o.status.success() {
+                    return Err(format!("{prog}: {}", text(&o)));
+                }
+            }
+            Ok(Vec::new())
+        }
+        "ogg" | "opus" => {
+            let prog = if ext == "ogg" { "ogginfo" } else { "opusinfo" };
+            let o = run(prog, &[]);
+            let t = text(&o);
+            let bad: Vec<&str> = t.lines().filter(|l| l.contains("WARNING") || l.contains("ERROR") || l.contains("Error")).collect();
+            if !o.status.success() || !bad.is_empty() {
+                return Err(format!("{prog}: {t}"));
+            }
+            Ok(Vec::new())
+        }
+        "mp3" => {
+            let o = run("mp3val", &[]);
+            let t = text(&o);
+            // The file name varies between original and served file: keep what follows it.
+            Ok(t.lines()
+                .filter(|l| l.starts_with("WARNING") || l.starts_with("ERROR"))
+                .map(|l| l.rsplit_once("\": ").map_or(l, |(_, w)| w).to_owned())
+                .collect())
+        }
+        _ => Err(format!("no validator for {}", path.display())),
+    }
+}
+
+/// Polls `cond` every 50 ms for up to `secs` seconds.
+pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(secs) {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    cond()
+}

@@ -3,18 +3,9 @@
 
 use std::fs;
 use std::os::unix::fs::FileExt;
-use std::path::Path;
 use std::process::Command;
 
-use musefs_tests::{is_fuse_mounted, ls_long, make_library, musefs, write_manifest, Mount};
-
-fn scan(manifest: &Path) -> (String, String) {
-    let out = musefs(&["scan", "--manifest", manifest.to_str().unwrap()]);
-    let (so, se) =
-        (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(out.status.success(), "scan failed: {so}{se}");
-    (so, se)
-}
+use musefs_tests::{is_fuse_mounted, ls_long, make_library, musefs, scan, write_manifest, Mount};
 
 /// A deterministic pseudo-random sequence (no external crate needed).
 fn lcg(seed: &mut u64) -> u64 {
