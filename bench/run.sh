@@ -94,3 +94,50 @@ for mode in kernel daemon; do
   python3 -c "print('read_$mode size_mb=%.0f direct_mb_s=%.0f mount_mb_s=%.0f ratio=%.2f' % ($SIZE/1e6, $direct, $m, $m/$direct))"
   kill -TERM $PID; wait $PID || true; PID=""
 done
+
+echo "== synthesis: sequential read of the large file (second read, page cache kept) vs direct"
+MUSEFS_MODE=synthesis "$BIN" mount --manifest "$W/b.toml" "$MNT" 2>"$W/mount.log" & PID=$!
+for _ in $(seq 100); do grep -q " $MNT fuse" /proc/mounts && break; sleep 0.1; done
+f="$MNT/B/B/01 Big.flac"
+SIZE=$(stat -c %s "$f")
+dd if="$f" of=/dev/null bs=1M 2>/dev/null
+m=$(readspeed "$f")
+python3 -c "print('read_synthesis size_mb=%.0f direct_mb_s=%.0f mount_mb_s=%.0f ratio=%.2f' % ($SIZE/1e6, $direct, $m, $m/$direct))"
+kill -TERM $PID; wait $PID || true; PID=""
+
+echo "== synthesis: time to first byte (open + 4 KiB pread + close) over $N files, header cache warm"
+MUSEFS_MODE=synthesis "$BIN" mount --manifest "$W/m.toml" "$MNT" 2>"$W/mount.log" & PID=$!
+for _ in $(seq 100); do grep -q " $MNT fuse" /proc/mounts && break; sleep 0.1; done
+python3 - "$MNT" "$W/lib" <<'PY'
+import os, sys, time
+mnt, lib = sys.argv[1], sys.argv[2]
+def files(root):
+    return sorted(os.path.join(d, f) for d, _, fs in os.walk(root) for f in fs if not f.startswith("cover."))
+def drop():
+    try:
+        os.sync(); open("/proc/sys/vm/drop_caches", "w").write("1\n"); return True
+    except OSError:
+        return False
+def ttfb(paths):
+    out = []
+    for p in paths:
+        t = time.perf_counter()
+        fd = os.open(p, os.O_RDONLY)
+        os.pread(fd, 4096, 0)
+        os.close(fd)
+        out.append(time.perf_counter() - t)
+    out.sort()
+    return out
+served, orig = files(mnt), files(lib)
+cold = ttfb(served)            # builds every header once (header cache cold)
+dropped = drop()               # the kernel's page cache must not answer the next pass
+warm = ttfb(served)
+drop()
+base = ttfb(orig)
+q = lambda v, p: v[min(len(v) - 1, int(len(v) * p))] * 1000
+print(f"ttfb_synthesis files={len(served)} cold_p50_ms={q(cold,.5):.3f} cold_p99_ms={q(cold,.99):.3f} "
+      f"warm_p50_ms={q(warm,.5):.3f} warm_p99_ms={q(warm,.99):.3f} (page cache dropped: {dropped})")
+print(f"ttfb_baseline direct-open-of-originals p50_ms={q(base,.5):.3f} p99_ms={q(base,.99):.3f} "
+      f"ratio_warm_p99_vs_direct={q(warm,.99)/max(q(base,.99),1e-9):.1f}")
+PY
+kill -TERM $PID; wait $PID || true; PID=""

@@ -8,11 +8,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use musefs::catalog::overlay::{ArtEdit, Edit};
 use musefs::catalog::Catalog;
-use musefs::tagcmd;
 use musefs::manifest::Manifest;
 use musefs::mount::{self, MountOptions};
 use musefs::plugins::{self, Plugins};
 use musefs::scanner;
+use musefs::tagcmd;
 
 /// musefs: a tag-driven, read-only view of your music library.
 ///
@@ -223,11 +223,7 @@ fn run(cli: Cli) -> Result<()> {
                 core,
                 manifest.mode,
                 &mountpoint,
-                &MountOptions {
-                    allow_other,
-                    no_kernel_passthrough,
-                    refresh_interval: Some(manifest.refresh_interval),
-                },
+                &MountOptions { allow_other, no_kernel_passthrough, refresh_interval: Some(manifest.refresh_interval) },
             )?;
         }
         Command::Ls { common, long } => {

@@ -233,7 +233,9 @@ impl Manifest {
             Some(n) if n.is_empty() => None,
             Some(n) => {
                 if n.contains('/') || n.contains('\0') || n == "." || n == ".." || n.len() > 255 {
-                    return Err(invalid(format!("`cover_name` = {n:?} is not a valid file name (use \"\" to turn it off)")));
+                    return Err(invalid(format!(
+                        "`cover_name` = {n:?} is not a valid file name (use \"\" to turn it off)"
+                    )));
                 }
                 Some(n)
             }

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use abi_stable::std_types::{RSliceMut, RVec};
 use musefs_plugin_api::{
-    AudioProps, CallCtx, ErrorKind, FormatBox, HandleBox, OriginBox, PlanMode, PlanRequest, Segment, SegmentKind,
-    Stat, TrackInfo,
+    AudioProps, CallCtx, ErrorKind, FormatBox, HandleBox, OriginBox, PlanMode, PlanRequest, Segment, SegmentKind, Stat,
+    TrackInfo,
 };
 
 use crate::catalog::{Catalog, CatalogError, FileRow};
@@ -403,7 +403,11 @@ impl Core {
         let stat = handle.stat();
         let diffs = stamp_diffs(row, &stat);
         if !diffs.is_empty() {
-            return Err(ServeError::Changed { origin: row.origin.clone(), path: row.path.clone(), what: diffs.join(", ") });
+            return Err(ServeError::Changed {
+                origin: row.origin.clone(),
+                path: row.path.clone(),
+                what: diffs.join(", "),
+            });
         }
         Ok((handle, stat))
     }
@@ -416,7 +420,10 @@ impl Core {
             return Ok(l);
         }
         let bad = |what: String| ServeError::BadPlan { origin: row.origin.clone(), path: row.path.clone(), what };
-        let format = self.formats.get(&row.plugin).ok_or_else(|| bad(format!("format plugin `{}` is not loaded", row.plugin)))?;
+        let format = self
+            .formats
+            .get(&row.plugin)
+            .ok_or_else(|| bad(format!("format plugin `{}` is not loaded", row.plugin)))?;
         let mode = plan_mode(self.settings.mode);
         let (info, tags, pictures) = if mode == PlanMode::SYNTHESIS {
             let catalog = self.catalog.lock().expect("catalog lock");
@@ -468,7 +475,9 @@ impl Core {
             let mut sizes = self.sizes.lock().expect("sizes lock");
             match sizes.get(&row.id) {
                 Some(&(g, n)) if g == row.gen && n != at => {
-                    return Err(bad(format!("the plan is {at} bytes but {n} were announced (a nondeterministic plugin?)")));
+                    return Err(bad(format!(
+                        "the plan is {at} bytes but {n} were announced (a nondeterministic plugin?)"
+                    )));
                 }
                 _ => {
                     sizes.insert(row.id, (row.gen, at));

@@ -161,7 +161,8 @@ pub fn import(catalog: &mut Catalog, doc: &Export, source: &str) -> Result<usize
     let mut batch = Vec::with_capacity(doc.files.len());
     for f in &doc.files {
         let ids = catalog.find_files(Some(&f.origin), &f.path)?;
-        let Some(&id) = ids.iter().find(|&&id| catalog.file(id).ok().flatten().is_some_and(|r| r.path == f.path)) else {
+        let Some(&id) = ids.iter().find(|&&id| catalog.file(id).ok().flatten().is_some_and(|r| r.path == f.path))
+        else {
             return Err(TagError::File {
                 path: source.into(),
                 message: format!("{}:{} is not in the catalog (scan first?)", f.origin, f.path),
@@ -204,7 +205,11 @@ pub fn picture_from_file(path: &Path, picture_type: u32, description: &str) -> R
         let (w, h) = jpeg_size(&data).unwrap_or((0, 0));
         ("image/jpeg", w, h)
     } else if data.starts_with(b"GIF8") && data.len() >= 10 {
-        ("image/gif", u32::from(u16::from_le_bytes([data[6], data[7]])), u32::from(u16::from_le_bytes([data[8], data[9]])))
+        (
+            "image/gif",
+            u32::from(u16::from_le_bytes([data[6], data[7]])),
+            u32::from(u16::from_le_bytes([data[8], data[9]])),
+        )
     } else if data.len() >= 12 && &data[..4] == b"RIFF" && &data[8..12] == b"WEBP" {
         ("image/webp", 0, 0)
     } else {

@@ -547,3 +547,68 @@ mod tests {
         assert_eq!(paths, vec!["X.flac", "X.flac (2)/y.flac"]);
     }
 }
+
+#[cfg(test)]
+mod update_tests {
+    use super::*;
+    use crate::catalog::FileRow;
+    use crate::template::Template;
+
+    fn file(id: i64, artist: &str, title: &str, pic: bool) -> TreeFile {
+        TreeFile {
+            file: FileRow {
+                id,
+                origin: "o".into(),
+                path: format!("{id}.flac"),
+                size: 10,
+                mtime_ns: Some(0),
+                etag: None,
+                plugin: "flac".into(),
+                extension: "flac".into(),
+                gen: 0,
+            },
+            tags: vec![("artist".into(), artist.into()), ("title".into(), title.into())],
+            has_picture: pic,
+        }
+    }
+
+    #[test]
+    fn moves_keep_inodes_prune_empty_dirs_and_track_covers() {
+        let views = vec![View { name: None, template: Template::parse("$artist/$title").unwrap() }];
+        let files = vec![file(1, "A", "one", true), file(2, "B", "two", false)];
+        let mut t = Tree::build(&files, &views, &RenderOptions::default(), Some("cover.jpg"));
+        let a = t.lookup(ROOT, "A").unwrap().ino;
+        assert!(t.lookup(a, "cover.jpg").is_some());
+        assert!(t.lookup(t.lookup(ROOT, "B").unwrap().ino, "cover.jpg").is_none());
+        let ino = t.lookup(a, "one.flac").unwrap().ino;
+        // Retag file 1 to artist B: same inode, A (now empty) is gone, B gains the cover.
+        let inval = t.upsert_file(&file(1, "B", "uno", true));
+        let b = t.lookup(ROOT, "B").unwrap().ino;
+        assert_eq!(t.lookup(b, "uno.flac").unwrap().ino, ino);
+        assert!(t.lookup(ROOT, "A").is_none() && t.get(a).is_none());
+        assert!(t.lookup(b, "cover.jpg").is_some());
+        for want in [
+            Inval::Entry { parent: a, name: "one.flac".into() },
+            Inval::Entry { parent: b, name: "uno.flac".into() },
+            Inval::Entry { parent: ROOT, name: "A".into() },
+            Inval::Inode(ino),
+        ] {
+            assert!(inval.contains(&want), "{want:?} in {inval:?}");
+        }
+        // The same tree as a fresh build of the new catalog state.
+        let fresh = Tree::build(
+            &[file(1, "B", "uno", true), file(2, "B", "two", false)],
+            &views,
+            &RenderOptions::default(),
+            Some("cover.jpg"),
+        );
+        assert_eq!(t.paths(), fresh.paths());
+        assert_eq!(t.lookup(ROOT, "B").unwrap().ino, fresh.lookup(ROOT, "B").unwrap().ino);
+        // Removing the only file with a picture removes the sidecar; the last file, the dir.
+        t.remove_file(1);
+        assert!(t.lookup(b, "cover.jpg").is_none());
+        t.remove_file(2);
+        assert!(t.lookup(ROOT, "B").is_none());
+        assert!(t.is_empty());
+    }
+}

@@ -222,7 +222,8 @@ pub fn validate(path: &Path) -> Result<Vec<String>, String> {
             let prog = if ext == "ogg" { "ogginfo" } else { "opusinfo" };
             let o = run(prog, &[]);
             let t = text(&o);
-            let bad: Vec<&str> = t.lines().filter(|l| l.contains("WARNING") || l.contains("ERROR") || l.contains("Error")).collect();
+            let bad: Vec<&str> =
+                t.lines().filter(|l| l.contains("WARNING") || l.contains("ERROR") || l.contains("Error")).collect();
             if !o.status.success() || !bad.is_empty() {
                 return Err(format!("{prog}: {t}"));
             }

@@ -30,8 +30,7 @@ fn setup(extra: &str) -> Lib {
     let t = tempfile::tempdir().unwrap();
     let lib = t.path().join("lib");
     make_library(&lib, false);
-    let manifest =
-        write_manifest(t.path(), &lib, &format!("mode = \"synthesis\"\nrefresh_interval_ms = 100\n{extra}"));
+    let manifest = write_manifest(t.path(), &lib, &format!("mode = \"synthesis\"\nrefresh_interval_ms = 100\n{extra}"));
     scan(&manifest);
     Lib { root: t.path().to_owned(), lib, manifest, _t: t }
 }
@@ -147,8 +146,11 @@ fn tag_edits_show_up_live_with_audio_and_originals_untouched() {
     assert!(t[0].contains(r#"["title", "New Title"]"#) && t[0].contains(r#"["artist", "Beta"]"#), "{}", t[0]);
     assert_eq!(audio_md5(&renamed), audio_md5(&lib.lib.join("alpha/plain.flac")));
     validate(&renamed).unwrap();
-    assert_eq!(fs::metadata(&renamed).unwrap().len(), fs::metadata(lib.lib.join("alpha/plain.flac")).unwrap().len(),
-        "a small edit keeps the size (padding)");
+    assert_eq!(
+        fs::metadata(&renamed).unwrap().len(),
+        fs::metadata(lib.lib.join("alpha/plain.flac")).unwrap().len(),
+        "a small edit keeps the size (padding)"
+    );
 
     // MP3 as ID3v2.3 with an ID3v1 trailer (manifest options), edited by origin path.
     tag_ok(&lib, &["set", "main:beta/mp3s/v24.mp3", "title=Four Édité", "comment=new comment"]);

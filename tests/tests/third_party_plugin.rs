@@ -51,12 +51,27 @@ fn an_out_of_tree_wav_plugin_scans_mounts_and_synthesizes() {
     let lib = t.path().join("lib");
     fs::create_dir_all(&lib).unwrap();
     let raw = t.path().join("raw.wav");
-    run(Command::new("sox").args(["-n", "-r", "44100", "-b", "16", "-c", "2"]).arg(&raw).args(["synth", "1", "sine", "440"]));
+    run(Command::new("sox")
+        .args(["-n", "-r", "44100", "-b", "16", "-c", "2"])
+        .arg(&raw)
+        .args(["synth", "1", "sine", "440"]));
     let wav = lib.join("tone.wav");
-    run(Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&raw).args([
-        "-metadata", "title=Wave Title", "-metadata", "artist=Wave Artist", "-metadata", "album=Wave Album",
-        "-metadata", "track=4", "-c", "copy",
-    ]).arg(&wav));
+    run(Command::new("ffmpeg")
+        .args(["-v", "error", "-i"])
+        .arg(&raw)
+        .args([
+            "-metadata",
+            "title=Wave Title",
+            "-metadata",
+            "artist=Wave Artist",
+            "-metadata",
+            "album=Wave Album",
+            "-metadata",
+            "track=4",
+            "-c",
+            "copy",
+        ])
+        .arg(&wav));
     let manifest = musefs_tests::write_manifest(
         t.path(),
         &lib,

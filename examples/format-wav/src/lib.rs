@@ -15,8 +15,7 @@
 //! from the file is checked before it is used.
 
 use musefs_plugin_api::{
-    AudioProps, Format, Plan, PlanMode, PlanRequest, PluginError, PluginResult, Region, Segment, Source, Tag,
-    TrackInfo,
+    AudioProps, Format, Plan, PlanMode, PlanRequest, PluginError, PluginResult, Region, Segment, Source, Tag, TrackInfo,
 };
 
 /// RIFF INFO ids and the canonical keys musefs templates use.

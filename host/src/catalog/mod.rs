@@ -29,7 +29,8 @@ pub const SOURCE_FILE: i64 = 0;
 pub const SOURCE_USER: i64 = 1;
 
 /// The migrations; `MIGRATIONS[i]` upgrades schema version `i` to `i + 1`.
-pub const MIGRATIONS: &[&str] = &[r"
+pub const MIGRATIONS: &[&str] = &[
+    r"
 CREATE TABLE origins (
     id INTEGER PRIMARY KEY,
     name TEXT NOT NULL UNIQUE,
@@ -89,7 +90,8 @@ CREATE TABLE file_pictures (
     PRIMARY KEY (file_id, source, seq)
 ) WITHOUT ROWID;
 CREATE INDEX file_pictures_by_picture ON file_pictures(picture_id);
-", r"
+",
+    r"
 ALTER TABLE files ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
 CREATE TABLE overrides (
     file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
@@ -104,7 +106,8 @@ CREATE TABLE changes (
     file_id INTEGER NOT NULL,
     at INTEGER NOT NULL
 );
-"];
+",
+];
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

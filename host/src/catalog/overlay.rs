@@ -142,9 +142,8 @@ impl Row {
 }
 
 fn rows(tx: &rusqlite::Connection, file_id: i64, source: i64) -> rusqlite::Result<Vec<Row>> {
-    let mut st = tx.prepare_cached(
-        "SELECT key, native, value, data FROM tags WHERE file_id = ?1 AND source = ?2 ORDER BY seq",
-    )?;
+    let mut st =
+        tx.prepare_cached("SELECT key, native, value, data FROM tags WHERE file_id = ?1 AND source = ?2 ORDER BY seq")?;
     let it = st.query_map(params![file_id, source], |r| {
         Ok(Row { key: r.get(0)?, native: r.get(1)?, value: r.get(2)?, data: r.get(3)? })
     })?;
@@ -346,7 +345,9 @@ impl Catalog {
     /// SQLite errors.
     pub fn is_edited(&self, file_id: i64) -> Result<bool> {
         let conn = &self.conn;
-        let f = || -> rusqlite::Result<bool> { Ok(!overrides(conn, file_id)?.is_empty() || art_overridden(conn, file_id)?) };
+        let f = || -> rusqlite::Result<bool> {
+            Ok(!overrides(conn, file_id)?.is_empty() || art_overridden(conn, file_id)?)
+        };
         f().map_err(self.err())
     }
 
@@ -526,8 +527,10 @@ impl Catalog {
             return Ok(Changes { files: Vec::new(), last: after.max(max), gap: false });
         }
         let gap = min.is_some_and(|m| m > after + 1);
-        let mut st =
-            self.conn.prepare_cached("SELECT DISTINCT file_id FROM changes WHERE seq > ?1 AND seq <= ?2").map_err(self.err())?;
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT DISTINCT file_id FROM changes WHERE seq > ?1 AND seq <= ?2")
+            .map_err(self.err())?;
         let files = st
             .query_map(params![after, max], |r| r.get(0))
             .map_err(self.err())?
@@ -557,5 +560,139 @@ impl Catalog {
             }
         }
         Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use musefs_plugin_api::{AudioProps, EntryKind, Stat};
+
+    use super::*;
+
+    fn info(tags: Vec<Tag>, pics: usize) -> TrackInfo {
+        TrackInfo {
+            format: "mp3".into(),
+            extension: "mp3".into(),
+            tags: tags.into(),
+            pictures: (0..pics)
+                .map(|i| Picture {
+                    picture_type: 3 + i as u32,
+                    mime: "image/png".into(),
+                    data: vec![i as u8; 4].into(),
+                    ..Picture::default()
+                })
+                .collect::<Vec<_>>()
+                .into(),
+            props: AudioProps::default(),
+            audio_offset: 0,
+            audio_len: 1,
+            regions: Vec::new().into(),
+            extra: Vec::new().into(),
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Catalog, i64) {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&d.path().join("c.db")).unwrap();
+        let o = c.origin_id("o", "local").unwrap();
+        let tags = vec![
+            Tag::text("title", "TIT2", "T"),
+            Tag::text("my_field", "TXXX:MY FIELD", "x"),
+            Tag::text("artist", "TPE1", "A"),
+            Tag::binary("", "PRIV", "3 bytes", vec![1, 2, 3]),
+        ];
+        let stat = Stat { kind: EntryKind::FILE, size: 1, mtime_ns: Some(1).into(), etag: None.into() };
+        let id = c.write_batch(o, &[("a.mp3".into(), stat, "mp3".into(), info(tags, 2))]).unwrap()[0];
+        (d, c, id)
+    }
+
+    fn view(c: &Catalog, id: i64) -> Vec<(String, String, String)> {
+        c.effective_tags(id)
+            .unwrap()
+            .iter()
+            .map(|t| (t.key.to_string(), t.native.to_string(), t.value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn edits_replace_in_place_keep_native_names_and_reset() {
+        let (_d, mut c, id) = setup();
+        let gen0 = c.file(id).unwrap().unwrap().gen;
+        c.apply_edits(
+            &[id],
+            &[
+                Edit::Set { key: "My_Field".into(), values: vec!["y".into(), "z".into()] },
+                Edit::Add { key: "artist".into(), values: vec!["B".into()] },
+                Edit::Set { key: "mood".into(), values: vec!["calm".into()] },
+                Edit::Remove { key: "title".into(), value: None },
+            ],
+            &[ArtEdit::Remove(Some(4))],
+        )
+        .unwrap();
+        let v = view(&c, id);
+        let s = |a: &str, b: &str, x: &str| (a.to_owned(), b.to_owned(), x.to_owned());
+        assert_eq!(
+            v,
+            vec![
+                s("my_field", "TXXX:MY FIELD", "y"),
+                s("my_field", "TXXX:MY FIELD", "z"),
+                s("artist", "TPE1", "A"),
+                s("artist", "TPE1", "B"),
+                s("", "PRIV", "3 bytes"),
+                s("mood", "", "calm"),
+            ],
+            "values in place, native names kept, a removed key gone, new keys appended"
+        );
+        assert_eq!(c.effective_pictures(id).unwrap().len(), 1);
+        assert!(c.file(id).unwrap().unwrap().gen > gen0, "an edit bumps the generation");
+        let (keys, art) = c.edited(id).unwrap();
+        assert_eq!(keys, vec!["artist", "mood", "my_field", "title"]);
+        assert!(art);
+        // The file's own tags are still recorded: reset brings them back.
+        c.apply_edits(&[id], &[Edit::Reset { key: None }], &[]).unwrap();
+        assert_eq!(view(&c, id).len(), 4);
+        assert_eq!(c.effective_pictures(id).unwrap().len(), 2);
+        assert!(!c.is_edited(id).unwrap());
+    }
+
+    #[test]
+    fn invalid_edits_write_nothing() {
+        let (_d, mut c, id) = setup();
+        let before = c.last_change().unwrap();
+        for bad in ["", "a=b", "ti:tle", "x\u{1}"] {
+            let e = c.apply_edits(&[id], &[Edit::Set { key: bad.into(), values: vec!["v".into()] }], &[]).unwrap_err();
+            assert!(e.to_string().contains("invalid tag key"), "{e}");
+        }
+        let e = c
+            .apply_edits(
+                &[id],
+                &[
+                    Edit::Set { key: "title".into(), values: vec!["ok".into()] },
+                    Edit::Set { key: "comment".into(), values: vec!["a\0b".into()] },
+                ],
+                &[],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("NUL"), "{e}");
+        assert!(c.apply_edits(&[id, 999], &[Edit::Set { key: "title".into(), values: vec![] }], &[]).is_err());
+        assert_eq!(view(&c, id)[0].2, "T", "the batch was rolled back");
+        assert_eq!(c.last_change().unwrap(), before);
+    }
+
+    #[test]
+    fn the_change_log_lists_each_file_once_and_reports_gaps() {
+        let (_d, mut c, id) = setup();
+        let start = c.last_change().unwrap();
+        assert!(start > 0, "the scan logged the file");
+        c.apply_edits(&[id], &[Edit::Set { key: "title".into(), values: vec!["1".into()] }], &[]).unwrap();
+        c.apply_edits(&[id], &[Edit::Set { key: "title".into(), values: vec!["2".into()] }], &[]).unwrap();
+        let ch = c.changes_since(start).unwrap();
+        assert_eq!((ch.files.clone(), ch.gap), (vec![id], false));
+        assert_eq!(c.changes_since(ch.last).unwrap().files, Vec::<i64>::new());
+        c.remove_files(&[id]).unwrap();
+        assert_eq!(c.changes_since(ch.last).unwrap().files, vec![id], "removals are logged");
+        c.conn.execute("UPDATE changes SET at = 0 WHERE seq <= ?1", [ch.last]).unwrap();
+        c.prune_changes(3600).unwrap();
+        assert!(c.changes_since(start).unwrap().gap, "a pruned log is reported as a gap");
     }
 }

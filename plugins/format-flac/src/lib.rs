@@ -190,11 +190,10 @@ pub fn synthesize(len: u64, req: &PlanRequest) -> PluginResult<Plan> {
     let opts = Options::parse(&req.options, "flac", &["min_padding"])?;
     let min_pad = opts.uint("min_padding", 1 << 20, 1024)?;
     let info = &req.info;
-    let meta = info
-        .regions
-        .iter()
-        .find(|r| r.kind.as_str() == "flac-metadata")
-        .ok_or_else(|| PluginError::invalid_data("the catalog has no FLAC metadata region for this file: rescan it"))?;
+    let meta =
+        info.regions.iter().find(|r| r.kind.as_str() == "flac-metadata").ok_or_else(|| {
+            PluginError::invalid_data("the catalog has no FLAC metadata region for this file: rescan it")
+        })?;
     let mut segs = vec![Segment::literal(b"fLaC".to_vec())];
     let mut content = 4u64;
     let mut saw_streaminfo = false;

@@ -84,12 +84,19 @@ fn text_frame_id(t: &Tag, v: Version) -> Option<String> {
     if let Some(desc) = native.strip_prefix("TXXX:") {
         return Some(format!("TXXX:{desc}"));
     }
-    let id = if native.len() == 4 && native.starts_with('T') && native.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+    let id = if native.len() == 4
+        && native.starts_with('T')
+        && native.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+    {
         native.to_owned()
     } else if native.len() == 3 && native.starts_with('T') && !canonical(native).is_empty() {
         frame_for_key(canonical(native))?.to_owned()
     } else if native == "COMM" || native == "USLT" || native == "COM" || native == "ULT" {
-        if native.starts_with('C') { "COMM".to_owned() } else { "USLT".to_owned() }
+        if native.starts_with('C') {
+            "COMM".to_owned()
+        } else {
+            "USLT".to_owned()
+        }
     } else if !t.key.is_empty() {
         // A user-added tag, or one from an ID3v1/APE trailer.
         match frame_for_key(&t.key) {
@@ -436,7 +443,8 @@ mod tests {
             let got: Vec<(String, String)> =
                 back.tags.iter().map(|t| (t.native.to_string(), t.value.to_string())).collect();
             let date = if v == Version::V24 { "TDRC" } else { "TYER" };
-            let mut want = vec![("TIT2", "Tïtle"), ("TPE1", "A"), ("TPE1", "B"), (date, "1999"), ("TXXX:MY FIELD", "v")];
+            let mut want =
+                vec![("TIT2", "Tïtle"), ("TPE1", "A"), ("TPE1", "B"), (date, "1999"), ("TXXX:MY FIELD", "v")];
             want.push(("PRIV", "5 bytes"));
             if v == Version::V24 {
                 want.push(("TMOO", "calm"));
@@ -455,7 +463,11 @@ mod tests {
 
     #[test]
     fn id3v1_and_ape_layouts() {
-        let tags = vec![Tag::text("title", "TIT2", "T"), Tag::text("track", "TRCK", "3/10"), Tag::text("genre", "TCON", "Rock")];
+        let tags = vec![
+            Tag::text("title", "TIT2", "T"),
+            Tag::text("track", "TRCK", "3/10"),
+            Tag::text("genre", "TCON", "Rock"),
+        ];
         let v1 = id3v1(&tags);
         assert_eq!((v1.len(), v1[126], v1[127]), (128, 3, 17));
         let ape = apev2(&tags);

@@ -165,12 +165,10 @@ fn push_origin(segs: &mut Vec<Segment>, offset: u64, len: u64) {
 pub fn synthesize(src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
     let info = &req.info;
     let len = src.len();
-    let header_end = info
-        .regions
-        .iter()
-        .find(|r| r.kind.as_str() == "ogg-headers")
-        .map(|r| r.offset + r.len)
-        .ok_or_else(|| PluginError::invalid_data("the catalog has no Ogg header region for this file: rescan it"))?;
+    let header_end =
+        info.regions.iter().find(|r| r.kind.as_str() == "ogg-headers").map(|r| r.offset + r.len).ok_or_else(|| {
+            PluginError::invalid_data("the catalog has no Ogg header region for this file: rescan it")
+        })?;
     if header_end > len || header_end != info.audio_offset {
         return Err(PluginError::invalid_data("the catalog's Ogg header region is outside the file: rescan it"));
     }

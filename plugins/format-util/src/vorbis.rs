@@ -191,7 +191,10 @@ mod tests {
             musefs_plugin_api::Tag::binary("", "PRIV", "1 byte", vec![1]),
         ];
         let got = fields_from_tags(&tags);
-        assert_eq!(got, vec![("Title".into(), "x".into()), ("TRACKNUMBER".into(), "3".into()), ("MOOD".into(), "calm".into())]);
+        assert_eq!(
+            got,
+            vec![("Title".into(), "x".into()), ("TRACKNUMBER".into(), "3".into()), ("MOOD".into(), "calm".into())]
+        );
     }
 
     #[test]
