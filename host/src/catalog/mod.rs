@@ -474,6 +474,42 @@ impl Catalog {
     }
 }
 
+/// Replaces the pictures of `file_id` from `source` with `pics` (image bytes stored once
+/// by their BLAKE3 hash), in the caller's transaction.
+pub(crate) fn link_pictures(
+    tx: &Transaction<'_>,
+    file_id: i64,
+    source: i64,
+    pics: &[musefs_plugin_api::Picture],
+) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM file_pictures WHERE file_id = ?1 AND source = ?2", params![file_id, source])?;
+    for (seq, pic) in pics.iter().enumerate() {
+        let hash = blake3::hash(pic.data.as_slice());
+        tx.prepare_cached(
+            "INSERT INTO pictures (hash, mime, width, height, depth, colors, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (hash) DO NOTHING",
+        )?
+        .execute(params![
+            hash.as_bytes().as_slice(),
+            pic.mime.as_str(),
+            pic.width,
+            pic.height,
+            pic.depth,
+            pic.colors,
+            pic.data.as_slice()
+        ])?;
+        let pid: i64 = tx
+            .prepare_cached("SELECT id FROM pictures WHERE hash = ?1")?
+            .query_row([hash.as_bytes().as_slice()], |r| r.get(0))?;
+        tx.prepare_cached(
+            "INSERT INTO file_pictures (file_id, source, seq, picture_id, picture_type, description)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![file_id, source, seq as i64, pid, pic.picture_type, pic.description.as_str()])?;
+    }
+    Ok(())
+}
+
 /// Appends `file_id` to the change log (in the caller's transaction).
 pub(crate) fn log_change(tx: &Transaction<'_>, file_id: i64) -> rusqlite::Result<()> {
     tx.prepare_cached("INSERT INTO changes (file_id, at) VALUES (?1, ?2)")?.execute(params![file_id, now_secs()])?;
@@ -564,29 +600,7 @@ fn write_one(
             ])?;
         }
     }
-    tx.execute("DELETE FROM file_pictures WHERE file_id = ?1 AND source = ?2", params![id, SOURCE_FILE])?;
-    for (seq, pic) in info.pictures.iter().enumerate() {
-        let hash = blake3::hash(pic.data.as_slice());
-        tx.execute(
-            "INSERT INTO pictures (hash, mime, width, height, depth, colors, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (hash) DO NOTHING",
-            params![
-                hash.as_bytes().as_slice(),
-                pic.mime.as_str(),
-                pic.width,
-                pic.height,
-                pic.depth,
-                pic.colors,
-                pic.data.as_slice()
-            ],
-        )?;
-        let pid: i64 =
-            tx.query_row("SELECT id FROM pictures WHERE hash = ?1", [hash.as_bytes().as_slice()], |r| r.get(0))?;
-        tx.execute(
-            "INSERT INTO file_pictures (file_id, source, seq, picture_id, picture_type, description) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![id, SOURCE_FILE, seq as i64, pid, pic.picture_type, pic.description.as_str()],
-        )?;
-    }
+    link_pictures(tx, id, SOURCE_FILE, &info.pictures)?;
     Ok(id)
 }
 

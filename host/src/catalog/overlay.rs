@@ -12,7 +12,7 @@ use std::collections::{HashMap, HashSet};
 use musefs_plugin_api::{AudioProps, KeyValue, Picture, Region, Tag, TrackInfo};
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use super::{log_change, now_secs, Catalog, CatalogError, Result, SOURCE_FILE, SOURCE_USER};
+use super::{link_pictures, log_change, now_secs, Catalog, CatalogError, Result, SOURCE_FILE, SOURCE_USER};
 
 /// Longest accepted key, in bytes.
 pub const MAX_KEY: usize = 64;
@@ -223,32 +223,8 @@ fn effective_pictures(conn: &rusqlite::Connection, file_id: i64) -> rusqlite::Re
 
 /// Stores `pics` as the user's picture list of a file (deduplicated by hash).
 fn write_user_pictures(tx: &Transaction<'_>, file_id: i64, pics: &[Picture]) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM file_pictures WHERE file_id = ?1 AND source = ?2", params![file_id, SOURCE_USER])?;
     tx.execute("INSERT OR IGNORE INTO art_overrides (file_id) VALUES (?1)", [file_id])?;
-    for (seq, pic) in pics.iter().enumerate() {
-        let hash = blake3::hash(pic.data.as_slice());
-        tx.execute(
-            "INSERT INTO pictures (hash, mime, width, height, depth, colors, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
-             ON CONFLICT (hash) DO NOTHING",
-            params![
-                hash.as_bytes().as_slice(),
-                pic.mime.as_str(),
-                pic.width,
-                pic.height,
-                pic.depth,
-                pic.colors,
-                pic.data.as_slice()
-            ],
-        )?;
-        let pid: i64 =
-            tx.query_row("SELECT id FROM pictures WHERE hash = ?1", [hash.as_bytes().as_slice()], |r| r.get(0))?;
-        tx.execute(
-            "INSERT INTO file_pictures (file_id, source, seq, picture_id, picture_type, description)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            params![file_id, SOURCE_USER, seq as i64, pid, pic.picture_type, pic.description.as_str()],
-        )?;
-    }
-    Ok(())
+    link_pictures(tx, file_id, SOURCE_USER, pics)
 }
 
 /// Replaces the user's values of `key` (making it overridden).

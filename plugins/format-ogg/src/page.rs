@@ -4,6 +4,11 @@ use musefs_plugin_api::{PluginError, PluginResult};
 
 /// The Ogg CRC-32 (polynomial 0x04C11DB7, no reflection, initial value 0).
 pub fn crc32(data: &[u8]) -> u32 {
+    crc32_update(0, data)
+}
+
+/// Continues a CRC over more bytes.
+pub fn crc32_update(crc: u32, data: &[u8]) -> u32 {
     static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
     let table = TABLE.get_or_init(|| {
         let mut t = [0u32; 256];
@@ -16,7 +21,7 @@ pub fn crc32(data: &[u8]) -> u32 {
         }
         t
     });
-    data.iter().fold(0u32, |crc, &b| (crc << 8) ^ table[((crc >> 24) as u8 ^ b) as usize])
+    data.iter().fold(crc, |crc, &b| (crc << 8) ^ table[((crc >> 24) as u8 ^ b) as usize])
 }
 
 /// A parsed page header.

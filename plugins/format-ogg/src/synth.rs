@@ -117,20 +117,12 @@ fn crc_shifted(d: &[u8; 4], zeros: usize) -> u32 {
     // crc32 is linear over GF(2) with a zero initial value, so the CRC of a message that
     // differs from another only in `d` changes by exactly this value.
     let mut c = crc32(d);
-    static TABLE: std::sync::OnceLock<[u32; 256]> = std::sync::OnceLock::new();
-    let table = TABLE.get_or_init(|| {
-        let mut t = [0u32; 256];
-        for (i, slot) in t.iter_mut().enumerate() {
-            let mut r = (i as u32) << 24;
-            for _ in 0..8 {
-                r = if r & 0x8000_0000 != 0 { (r << 1) ^ 0x04C1_1DB7 } else { r << 1 };
-            }
-            *slot = r;
-        }
-        t
-    });
-    for _ in 0..zeros {
-        c = (c << 8) ^ table[(c >> 24) as usize];
+    let zeros_block = [0u8; 4096];
+    let mut left = zeros;
+    while left > 0 {
+        let n = left.min(zeros_block.len());
+        c = page::crc32_update(c, &zeros_block[..n]);
+        left -= n;
     }
     c
 }
