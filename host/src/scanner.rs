@@ -231,9 +231,15 @@ fn scan_origin(
     }
     catalog.remove_files(&gone)?;
     total.removed += gone.len() as u64;
+    // The change log only needs to cover what a running mount has not polled yet; a
+    // mount that lagged longer rebuilds its tree.
+    catalog.prune_changes(CHANGE_LOG_RETENTION_SECS)?;
     tracing::info!("origin `{}` scanned in {:.2?}", spec.name, started.elapsed());
     Ok(())
 }
+
+/// How long change log entries are kept (a week).
+pub const CHANGE_LOG_RETENTION_SECS: i64 = 7 * 24 * 3600;
 
 /// Opens, probes and reads one file. `Err` is the reason it is skipped.
 fn read_file(

@@ -438,7 +438,7 @@ impl Catalog {
                 if !current.1.contains(&key) {
                     current.1.push(key.clone());
                 }
-            } else if current.1.contains(&key) || overridden.contains(&(id, key.clone())) {
+            } else if current.1.contains(&key) || (!overridden.is_empty() && overridden.contains(&(id, key.clone()))) {
                 continue;
             }
             if let Some(&i) = index.get(&id) {
