@@ -338,14 +338,13 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn file(&self, id: i64) -> Result<Option<FileRow>> {
+        // On every open: a cached statement.
         self.conn
-            .query_row(
+            .prepare_cached(
                 "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen
                  FROM files f JOIN origins o ON o.id = f.origin_id WHERE f.id = ?1",
-                [id],
-                file_row,
             )
-            .optional()
+            .and_then(|mut st| st.query_row([id], file_row).optional())
             .map_err(self.err())
     }
 
