@@ -312,7 +312,9 @@ impl Core {
             AttrKind::File { file_id, size, gen, .. } if self.settings.mode == Mode::Synthesis => {
                 match self.served_size(*file_id, *gen) {
                     Ok(n) => *size = n,
-                    Err(e) => tracing::warn!("size of file {file_id}: {e}"),
+                    Err(e) => tracing::debug!(
+                        "size of file {file_id}: {e} (announcing the original size; open reports the error)"
+                    ),
                 }
             }
             AttrKind::File { .. } => {}
