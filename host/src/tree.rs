@@ -488,7 +488,7 @@ mod tests {
     use crate::catalog::FileRow;
     use crate::template::Template;
 
-    fn file(id: i64, tags: &[(&str, &str)]) -> TreeFile {
+    pub(super) fn file(id: i64, tags: &[(&str, &str)]) -> TreeFile {
         TreeFile {
             file: FileRow {
                 id,
@@ -551,25 +551,12 @@ mod tests {
 #[cfg(test)]
 mod update_tests {
     use super::*;
-    use crate::catalog::FileRow;
     use crate::template::Template;
 
     fn file(id: i64, artist: &str, title: &str, pic: bool) -> TreeFile {
-        TreeFile {
-            file: FileRow {
-                id,
-                origin: "o".into(),
-                path: format!("{id}.flac"),
-                size: 10,
-                mtime_ns: Some(0),
-                etag: None,
-                plugin: "flac".into(),
-                extension: "flac".into(),
-                gen: 0,
-            },
-            tags: vec![("artist".into(), artist.into()), ("title".into(), title.into())],
-            has_picture: pic,
-        }
+        let mut f = super::tests::file(id, &[("artist", artist), ("title", title)]);
+        f.has_picture = pic;
+        f
     }
 
     #[test]

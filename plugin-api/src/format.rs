@@ -53,8 +53,11 @@ pub trait Format: Send + Sync + 'static {
     /// files, with a message saying what is wrong; transport errors from the origin.
     fn read(&self, src: &Source) -> PluginResult<TrackInfo>;
 
-    /// The layout of the served file, computed once per open. The default serves the
-    /// original bytes unchanged in both modes.
+    /// The layout of the served file in synthesis mode, computed once per open: literal
+    /// segments (the header built from `req.tags` and `req.pictures`) and ranges of the
+    /// original (the audio). Passthrough requests never reach it: the export adapter
+    /// answers them with [`Plan::passthrough`]. The default serves the original bytes
+    /// unchanged (a format without synthesis).
     ///
     /// # Errors
     /// As for [`read`](Format::read).
@@ -85,6 +88,9 @@ impl<T: Format> FfiFormat for FormatAdapter<T> {
     }
 
     fn plan(&self, ctx: &CallCtx, file: &HandleBox, req: &PlanRequest) -> RResult<Plan, PluginError> {
+        if req.mode == crate::types::PlanMode::PASSTHROUGH {
+            return RResult::ROk(Plan::passthrough(file.len()));
+        }
         guard(|| self.0.plan(&Source::new(file.clone(), ctx.clone()), req))
     }
 }

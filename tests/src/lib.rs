@@ -253,3 +253,25 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     }
     cond()
 }
+
+/// A deterministic pseudo-random sequence (no external crate needed).
+pub fn lcg(seed: &mut u64) -> u64 {
+    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    *seed >> 33
+}
+
+/// `n` random `pread`s of `path` (offsets up to 10 bytes past the end, lengths up to
+/// 70,000) must equal the same ranges of `expected`.
+pub fn assert_random_preads(path: &Path, expected: &[u8], seed: &mut u64, n: usize) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    for _ in 0..n {
+        let off = lcg(seed) % (expected.len() as u64 + 10);
+        let len = (lcg(seed) % 70_000) as usize;
+        let mut buf = vec![0u8; len];
+        let got = f.read_at(&mut buf, off).unwrap_or_else(|e| panic!("{} at {off}+{len}: {e}", path.display()));
+        let start = (off as usize).min(expected.len());
+        let end = (off as usize + len).min(expected.len());
+        assert_eq!(&buf[..got], &expected[start..end], "{} at {off}+{len}", path.display());
+    }
+}

@@ -2,16 +2,9 @@
 //! comparison of every served file, ffprobe on every file, clean unmount.
 
 use std::fs;
-use std::os::unix::fs::FileExt;
 use std::process::Command;
 
-use musefs_tests::{is_fuse_mounted, ls_long, make_library, musefs, scan, write_manifest, Mount};
-
-/// A deterministic pseudo-random sequence (no external crate needed).
-fn lcg(seed: &mut u64) -> u64 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    *seed >> 33
-}
+use musefs_tests::{assert_random_preads, is_fuse_mounted, ls_long, make_library, musefs, scan, write_manifest, Mount};
 
 fn check_mount(extra_args: &[&str]) {
     let t = tempfile::tempdir().unwrap();
@@ -38,16 +31,7 @@ fn check_mount(extra_args: &[&str]) {
         assert!(a == b, "{served} differs from {original}");
         assert_eq!(fs::metadata(&sp).unwrap().len(), b.len() as u64, "exact size before any read: {served}");
         // Random preads equal the same ranges of the original.
-        let f = fs::File::open(&sp).unwrap();
-        for _ in 0..50 {
-            let off = lcg(&mut seed) % (b.len() as u64 + 10);
-            let len = (lcg(&mut seed) % 70_000) as usize;
-            let mut buf = vec![0u8; len];
-            let n = f.read_at(&mut buf, off).unwrap();
-            let start = (off as usize).min(b.len());
-            let end = (off as usize + len).min(b.len());
-            assert_eq!(&buf[..n], &b[start..end], "{served} at {off}+{len}");
-        }
+        assert_random_preads(&sp, &b, &mut seed, 50);
         let probe = Command::new("ffprobe")
             .args(["-v", "error", "-show_entries", "format=duration", "-of", "csv=p=0"])
             .arg(&sp)

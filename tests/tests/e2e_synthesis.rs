@@ -10,14 +10,9 @@ use std::path::{Path, PathBuf};
 use musefs::manifest::Manifest;
 use musefs::plugins::Plugins;
 use musefs_tests::{
-    audio_data, audio_md5, ls_long, make_library, musefs, mutagen_tags, scan, sha256, target_dir, validate, wait_for,
-    write_manifest, Mount,
+    assert_random_preads, audio_data, audio_md5, ls_long, make_library, musefs, mutagen_tags, scan, sha256, target_dir,
+    validate, wait_for, write_manifest, Mount,
 };
-
-fn lcg(seed: &mut u64) -> u64 {
-    *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-    *seed >> 33
-}
 
 struct Lib {
     _t: tempfile::TempDir,
@@ -75,16 +70,7 @@ fn synthesized_files_round_trip_and_pass_their_validators() {
         assert_eq!(fs::metadata(&sp).unwrap().len(), expected.len() as u64, "size before any read: {served}");
         let got = fs::read(&sp).unwrap();
         assert!(got == expected, "{served}: served bytes differ from the layout");
-        let f = fs::File::open(&sp).unwrap();
-        for _ in 0..40 {
-            let off = lcg(&mut seed) % (expected.len() as u64 + 10);
-            let len = (lcg(&mut seed) % 70_000) as usize;
-            let mut buf = vec![0u8; len];
-            let n = f.read_at(&mut buf, off).unwrap();
-            let s = (off as usize).min(expected.len());
-            let e = (off as usize + len).min(expected.len());
-            assert_eq!(&buf[..n], &expected[s..e], "{served} at {off}+{len}");
-        }
+        assert_random_preads(&sp, &expected, &mut seed, 40);
         let tags = mutagen_tags(&[&op, &sp]);
         if original.ends_with("v23-trailers.mp3") {
             // The APEv2 trailer is dropped; its values are carried into the ID3v2 tag.

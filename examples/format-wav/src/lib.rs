@@ -15,7 +15,7 @@
 //! from the file is checked before it is used.
 
 use musefs_plugin_api::{
-    AudioProps, Format, Plan, PlanMode, PlanRequest, PluginError, PluginResult, Region, Segment, Source, Tag, TrackInfo,
+    AudioProps, Format, Plan, PlanRequest, PluginError, PluginResult, Region, Segment, Source, Tag, TrackInfo,
 };
 
 /// RIFF INFO ids and the canonical keys musefs templates use.
@@ -180,9 +180,7 @@ impl Format for Wav {
     }
 
     fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
-        if req.mode == PlanMode::PASSTHROUGH {
-            return Ok(Plan::passthrough(src.len()));
-        }
+        // Only synthesis requests arrive here (passthrough is answered by the export layer).
         // Every chunk is kept as a range of the original, except the old INFO list, which
         // is replaced by one built from the catalog's tags, just before `data`. The layout
         // comes from the regions recorded at scan time; the only read is the 4-byte type

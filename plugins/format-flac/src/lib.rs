@@ -16,7 +16,7 @@
 
 use musefs_format_util::{options::Options, padding_for, picture, props, vorbis};
 use musefs_plugin_api::{
-    Format, KeyValue, Plan, PlanMode, PlanRequest, PluginError, PluginResult, Region, Segment, Source, Tag, TrackInfo,
+    Format, KeyValue, Plan, PlanRequest, PluginError, PluginResult, Region, Segment, Source, Tag, TrackInfo,
 };
 
 /// FLAC metadata block types.
@@ -164,9 +164,6 @@ impl Format for Flac {
     }
 
     fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
-        if req.mode == PlanMode::PASSTHROUGH {
-            return Ok(Plan::passthrough(src.len()));
-        }
         synthesize(src.len(), req)
     }
 }

@@ -26,7 +26,7 @@ pub mod writer;
 
 use musefs_format_util::{options::Options, padding_for, props};
 use musefs_plugin_api::{
-    AudioProps, Format, Plan, PlanMode, PlanRequest, PluginError, PluginResult, Region, Segment, Source, TrackInfo,
+    AudioProps, Format, Plan, PlanRequest, PluginError, PluginResult, Region, Segment, Source, TrackInfo,
 };
 
 /// The largest ID3v2 tag we accept (covers with several large pictures fit well within).
@@ -231,9 +231,6 @@ impl Format for Mp3 {
     }
 
     fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
-        if req.mode == PlanMode::PASSTHROUGH {
-            return Ok(Plan::passthrough(src.len()));
-        }
         synthesize(src.len(), req)
     }
 }

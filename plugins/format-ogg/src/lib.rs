@@ -12,7 +12,7 @@ pub mod synth;
 use base64::Engine;
 use musefs_format_util::{picture, props, vorbis};
 use musefs_plugin_api::{
-    Format, KeyValue, Plan, PlanMode, PlanRequest, PluginError, PluginResult, Region, Source, Tag, TrackInfo,
+    Format, KeyValue, Plan, PlanRequest, PluginError, PluginResult, Region, Source, Tag, TrackInfo,
 };
 
 /// Header packets larger than this are refused (covers are a few MiB at most).
@@ -171,9 +171,6 @@ impl Format for Ogg {
     }
 
     fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
-        if req.mode == PlanMode::PASSTHROUGH {
-            return Ok(Plan::passthrough(src.len()));
-        }
         synth::synthesize(src, req)
     }
 }
