@@ -19,6 +19,8 @@
 //! that disagrees with the announced size, a short read) is an error (`EIO`), logged once
 //! with the file's name; wrong bytes are never served.
 
+pub mod cache;
+pub mod cachecmd;
 pub mod catalog;
 pub mod fuse;
 pub mod manifest;

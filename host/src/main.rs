@@ -80,6 +80,11 @@ enum Command {
         #[command(subcommand)]
         command: TagCommand,
     },
+    /// The chunk cache of remote origins: stats, prefetch, verify, clear.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Inspect plugins.
     Plugins {
         #[command(subcommand)]
@@ -176,6 +181,42 @@ enum ArtCommand {
 }
 
 #[derive(Subcommand)]
+enum CacheCommand {
+    /// Chunks and bytes on disk, the budget, dedup, and how many files are fully cached.
+    Stats {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch files into the cache so they play offline: tree paths, ORIGIN:PATH, or
+    /// tag queries KEY=VALUE (e.g. `album="Kind of Blue"`).
+    Prefetch {
+        #[command(flatten)]
+        common: Common,
+        /// Only the chunks holding headers and art (pinned: every file opens instantly).
+        #[arg(long)]
+        headers: bool,
+        /// Chunks fetched at once per file.
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// What to fetch (default: everything).
+        targets: Vec<String>,
+    },
+    /// Hash every chunk on disk; remove corrupt or unindexed ones (they are fetched again).
+    Verify {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove every cached chunk and manifest.
+    Clear {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
 enum PluginsCommand {
     /// List the plugins in a directory: name, kind, version, ABI version, path.
     List {
@@ -242,6 +283,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Tag { command } => tag(command)?,
+        Command::Cache { command } => cache(command)?,
         Command::Plugins { command: PluginsCommand::List { plugin_dir: dir } } => {
             let dir = plugin_dir(dir.as_deref(), None);
             let p = Plugins::load_dir(&dir)?;
@@ -262,6 +304,83 @@ fn run(cli: Cli) -> Result<()> {
             if p.loaded.is_empty() {
                 anyhow::bail!("no plugins loaded from {}", dir.display());
             }
+        }
+    }
+    Ok(())
+}
+
+fn cache(command: CacheCommand) -> Result<()> {
+    use musefs::cachecmd;
+    match command {
+        CacheCommand::Stats { common, json } => {
+            let manifest = Manifest::load(&common.manifest)?;
+            let cache = mount::open_cache(&manifest)?;
+            let s = cache.store().stats()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                let mib = |b: u64| b as f64 / 1048576.0;
+                println!("directory:   {}", manifest.cache_dir().display());
+                println!("chunks:      {} ({:.1} MiB of {:.1} MiB budget, {:.1} MiB pinned)", s.chunks, mib(s.bytes), mib(s.max_size), mib(s.pinned_bytes));
+                println!("files:       {} with cached chunks ({:.1} MiB of file data, dedup {:.2}x)", s.files_with_chunks, mib(s.logical_bytes),
+                    if s.bytes == 0 { 1.0 } else { s.logical_bytes as f64 / s.bytes as f64 });
+                for (name, cached, total) in &s.per_origin {
+                    println!("origin {name}: {cached} of {total} file(s) fully cached");
+                }
+            }
+        }
+        CacheCommand::Prefetch { common, headers, parallel, targets } => {
+            let (manifest, plugins) = load(&common)?;
+            let catalog = Catalog::open(&manifest.catalog_path())?;
+            let cache = mount::open_cache(&manifest)?;
+            let mut ids = Vec::new();
+            if targets.is_empty() {
+                ids = catalog.find_files(None, "")?;
+            }
+            for t in &targets {
+                ids.extend(cachecmd::resolve(&manifest, &catalog, t)?);
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let bar = indicatif::ProgressBar::new(ids.len() as u64);
+            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let started = std::time::Instant::now();
+            let sum = cachecmd::prefetch(&manifest, &plugins, &cache, &catalog, &ids, headers, parallel, |n, what| {
+                bar.set_position(n);
+                bar.set_message(what.to_owned());
+            })?;
+            bar.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "prefetch: {} file(s) cached, {:.1} MiB fetched in {secs:.1} s ({:.1} MiB/s), {} local file(s) skipped",
+                sum.files,
+                sum.bytes as f64 / 1048576.0,
+                sum.bytes as f64 / 1048576.0 / secs.max(1e-9),
+                sum.local
+            );
+            for f in &sum.failed {
+                eprintln!("failed: {f}");
+            }
+            if !sum.failed.is_empty() {
+                anyhow::bail!("{} file(s) could not be fetched", sum.failed.len());
+            }
+        }
+        CacheCommand::Verify { common } => {
+            let manifest = Manifest::load(&common.manifest)?;
+            let cache = mount::open_cache(&manifest)?;
+            let (checked, removed) = cache.store().verify(|_| {})?;
+            for r in &removed {
+                println!("removed: {r}");
+            }
+            println!("verify: {checked} chunk(s) checked, {} removed (they are fetched again when needed)", removed.len());
+        }
+        CacheCommand::Clear { common } => {
+            let manifest = Manifest::load(&common.manifest)?;
+            let cache = mount::open_cache(&manifest)?;
+            let freed = cache.store().clear()?;
+            println!("clear: {:.1} MiB freed", freed as f64 / 1048576.0);
         }
     }
     Ok(())

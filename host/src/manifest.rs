@@ -71,6 +71,27 @@ struct RawManifest {
     header_cache_mb: Option<u64>,
     #[serde(default)]
     format: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
+    cache: Option<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawSize {
+    Int(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCache {
+    enabled: Option<bool>,
+    max_size: Option<RawSize>,
+    chunk_size: Option<RawSize>,
+    memory: Option<RawSize>,
+    readahead: Option<usize>,
+    fetch_threads: Option<usize>,
+    pin_headers: Option<bool>,
+    write_behind: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -135,6 +156,8 @@ pub struct Manifest {
     pub header_cache_bytes: u64,
     /// Per-format-plugin options (`[format.NAME]`), as JSON objects.
     pub format_options: std::collections::HashMap<String, String>,
+    /// The chunk cache of remote origins (`[cache]`).
+    pub cache: crate::cache::CacheSettings,
 }
 
 impl Manifest {
@@ -240,9 +263,11 @@ impl Manifest {
                 Some(n)
             }
         };
+        let cache = cache_settings(raw.cache).map_err(invalid)?;
         let format_options =
             raw.format.into_iter().map(|(k, v)| (k, serde_json::Value::Object(v).to_string())).collect();
         Ok(Self {
+            cache,
             cover_name,
             refresh_interval: Duration::from_millis(raw.refresh_interval_ms.unwrap_or(1000).clamp(50, 3_600_000)),
             header_cache_bytes: raw.header_cache_mb.unwrap_or(64).max(1) * 1024 * 1024,
@@ -258,10 +283,56 @@ impl Manifest {
         })
     }
 
+    /// The chunk cache directory.
+    pub fn cache_dir(&self) -> PathBuf {
+        self.state_dir.join("chunks")
+    }
+
     /// The catalog database path.
     pub fn catalog_path(&self) -> PathBuf {
         self.state_dir.join("catalog.db")
     }
+}
+
+fn cache_settings(raw: Option<RawCache>) -> Result<crate::cache::CacheSettings, String> {
+    let mut c = crate::cache::CacheSettings::default();
+    let Some(raw) = raw else { return Ok(c) };
+    let size = |key: &str, v: RawSize| match v {
+        RawSize::Int(n) => Ok(n),
+        RawSize::Text(t) => crate::cache::parse_size(&t).map_err(|e| format!("`cache.{key}`: {e}")),
+    };
+    if let Some(v) = raw.enabled {
+        c.enabled = v;
+    }
+    if let Some(v) = raw.max_size {
+        c.max_size = size("max_size", v)?;
+    }
+    if let Some(v) = raw.chunk_size {
+        let n = size("chunk_size", v)?;
+        if !(64 << 10..=64 << 20).contains(&n) || n % 4096 != 0 {
+            return Err(format!("`cache.chunk_size` = {n}: use a multiple of 4 KiB between 64KiB and 64MiB"));
+        }
+        c.chunk_size = n;
+    }
+    if let Some(v) = raw.memory {
+        c.memory_bytes = size("memory", v)?.max(c.chunk_size * 2);
+    }
+    if let Some(v) = raw.readahead {
+        c.readahead = v.min(64);
+    }
+    if let Some(v) = raw.fetch_threads {
+        c.fetch_threads = v.clamp(1, 64);
+    }
+    if let Some(v) = raw.pin_headers {
+        c.pin_headers = v;
+    }
+    if let Some(v) = raw.write_behind {
+        c.write_behind = v;
+    }
+    if c.max_size < c.chunk_size * 4 {
+        return Err(format!("`cache.max_size` = {} is smaller than four chunks", c.max_size));
+    }
+    Ok(c)
 }
 
 #[cfg(test)]
@@ -309,6 +380,18 @@ root = "/srv/music"
         assert!(e.contains("cannot both"), "{e}");
         let e = load("state_dir = [1]\n").unwrap_err().to_string();
         assert!(e.contains("state_dir"), "{e}");
+    }
+
+    #[test]
+    fn cache_section_parses_sizes_and_names_bad_keys() {
+        let m = load(&format!("{OK}\n[cache]\nmax_size = \"2GiB\"\nchunk_size = \"256KiB\"\nreadahead = 8\n")).unwrap();
+        assert_eq!((m.cache.max_size, m.cache.chunk_size, m.cache.readahead), (2 << 30, 256 << 10, 8));
+        let e = load(&format!("{OK}\n[cache]\nmax_size = \"2 furlongs\"\n")).unwrap_err().to_string();
+        assert!(e.contains("cache.max_size") && e.contains("furlongs"), "{e}");
+        let e = load(&format!("{OK}\n[cache]\nchunk_size = 1000\n")).unwrap_err().to_string();
+        assert!(e.contains("cache.chunk_size"), "{e}");
+        let e = load(&format!("{OK}\n[cache]\nmax_sise = 1\n")).unwrap_err().to_string();
+        assert!(e.contains("max_sise"), "{e}");
     }
 
     #[test]

@@ -22,6 +22,9 @@ pub enum MountError {
     /// A plugin failed.
     #[error(transparent)]
     Plugin(#[from] PluginError),
+    /// The chunk cache failed.
+    #[error(transparent)]
+    Cache(crate::cache::store::CacheError),
     /// The mountpoint is unusable.
     #[error("mountpoint {path}: {message}")]
     Mountpoint {
@@ -63,7 +66,32 @@ pub fn build_core(manifest: &Manifest, plugins: &Plugins) -> Result<Core, MountE
         origins.insert(o.name.clone(), plugins.new_origin(&o.kind, &o.config_json)?);
     }
     let formats = plugins.formats()?.into_iter().collect();
-    Ok(Core::new(tree, catalog, origins, formats, settings(manifest)))
+    let any_remote = origins.values().any(|o: &musefs_plugin_api::OriginBox| !o.caps().local);
+    let core = Core::new(tree, catalog, origins, formats, settings(manifest));
+    if any_remote && manifest.cache.enabled {
+        let cache = open_cache(manifest)?;
+        let s = cache.store().stats().map_err(MountError::Cache)?;
+        tracing::info!(
+            "chunk cache {}: {} chunk(s), {} of {} bytes used",
+            manifest.cache_dir().display(),
+            s.chunks,
+            s.bytes,
+            s.max_size
+        );
+        return Ok(core.with_cache(cache));
+    }
+    Ok(core)
+}
+
+/// Opens the chunk cache of a manifest's state directory.
+///
+/// # Errors
+/// [`MountError::Cache`].
+pub fn open_cache(manifest: &Manifest) -> Result<Arc<crate::cache::ChunkCache>, MountError> {
+    // The catalog must exist and be migrated before the cache opens its own connection.
+    drop(Catalog::open(&manifest.catalog_path())?);
+    crate::cache::ChunkCache::open(manifest.cache_dir(), &manifest.catalog_path(), manifest.cache.clone())
+        .map_err(MountError::Cache)
 }
 
 /// The serving settings a manifest asks for.
@@ -183,6 +211,10 @@ pub fn run(core: Arc<Core>, mode: Mode, mountpoint: &Path, opts: &MountOptions) 
         if let Err(e) = session.umount_and_join() {
             tracing::warn!("unmount: {e}");
         }
+    }
+    if let Some(cache) = core.cache() {
+        cache.flush();
+        tracing::info!("chunk cache: {}", cache.counters.summary());
     }
     Ok(())
 }

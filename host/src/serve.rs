@@ -27,6 +27,7 @@ use musefs_plugin_api::{
     TrackInfo,
 };
 
+use crate::cache::{CachedFile, ChunkCache};
 use crate::catalog::{Catalog, CatalogError, FileRow};
 use crate::manifest::Mode;
 use crate::tree::{AttrKind, Inval, NodeAttr, Tree};
@@ -84,7 +85,6 @@ impl ServeError {
         match self {
             Self::NotFound => libc::ENOENT,
             Self::IsDir => libc::EISDIR,
-            Self::Plugin { source, .. } if source.kind == ErrorKind::TIMED_OUT => libc::ETIMEDOUT,
             _ => libc::EIO,
         }
     }
@@ -149,6 +149,25 @@ impl PlanCache {
     }
 }
 
+/// Where an open file's original bytes come from.
+#[derive(Clone)]
+pub enum Source {
+    /// The origin's own handle (local origins, or remote ones with the cache off).
+    Direct(HandleBox),
+    /// The chunk cache (remote origins): the origin is contacted only for missing chunks.
+    Cached(Arc<CachedFile>),
+}
+
+impl Source {
+    /// A handle for a format plugin's plan.
+    fn ffi(&self) -> HandleBox {
+        match self {
+            Self::Direct(h) => h.clone(),
+            Self::Cached(c) => musefs_plugin_api::handle_into_ffi(c.clone()),
+        }
+    }
+}
+
 /// An open file: its handle on the original and its layout (a snapshot: an edit made
 /// while the file is open does not change what this handle serves).
 pub struct OpenFile {
@@ -158,7 +177,7 @@ pub struct OpenFile {
     pub row: Option<FileRow>,
     /// The generation served.
     pub gen: i64,
-    handle: Option<HandleBox>,
+    handle: Option<Source>,
     /// The context of this file's origin calls (one per open, not one per read).
     ctx: CallCtx,
     /// Re-check the original's stamp after each read (cheap: a local origin).
@@ -216,8 +235,9 @@ impl Default for Settings {
 pub struct Core {
     tree: RwLock<Tree>,
     catalog: Mutex<Catalog>,
-    origins: HashMap<String, OriginBox>,
+    origins: HashMap<String, Arc<OriginBox>>,
     local_origins: HashMap<String, bool>,
+    cache: Option<Arc<ChunkCache>>,
     formats: HashMap<String, FormatBox>,
     settings: Settings,
     plans: Mutex<PlanCache>,
@@ -264,12 +284,14 @@ impl Core {
     ) -> Self {
         let last = catalog.last_change().unwrap_or(0);
         let local_origins = origins.iter().map(|(k, o)| (k.clone(), o.caps().local)).collect();
+        let origins = origins.into_iter().map(|(k, o)| (k, Arc::new(o))).collect();
         let budget = usize::try_from(settings.header_cache_bytes).unwrap_or(usize::MAX);
         Self {
             tree: RwLock::new(tree),
             catalog: Mutex::new(catalog),
             origins,
             local_origins,
+            cache: None,
             formats,
             settings,
             plans: Mutex::new(PlanCache { map: HashMap::new(), bytes: 0, budget, tick: 0 }),
@@ -280,6 +302,18 @@ impl Core {
             next_fh: AtomicU64::new(1),
             counters: Counters::default(),
         }
+    }
+
+    /// Serves remote origins (those not declaring themselves local) through `cache`.
+    #[must_use]
+    pub fn with_cache(mut self, cache: Arc<ChunkCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The chunk cache, if remote origins are cached.
+    pub fn cache(&self) -> Option<&Arc<ChunkCache>> {
+        self.cache.as_ref()
     }
 
     /// Runs `f` on the current tree.
@@ -388,13 +422,28 @@ impl Core {
         move |source| ServeError::Plugin { origin: row.origin.clone(), path: row.path.clone(), source }
     }
 
-    /// Opens the original of `row` and checks its stamp against the catalog.
-    fn open_origin(&self, row: &FileRow) -> Result<(HandleBox, Stat), ServeError> {
+    /// Opens the original of `row` and checks its stamp against the catalog. A remote
+    /// origin served through the chunk cache is not contacted here: its stamp is checked
+    /// when a missing chunk is first fetched, so cached files open with the origin down.
+    fn open_origin(&self, row: &FileRow) -> Result<(Source, Stat), ServeError> {
         let origin = self.origins.get(&row.origin).ok_or_else(|| ServeError::BadPlan {
             origin: row.origin.clone(),
             path: row.path.clone(),
             what: "its origin is not in the manifest any more".into(),
         })?;
+        let local = self.local_origins.get(&row.origin).copied().unwrap_or(false);
+        if let (Some(cache), false) = (&self.cache, local) {
+            let pin_below = if cache.store().settings.pin_headers { row.audio_offset.max(1) } else { 0 };
+            let file = cache.file(row, origin.clone(), pin_below, self.settings.timeout).map_err(|e| {
+                ServeError::Plugin {
+                    origin: row.origin.clone(),
+                    path: row.path.clone(),
+                    source: musefs_plugin_api::PluginError::new(ErrorKind::IO, e.to_string()),
+                }
+            })?;
+            let stat = musefs_plugin_api::Handle::stat(&*file);
+            return Ok((Source::Cached(file), stat));
+        }
         let handle = origin.open(&self.ctx(), row.path.as_str().into()).into_result().map_err(|e| {
             if e.kind == ErrorKind::NOT_FOUND {
                 ServeError::Changed { origin: row.origin.clone(), path: row.path.clone(), what: "it is gone".into() }
@@ -411,11 +460,11 @@ impl Core {
                 what: diffs.join(", "),
             });
         }
-        Ok((handle, stat))
+        Ok((Source::Direct(handle), stat))
     }
 
     /// The layout of `row` (from the header cache, or planned by its format plugin).
-    fn layout(&self, row: &FileRow, handle: &HandleBox, stat: &Stat) -> Result<Arc<Layout>, ServeError> {
+    fn layout(&self, row: &FileRow, source: &Source, stat: &Stat) -> Result<Arc<Layout>, ServeError> {
         let key = (row.id, row.gen);
         if let Some(l) = self.plans.lock().expect("plans lock").get(key) {
             self.counters.plan_hits.fetch_add(1, Ordering::Relaxed);
@@ -453,7 +502,7 @@ impl Core {
             options: self.settings.format_options.get(&row.plugin).map_or("{}", String::as_str).into(),
             extra: RVec::new(),
         };
-        let plan = format.plan(&self.ctx(), handle, &req).into_result().map_err(Self::plugin_err(row))?;
+        let plan = format.plan(&self.ctx(), &source.ffi(), &req).into_result().map_err(Self::plugin_err(row))?;
         self.counters.plans_built.fetch_add(1, Ordering::Relaxed);
         let mut segments = Vec::with_capacity(plan.segments.len());
         let mut at = 0u64;
@@ -540,8 +589,10 @@ impl Core {
     fn open_row(&self, ino: u64, row: FileRow) -> Result<OpenFile, ServeError> {
         let (handle, stat) = self.open_origin(&row)?;
         let layout = self.layout(&row, &handle, &stat)?;
-        let direct_path =
-            if layout.unchanged { handle.local_path().into_option().map(|p| p.into_string()) } else { None };
+        let direct_path = match &handle {
+            Source::Direct(h) if layout.unchanged => h.local_path().into_option().map(|p| p.into_string()),
+            _ => None,
+        };
         let recheck = self.local_origins.get(&row.origin).copied().unwrap_or(false);
         Ok(OpenFile {
             ino,
@@ -631,8 +682,18 @@ impl Core {
     }
 
     fn read_origin(file: &OpenFile, mut pos: u64, mut dst: &mut [u8]) -> Result<(), ServeError> {
-        let (Some(handle), Some(row)) = (&file.handle, &file.row) else {
+        let (Some(source), Some(row)) = (&file.handle, &file.row) else {
             return Err(ServeError::NotFound);
+        };
+        let handle = match source {
+            Source::Cached(c) => {
+                return c.read_into(&file.ctx, pos, dst).map_err(|e| {
+                    let e = Self::plugin_err(row)(e);
+                    tracing::warn!("read: {e}");
+                    e
+                });
+            }
+            Source::Direct(h) => h,
         };
         while !dst.is_empty() {
             let n = handle

@@ -500,6 +500,7 @@ mod tests {
                 plugin: "flac".into(),
                 extension: "flac".into(),
                 gen: 0,
+                audio_offset: 0,
             },
             tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             has_picture: id % 2 == 0,

@@ -107,6 +107,23 @@ CREATE TABLE changes (
     at INTEGER NOT NULL
 );
 ",
+    r"
+CREATE TABLE cache_chunks (
+    hash BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    last_used INTEGER NOT NULL,
+    pinned INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE cache_manifest (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    stamp TEXT NOT NULL,
+    chunk_size INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (file_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX cache_manifest_by_hash ON cache_manifest(hash);
+",
 ];
 
 /// The schema version this build writes.
@@ -186,6 +203,8 @@ pub struct FileRow {
     pub extension: String,
     /// Bumped each time what the file serves may change (rescan, edit).
     pub gen: i64,
+    /// Where the audio starts (the header, art included, lies before).
+    pub audio_offset: u64,
 }
 
 /// A file with the tag values a tree build needs.
@@ -203,6 +222,12 @@ pub struct TreeFile {
 pub struct Catalog {
     pub(crate) conn: Connection,
     path: PathBuf,
+}
+
+/// The version stamp of a file as one string (size, mtime, ETag): what the chunk cache's
+/// manifests are valid for.
+pub fn stamp_string(size: u64, mtime_ns: Option<i64>, etag: Option<&str>) -> String {
+    format!("{size}:{}:{}", mtime_ns.map_or_else(|| "-".to_owned(), |m| m.to_string()), etag.unwrap_or("-"))
 }
 
 pub(crate) fn now_secs() -> i64 {
@@ -341,7 +366,7 @@ impl Catalog {
         // On every open: a cached statement.
         self.conn
             .prepare_cached(
-                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen
+                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen, f.audio_offset
                  FROM files f JOIN origins o ON o.id = f.origin_id WHERE f.id = ?1",
             )
             .and_then(|mut st| st.query_row([id], file_row).optional())
@@ -391,7 +416,7 @@ impl Catalog {
         let mut st = self
             .conn
             .prepare(
-                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen
+                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen, f.audio_offset
                  FROM files f JOIN origins o ON o.id = f.origin_id ORDER BY o.name, f.path",
             )
             .map_err(self.err())?;
@@ -526,6 +551,7 @@ pub(crate) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         plugin: r.get(6)?,
         extension: r.get(7)?,
         gen: r.get(8)?,
+        audio_offset: r.get::<_, i64>(9)? as u64,
     })
 }
 
@@ -581,6 +607,9 @@ fn write_one(
         |r| r.get(0),
     )?;
     log_change(tx, id)?;
+    // Cached chunks of another version of this file are stale (evicted first).
+    let stamp = stamp_string(stat.size, stat.mtime_ns.clone().into_option(), stat.etag.as_ref().map(|e| e.as_str()).into_option());
+    tx.execute("DELETE FROM cache_manifest WHERE file_id = ?1 AND stamp != ?2", params![id, stamp])?;
     tx.execute("DELETE FROM tags WHERE file_id = ?1 AND source = ?2", params![id, SOURCE_FILE])?;
     {
         let mut st = tx.prepare_cached(

@@ -1,0 +1,537 @@
+//! The content-addressed chunk cache for remote origins.
+//!
+//! A remote file is split into fixed-size, offset-aligned chunks (`chunk_size`, 1 MiB by
+//! default). A fetched chunk is stored once under `state_dir/chunks/` by its BLAKE3 hash,
+//! so identical chunks of different files are stored once. The per-file manifest
+//! (the file's stamp and, per chunk index, the hash) lives in the catalog
+//! (`cache_manifest`), the stored chunks in `cache_chunks` (size, last use, pinned), so
+//! a remount or restart re-downloads nothing and cached files play with the origin
+//! unreachable.
+//!
+//! Integrity: every chunk read from disk is hashed and compared with its name; a
+//! mismatch (a torn write, bit rot, tampering) evicts it and it is fetched again. A
+//! refetched chunk whose hash differs from the file's manifest although the stamp is
+//! unchanged is an error (the object changed in place), never served. Chunk files are
+//! written under a temporary name and renamed, and a manifest row is written only after
+//! its chunk file is in place.
+//!
+//! Budget: `max_size` bytes on disk, least recently used chunks evicted first, never a
+//! chunk of a file that is open, never a pinned chunk (with `pin_headers`, the chunks
+//! holding a file's header and art, so every file opens instantly).
+//!
+//! Write-behind: chunk files are written by one writer thread that kicks writeback of
+//! each chunk (`sync_file_range(WRITE)`) and then waits for the previous one, so dirty
+//! page-cache data stays at about two chunks however long a prefetch runs; if a wait
+//! ever stalls (> 2 s), it stops waiting for a while and logs it.
+//!
+//! Read-ahead: [`CachedFile`] detects sequential reads per open handle and fetches the
+//! next `readahead` chunks on a bounded pool of fetch threads; the verified chunks live
+//! in a memory LRU with its own byte budget.
+
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+use abi_stable::std_types::RSliceMut;
+use musefs_plugin_api::{CallCtx, ErrorKind, Handle, HandleBox, OriginBox, PluginError, PluginResult, Stat};
+
+use crate::catalog::FileRow;
+pub use store::{parse_size, CacheSettings, CacheStats, ChunkStore, Hash};
+
+/// Counters of one process's cache use.
+#[derive(Debug, Default)]
+pub struct CacheCounters {
+    /// Chunks served from the memory LRU.
+    pub mem_hits: AtomicU64,
+    /// Chunks read (and verified) from disk.
+    pub disk_hits: AtomicU64,
+    /// Chunks fetched from an origin.
+    pub fetched: AtomicU64,
+    /// Bytes fetched from origins.
+    pub fetched_bytes: AtomicU64,
+    /// Chunks fetched ahead of the reader.
+    pub prefetched: AtomicU64,
+    /// Chunks on disk whose hash did not match (evicted and refetched).
+    pub corrupt: AtomicU64,
+    /// Chunks evicted for the size budget.
+    pub evicted: AtomicU64,
+}
+
+impl CacheCounters {
+    /// A one-line summary.
+    pub fn summary(&self) -> String {
+        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        format!(
+            "{} chunk(s) fetched from origins ({} bytes, {} ahead of the reader), {} read from disk, {} from memory, \
+             {} corrupt chunk(s) replaced, {} evicted",
+            g(&self.fetched),
+            g(&self.fetched_bytes),
+            g(&self.prefetched),
+            g(&self.disk_hits),
+            g(&self.mem_hits),
+            g(&self.corrupt),
+            g(&self.evicted)
+        )
+    }
+}
+
+/// The stamp a manifest is valid for: size, mtime and ETag of the catalog row.
+pub fn stamp_of(row: &FileRow) -> String {
+    crate::catalog::stamp_string(row.size, row.mtime_ns, row.etag.as_deref())
+}
+
+/// A fetch in progress, shared by every reader waiting for the same chunk.
+#[derive(Default)]
+struct Slot {
+    done: Mutex<Option<Result<Arc<[u8]>, PluginError>>>,
+    cv: Condvar,
+}
+
+/// Verified chunks in memory, least recently used dropped beyond a byte budget.
+struct MemLru {
+    map: HashMap<Hash, (Arc<[u8]>, u64)>,
+    bytes: usize,
+    budget: usize,
+    tick: u64,
+}
+
+impl MemLru {
+    fn get(&mut self, h: &Hash) -> Option<Arc<[u8]>> {
+        self.tick += 1;
+        let t = self.tick;
+        self.map.get_mut(h).map(|(d, at)| {
+            *at = t;
+            d.clone()
+        })
+    }
+
+    fn put(&mut self, h: Hash, d: Arc<[u8]>) {
+        self.tick += 1;
+        self.bytes += d.len();
+        if let Some((old, _)) = self.map.insert(h, (d, self.tick)) {
+            self.bytes -= old.len();
+        }
+        while self.bytes > self.budget && self.map.len() > 1 {
+            let Some((&k, _)) = self.map.iter().min_by_key(|(_, (_, t))| *t) else { break };
+            if let Some((old, _)) = self.map.remove(&k) {
+                self.bytes -= old.len();
+            }
+        }
+    }
+}
+
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The chunk cache of one process: the store on disk, the memory LRU, fetches in
+/// flight, and the read-ahead pool.
+pub struct ChunkCache {
+    store: Arc<ChunkStore>,
+    mem: Mutex<MemLru>,
+    inflight: Mutex<HashMap<(i64, u64), Arc<Slot>>>,
+    pool: Mutex<Option<std::sync::mpsc::SyncSender<Job>>>,
+    /// Counters.
+    pub counters: Arc<CacheCounters>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl ChunkCache {
+    /// Opens the cache under `dir` with the catalog at `catalog` (its own connection).
+    ///
+    /// # Errors
+    /// [`store::CacheError`] if the directory or the catalog cannot be opened.
+    pub fn open(dir: PathBuf, catalog: &std::path::Path, settings: CacheSettings) -> Result<Arc<Self>, store::CacheError> {
+        let counters = Arc::new(CacheCounters::default());
+        let store = ChunkStore::open(dir, catalog, settings, counters.clone())?;
+        let threads = store.settings.fetch_threads.max(1);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Job>(threads * 4);
+        let rx = Arc::new(Mutex::new(rx));
+        for i in 0..threads {
+            let rx = rx.clone();
+            let _ = std::thread::Builder::new().name(format!("musefs-fetch-{i}")).spawn(move || loop {
+                let job = lock(&rx).recv();
+                match job {
+                    Ok(job) => job(),
+                    Err(_) => break,
+                }
+            });
+        }
+        Ok(Arc::new(Self {
+            mem: Mutex::new(MemLru {
+                map: HashMap::new(),
+                bytes: 0,
+                budget: store.settings.memory_bytes as usize,
+                tick: 0,
+            }),
+            store: Arc::new(store),
+            inflight: Mutex::new(HashMap::new()),
+            pool: Mutex::new(Some(tx)),
+            counters,
+        }))
+    }
+
+    /// The store (stats, verify, clear).
+    pub fn store(&self) -> &ChunkStore {
+        &self.store
+    }
+
+    /// The chunk size.
+    pub fn chunk_size(&self) -> u64 {
+        self.store.settings.chunk_size
+    }
+
+    /// A cached view of the file `row` of `origin`. Nothing is fetched and the origin is
+    /// not contacted until a chunk is missing.
+    ///
+    /// # Errors
+    /// Catalog errors loading the manifest.
+    pub fn file(
+        self: &Arc<Self>,
+        row: &FileRow,
+        origin: Arc<OriginBox>,
+        pin_below: u64,
+        timeout: Duration,
+    ) -> Result<Arc<CachedFile>, store::CacheError> {
+        let stamp = stamp_of(row);
+        let n = row.size.div_ceil(self.chunk_size()) as usize;
+        let hashes = self.store.manifest(row.id, &stamp, n)?;
+        self.store.protect(hashes.iter().flatten(), true);
+        Ok(Arc::new(CachedFile {
+            cache: self.clone(),
+            origin,
+            row: row.clone(),
+            label: format!("{}:{}", row.origin, row.path),
+            stamp,
+            hashes: Mutex::new(hashes),
+            handle: Mutex::new(None),
+            pin_below,
+            timeout,
+            seq: Mutex::new((u64::MAX, 0)),
+        }))
+    }
+
+    fn spawn(&self, job: Job) -> bool {
+        match lock(&self.pool).as_ref() {
+            Some(tx) => tx.try_send(job).is_ok(),
+            None => false,
+        }
+    }
+
+    /// Waits until the writer has stored everything fetched so far.
+    pub fn flush(&self) {
+        self.store.flush();
+    }
+}
+
+impl Drop for ChunkCache {
+    fn drop(&mut self) {
+        lock(&self.pool).take();
+    }
+}
+
+/// One remote file seen through the cache: implements [`Handle`], so format plugins
+/// plan against it exactly as against the origin's own handle.
+pub struct CachedFile {
+    cache: Arc<ChunkCache>,
+    origin: Arc<OriginBox>,
+    row: FileRow,
+    label: String,
+    stamp: String,
+    /// The manifest: per chunk index, its hash once known.
+    hashes: Mutex<Vec<Option<Hash>>>,
+    /// The origin handle, opened on the first miss (pinned to the version it saw).
+    handle: Mutex<Option<HandleBox>>,
+    pin_below: u64,
+    timeout: Duration,
+    /// `(end of the last read, sequential streak)`.
+    seq: Mutex<(u64, u32)>,
+}
+
+impl Drop for CachedFile {
+    fn drop(&mut self) {
+        let hashes = lock(&self.hashes);
+        self.cache.store.protect(hashes.iter().flatten(), false);
+    }
+}
+
+impl CachedFile {
+    fn err(&self, kind: ErrorKind, what: impl std::fmt::Display) -> PluginError {
+        PluginError::new(kind, format!("{}: {what}", self.label))
+    }
+
+    fn chunk_range(&self, idx: u64) -> (u64, usize) {
+        let cs = self.cache.chunk_size();
+        let start = idx * cs;
+        (start, (self.row.size - start).min(cs) as usize)
+    }
+
+    fn n_chunks(&self) -> u64 {
+        self.row.size.div_ceil(self.cache.chunk_size())
+    }
+
+    /// Whether every chunk is on disk.
+    pub fn fully_cached(&self) -> bool {
+        let hashes = lock(&self.hashes).clone();
+        hashes.iter().all(|h| h.is_some_and(|h| self.cache.store.has(&h)))
+    }
+
+    /// The origin handle, opened now if needed; its stamp must be the catalog's.
+    fn origin_handle(&self, ctx: &CallCtx) -> PluginResult<HandleBox> {
+        let mut slot = lock(&self.handle);
+        if let Some(h) = slot.as_ref() {
+            return Ok(h.clone());
+        }
+        let h = self.origin.open(ctx, self.row.path.as_str().into()).into_result().map_err(|e| {
+            if e.kind == ErrorKind::NOT_FOUND {
+                self.err(ErrorKind::CHANGED, "it is gone from its origin; run `musefs scan`")
+            } else {
+                PluginError { message: format!("{}: {}", self.label, e.message).into(), ..e }
+            }
+        })?;
+        let stat = h.stat();
+        let now = crate::cache::stamp_of(&FileRow {
+            size: stat.size,
+            mtime_ns: if self.row.mtime_ns.is_some() { stat.mtime_ns.into_option() } else { None },
+            etag: if self.row.etag.is_some() { stat.etag.into_option().map(|e| e.into_string()) } else { None },
+            ..self.row.clone()
+        });
+        if now != self.stamp {
+            // A new version: what this file cached is stale.
+            if let Err(e) = self.cache.store.drop_manifest(self.row.id) {
+                tracing::warn!("{}: {e}", self.label);
+            }
+            return Err(self.err(
+                ErrorKind::CHANGED,
+                "it changed in its origin since it was scanned (size, mtime or ETag differ); its cached chunks \
+                 were dropped; run `musefs scan`",
+            ));
+        }
+        *slot = Some(h.clone());
+        Ok(h)
+    }
+
+    /// Chunk `idx`: from memory, from disk (verified) or fetched (once, however many
+    /// readers wait for it).
+    fn chunk(&self, ctx: &CallCtx, idx: u64) -> PluginResult<Arc<[u8]>> {
+        let known = lock(&self.hashes)[idx as usize];
+        if let Some(h) = known {
+            if let Some(d) = lock(&self.cache.mem).get(&h) {
+                self.cache.counters.mem_hits.fetch_add(1, Ordering::Relaxed);
+                self.cache.store.touch(&h);
+                return Ok(d);
+            }
+            match self.cache.store.read(&h) {
+                Ok(Some(d)) => {
+                    let d: Arc<[u8]> = d.into();
+                    self.cache.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
+                    lock(&self.cache.mem).put(h, d.clone());
+                    return Ok(d);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{}: chunk {idx}: {e}", self.label),
+            }
+        }
+        // Fetch, once.
+        let key = (self.row.id, idx);
+        let (slot, leader) = {
+            let mut inflight = lock(&self.cache.inflight);
+            match inflight.get(&key) {
+                Some(s) => (s.clone(), false),
+                None => {
+                    let s = Arc::new(Slot::default());
+                    inflight.insert(key, s.clone());
+                    (s, true)
+                }
+            }
+        };
+        if !leader {
+            let mut done = lock(&slot.done);
+            while done.is_none() {
+                done = slot.cv.wait(done).unwrap_or_else(std::sync::PoisonError::into_inner);
+            }
+            return done.clone().expect("set");
+        }
+        let res = self.fetch(ctx, idx, known);
+        *lock(&slot.done) = Some(res.clone());
+        slot.cv.notify_all();
+        lock(&self.cache.inflight).remove(&key);
+        res
+    }
+
+    fn fetch(&self, ctx: &CallCtx, idx: u64, expected: Option<Hash>) -> PluginResult<Arc<[u8]>> {
+        let (start, len) = self.chunk_range(idx);
+        let handle = self.origin_handle(ctx)?;
+        let mut buf = vec![0u8; len];
+        let mut done = 0;
+        while done < len {
+            let n = handle
+                .read_at(ctx, start + done as u64, RSliceMut::from_mut_slice(&mut buf[done..]))
+                .into_result()
+                .map_err(|e| PluginError { message: format!("{}: {}", self.label, e.message).into(), ..e })?;
+            if n == 0 {
+                return Err(self.err(ErrorKind::CHANGED, format!("it ends before byte {}", start + done as u64)));
+            }
+            done += n;
+        }
+        let h: Hash = *blake3::hash(&buf).as_bytes();
+        if let Some(e) = expected {
+            if e != h {
+                let _ = self.cache.store.drop_manifest(self.row.id);
+                return Err(self.err(
+                    ErrorKind::CHANGED,
+                    format!("chunk {idx} differs from the cached copy of the same version (the object changed in place); run `musefs scan`"),
+                ));
+            }
+        }
+        self.cache.counters.fetched.fetch_add(1, Ordering::Relaxed);
+        self.cache.counters.fetched_bytes.fetch_add(len as u64, Ordering::Relaxed);
+        let data: Arc<[u8]> = buf.into();
+        lock(&self.cache.mem).put(h, data.clone());
+        {
+            let mut hashes = lock(&self.hashes);
+            if hashes[idx as usize].is_none() {
+                hashes[idx as usize] = Some(h);
+                self.cache.store.protect(std::iter::once(&h), true);
+            }
+        }
+        let pinned = start < self.pin_below;
+        self.cache.store.write(h, data.clone(), self.row.id, idx, &self.stamp, pinned);
+        Ok(data)
+    }
+
+    /// Reads `dst.len()` bytes at `offset` (the caller keeps within the file).
+    ///
+    /// # Errors
+    /// The origin's errors for missing chunks (the origin unreachable: `UNAVAILABLE` or
+    /// `TIMED_OUT` within the call's timeout); `CHANGED` if the object changed.
+    pub fn read_into(self: &Arc<Self>, ctx: &CallCtx, offset: u64, dst: &mut [u8]) -> PluginResult<()> {
+        if dst.is_empty() {
+            return Ok(());
+        }
+        let end = offset + dst.len() as u64;
+        if end > self.row.size {
+            return Err(self.err(ErrorKind::INVALID_INPUT, format!("read past the end ({end} > {})", self.row.size)));
+        }
+        let cs = self.cache.chunk_size();
+        let (first, last) = (offset / cs, (end - 1) / cs);
+        self.read_ahead(offset, end, last);
+        for idx in first..=last {
+            let data = self.chunk(ctx, idx)?;
+            let cstart = idx * cs;
+            let from = offset.max(cstart);
+            let to = end.min(cstart + data.len() as u64);
+            dst[(from - offset) as usize..(to - offset) as usize]
+                .copy_from_slice(&data[(from - cstart) as usize..(to - cstart) as usize]);
+        }
+        Ok(())
+    }
+
+    /// Sequential detection: after two reads in a row that continue each other (or a
+    /// read from the start), the next `readahead` chunks are fetched on the pool.
+    fn read_ahead(self: &Arc<Self>, offset: u64, end: u64, last: u64) {
+        let ahead = self.cache.store.settings.readahead as u64;
+        if ahead == 0 {
+            return;
+        }
+        let streak = {
+            let mut s = lock(&self.seq);
+            s.1 = if s.0 == offset || offset == 0 { s.1.saturating_add(1) } else { 0 };
+            s.0 = end;
+            s.1
+        };
+        if streak < 2 {
+            return;
+        }
+        let n = self.n_chunks();
+        for idx in last + 1..(last + 1 + ahead).min(n) {
+            let have = lock(&self.hashes)[idx as usize]
+                .is_some_and(|h| lock(&self.cache.mem).map.contains_key(&h) || self.cache.store.has(&h));
+            if have || lock(&self.cache.inflight).contains_key(&(self.row.id, idx)) {
+                continue;
+            }
+            let me = self.clone();
+            let timeout = self.timeout;
+            let queued = self.cache.spawn(Box::new(move || {
+                let ctx = CallCtx::with_timeout(timeout);
+                match me.chunk(&ctx, idx) {
+                    Ok(_) => {
+                        me.cache.counters.prefetched.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => tracing::debug!("read-ahead of {} chunk {idx}: {e}", me.label),
+                }
+            }));
+            if !queued {
+                break;
+            }
+        }
+    }
+
+    /// Fetches every chunk not yet on disk (or, with `headers_only`, those below the
+    /// pin limit), `parallel` at a time. Returns the bytes fetched.
+    ///
+    /// # Errors
+    /// The first fetch error.
+    pub fn prefetch(self: &Arc<Self>, headers_only: bool, parallel: usize) -> PluginResult<u64> {
+        let cs = self.cache.chunk_size();
+        let n = if headers_only { self.pin_below.div_ceil(cs).clamp(1, self.n_chunks()) } else { self.n_chunks() };
+        let todo: Vec<u64> = (0..n)
+            .filter(|&i| !lock(&self.hashes)[i as usize].is_some_and(|h| self.cache.store.has(&h)))
+            .collect();
+        let before = self.cache.counters.fetched_bytes.load(Ordering::Relaxed);
+        let next = AtomicU64::new(0);
+        let first_err = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..parallel.max(1).min(todo.len().max(1)) {
+                s.spawn(|| loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
+                    if i >= todo.len() || lock(&first_err).is_some() {
+                        break;
+                    }
+                    if let Err(e) = self.chunk(&CallCtx::with_timeout(self.timeout), todo[i]) {
+                        lock(&first_err).get_or_insert(e);
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_err.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            return Err(e);
+        }
+        Ok(self.cache.counters.fetched_bytes.load(Ordering::Relaxed) - before)
+    }
+}
+
+impl Handle for CachedFile {
+    fn len(&self) -> u64 {
+        self.row.size
+    }
+
+    fn stat(&self) -> Stat {
+        Stat {
+            kind: musefs_plugin_api::EntryKind::FILE,
+            size: self.row.size,
+            mtime_ns: self.row.mtime_ns.into(),
+            etag: self.row.etag.clone().map(Into::into).into(),
+        }
+    }
+
+    fn read_at(&self, ctx: &CallCtx, offset: u64, buf: &mut [u8]) -> PluginResult<usize> {
+        if offset >= self.row.size {
+            return Ok(0);
+        }
+        let n = buf.len().min((self.row.size - offset) as usize);
+        // Plans read through here; a plain (non-Arc) read: no read-ahead.
+        let cs = self.cache.chunk_size();
+        let idx = offset / cs;
+        let data = self.chunk(ctx, idx)?;
+        let within = (offset - idx * cs) as usize;
+        let n = n.min(data.len() - within);
+        buf[..n].copy_from_slice(&data[within..within + n]);
+        Ok(n)
+    }
+}
