@@ -275,3 +275,4 @@ pub fn assert_random_preads(path: &Path, expected: &[u8], seed: &mut u64, n: usi
         assert_eq!(&buf[..got], &expected[start..end], "{} at {off}+{len}", path.display());
     }
 }
+pub mod servers;

@@ -172,8 +172,16 @@ fn scrub(s: &str) -> String {
     out
 }
 
+/// The ETag is the version stamp; Last-Modified only stands in for a server without ETags
+/// (it changes when identical bytes are uploaded again, the ETag does not).
+/// The object path of a key, as it is (`ObjPath::from` would percent-encode non-ASCII
+/// characters a second time).
+fn obj_path(key: &str) -> PluginResult<ObjPath> {
+    ObjPath::parse(key).map_err(|e| PluginError::invalid_input(format!("s3 key {key:?}: {e}")))
+}
+
 fn stat_of(meta: &ObjectMeta) -> Stat {
-    let ns = meta.last_modified.timestamp_nanos_opt();
+    let ns = if meta.e_tag.is_some() { None } else { meta.last_modified.timestamp_nanos_opt() };
     Stat {
         kind: EntryKind::FILE,
         size: meta.size,
@@ -297,7 +305,7 @@ impl S3Origin {
     fn head(&self, ctx: &CallCtx, path: &str) -> PluginResult<ObjectMeta> {
         check_path(path)?;
         let key = self.key(path);
-        let loc = ObjPath::from(key.as_str());
+        let loc = obj_path(&key)?;
         let shown = format!("s3://{}/{key}", self.bucket);
         self.remote.call(ctx, "HEAD", || {
             let store = self.store.clone();
@@ -315,7 +323,7 @@ impl Origin for S3Origin {
             check_path(dir)?;
         }
         let key = self.key(dir);
-        let prefix = (!key.is_empty()).then(|| ObjPath::from(key.as_str()));
+        let prefix = if key.is_empty() { None } else { Some(obj_path(&key)?) };
         let shown = format!("s3://{}/{key}", self.bucket);
         let state = if req.recursive {
             // object_store pages through ListObjectsV2 lazily.
@@ -330,6 +338,7 @@ impl Origin for S3Origin {
             origin_prefix: self.prefix.clone(),
             shown,
             state,
+            finished: false,
         }))
     }
 
@@ -344,7 +353,7 @@ impl Origin for S3Origin {
             remote: self.remote.clone(),
             store: self.store.clone(),
             shown: format!("s3://{}/{key}", self.bucket),
-            loc: ObjPath::from(key.as_str()),
+            loc: obj_path(&key)?,
             stat: stat_of(&meta),
             etag: meta.e_tag.clone(),
             ahead: ReadAhead::new(self.read_ahead),
@@ -367,6 +376,7 @@ struct S3Lister {
     origin_prefix: String,
     shown: String,
     state: ListState,
+    finished: bool,
 }
 
 impl S3Lister {
@@ -386,8 +396,10 @@ impl Lister for S3Lister {
     fn next_page(&mut self, ctx: &CallCtx, max: usize) -> PluginResult<Vec<Entry>> {
         let shown = self.shown.clone();
         match &mut self.state {
+            ListState::Stream(_) if self.finished => Ok(Vec::new()),
             ListState::Stream(stream) => {
                 let start = std::time::Instant::now();
+                let finished = &mut self.finished;
                 let mut metas = Vec::new();
                 // One attempt per page: a stream cannot be rewound, so a failed page fails
                 // the listing (the scanner retries the origin).
@@ -401,7 +413,11 @@ impl Lister for S3Lister {
                             }
                         };
                         match next {
-                            None => break,
+                            None => {
+                                // A finished stream must not be polled again.
+                                *finished = true;
+                                break;
+                            }
                             Some(Ok(m)) => metas.push(m),
                             Some(Err(e)) => return Err(map_err("LIST", &shown, e)),
                         }

@@ -178,7 +178,7 @@ impl Origin for SftpOrigin {
             let shown = shown.clone();
             async move { op.lister_with(&listed).recursive(recursive).await.map_err(|e| map_err("LIST", &shown, &e)) }
         })?;
-        Ok(Box::new(SftpLister { remote: self.remote.clone(), lister, shown, recursive }))
+        Ok(Box::new(SftpLister { remote: self.remote.clone(), lister, shown, recursive, finished: false }))
     }
 
     fn stat(&self, ctx: &CallCtx, path: &str) -> PluginResult<Stat> {
@@ -210,12 +210,17 @@ struct SftpLister {
     lister: opendal::Lister,
     shown: String,
     recursive: bool,
+    finished: bool,
 }
 
 impl Lister for SftpLister {
     fn next_page(&mut self, ctx: &CallCtx, max: usize) -> PluginResult<Vec<Entry>> {
+        if self.finished {
+            return Ok(Vec::new());
+        }
         let start = Instant::now();
         let mut out = Vec::new();
+        let finished = &mut self.finished;
         let shown = self.shown.clone();
         let recursive = self.recursive;
         let lister = &mut self.lister;
@@ -230,7 +235,11 @@ impl Lister for SftpLister {
                     }
                 };
                 let e = match next {
-                    None => break,
+                    None => {
+                        // A finished lister must not be polled again.
+                        *finished = true;
+                        break;
+                    }
                     Some(Ok(e)) => e,
                     Some(Err(e)) => return Err(map_err("LIST", &shown, &e)),
                 };

@@ -1,0 +1,221 @@
+//! Real servers for the remote-origin tests, on loopback only, started and stopped by
+//! the tests (guards kill them by PID).
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn wait_port(port: u16, child: &mut Child, what: &str, log: &Path) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Some(s) = child.try_wait().unwrap() {
+            panic!("{what} exited early ({s}): {}", std::fs::read_to_string(log).unwrap_or_default());
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{what} did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn kill(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
+/// A moto S3 server (`python3 -m moto.server`), in memory.
+pub struct S3Server {
+    /// Its port.
+    pub port: u16,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl S3Server {
+    /// Starts moto on a free port (or `port`).
+    pub fn start(dir: &Path, port: Option<u16>) -> Self {
+        let port = port.unwrap_or_else(free_port);
+        let log = dir.join(format!("moto-{port}.log"));
+        let mut child = Command::new("python3")
+            .args(["-m", "moto.server", "-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("python3 -m moto.server (pip install 'moto[server]')");
+        wait_port(port, &mut child, "moto", &log);
+        Self { port, child: Some(child), log }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Uploads `dir` under `prefix` of `bucket` (creating it).
+    pub fn put_dir(&self, bucket: &str, prefix: &str, dir: &Path) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .args(["put", &self.endpoint(), bucket, prefix])
+            .arg(dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "s3.py put: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Uploads one file as `key`.
+    pub fn put_file(&self, bucket: &str, key: &str, file: &Path) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3.py");
+        let out = Command::new("python3")
+            .arg(script)
+            .args(["putfile", &self.endpoint(), bucket, key])
+            .arg(file)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "s3.py putfile: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// The server's log (one line per request).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it (its data is gone: moto keeps it in memory).
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}
+
+/// The unprivileged account the SFTP tests log in as.
+pub const SFTP_USER: &str = "musefs-sftp";
+
+/// A private OpenSSH `sshd` on 127.0.0.1 with its own config, host key and client key.
+pub struct Sshd {
+    /// Its port.
+    pub port: u16,
+    /// The client's private key.
+    pub key: PathBuf,
+    dir: PathBuf,
+    child: Option<Child>,
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+impl Sshd {
+    /// Starts sshd on a free port (creating the test user if needed: needs root).
+    pub fn start(dir: &Path) -> Self {
+        Self::start_on(dir, None)
+    }
+
+    /// Starts sshd on `port` (or a free one).
+    pub fn start_on(dir: &Path, port: Option<u16>) -> Self {
+        let dir = dir.join("sshd");
+        std::fs::create_dir_all(&dir).unwrap();
+        if !Command::new("id").arg(SFTP_USER).output().unwrap().status.success() {
+            run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", SFTP_USER]));
+        }
+        // A locked account is refused with UsePAM no; '*' is "no password" but not locked.
+        run(Command::new("usermod").args(["-p", "*", SFTP_USER]));
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let host_key = dir.join("host_ed25519");
+        let key = dir.join("client_ed25519");
+        for k in [&host_key, &key] {
+            if !k.exists() {
+                run(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(k));
+            }
+        }
+        let auth = dir.join("authorized_keys");
+        std::fs::copy(key.with_extension("pub"), &auth).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        // Read as the target user.
+        for p in [&dir, &auth] {
+            let mode = if p.is_dir() { 0o755 } else { 0o644 };
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+        }
+        let mut a = dir.as_path();
+        while let Some(parent) = a.parent() {
+            // Every ancestor must be traversable by the test user.
+            let m = std::fs::metadata(parent).unwrap().permissions().mode();
+            if m & 0o005 != 0o005 {
+                std::fs::set_permissions(parent, std::fs::Permissions::from_mode(m | 0o005)).unwrap();
+            }
+            a = parent;
+        }
+        let port = port.unwrap_or_else(free_port);
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {hk}\nPidFile {pid}\nAuthorizedKeysFile {auth}\n\
+                 PasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 PermitRootLogin no\nAllowUsers {SFTP_USER}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n",
+                hk = host_key.display(),
+                pid = dir.join("sshd.pid").display(),
+                auth = auth.display()
+            ),
+        )
+        .unwrap();
+        let log = dir.join("sshd.log");
+        let mut child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("/usr/sbin/sshd (apt-get install openssh-server)");
+        wait_port(port, &mut child, "sshd", &log);
+        Self { port, key, dir, child: Some(child) }
+    }
+
+    /// `ssh://USER@127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> String {
+        format!("ssh://{SFTP_USER}@127.0.0.1:{}", self.port)
+    }
+
+    /// The directory of its files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Stops it.
+    pub fn stop(&mut self) {
+        kill(&mut self.child);
+        // Sessions already accepted run in child processes of their own.
+        let _ = Command::new("pkill").args(["-u", SFTP_USER]).status();
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Makes `dir` and everything below it readable (and its ancestors traversable) by all.
+pub fn make_world_readable(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = Command::new("chmod").args(["-R", "a+rX"]).arg(dir).status();
+    let mut a = dir;
+    while let Some(parent) = a.parent() {
+        let m = std::fs::metadata(parent).unwrap().permissions().mode();
+        if m & 0o005 != 0o005 {
+            std::fs::set_permissions(parent, std::fs::Permissions::from_mode(m | 0o005)).unwrap();
+        }
+        a = parent;
+    }
+}
