@@ -750,6 +750,45 @@ impl Writer {
 mod tests {
     use super::*;
 
+    fn chunk(i: u8) -> (Hash, Arc<[u8]>) {
+        let data: Arc<[u8]> = vec![i; 64 << 10].into();
+        (*blake3::hash(&data).as_bytes(), data)
+    }
+
+    #[test]
+    fn eviction_keeps_the_budget_but_never_pinned_or_open_chunks() {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("catalog.db");
+        drop(crate::catalog::Catalog::open(&db).unwrap());
+        let settings = CacheSettings { chunk_size: 64 << 10, max_size: 4 * (64 << 10), ..CacheSettings::default() };
+        let store = ChunkStore::open(t.path().join("chunks"), &db, settings, Arc::default()).unwrap();
+        let (open_h, open_d) = chunk(0);
+        let (pin_h, pin_d) = chunk(1);
+        store.protect(std::iter::once(&open_h), true);
+        store.write(open_h, open_d, 1, 0, "s", false);
+        store.write(pin_h, pin_d, 1, 1, "s", true);
+        store.flush();
+        for i in 2..12 {
+            let (h, d) = chunk(i);
+            // Distinct last-use times (milliseconds).
+            std::thread::sleep(std::time::Duration::from_millis(3));
+            store.write(h, d, 1, u64::from(i), "s", false);
+            store.flush();
+        }
+        assert!(store.total() <= 4 * (64 << 10), "{}", store.total());
+        assert!(store.has(&open_h) && store.has(&pin_h), "an open or pinned chunk was evicted");
+        assert!(store.has(&chunk(11).0), "the newest chunk was evicted");
+        assert!(!store.has(&chunk(2).0), "the oldest unprotected chunk was kept");
+        // What is on disk verifies; a flipped byte is caught and the chunk removed.
+        assert_eq!(store.read(&pin_h).unwrap().unwrap(), vec![1u8; 64 << 10]);
+        let p = store.path_of(&open_h);
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[100] ^= 1;
+        std::fs::write(&p, bytes).unwrap();
+        assert!(store.read(&open_h).unwrap().is_none());
+        assert!(!store.has(&open_h));
+    }
+
     #[test]
     fn sizes_parse_with_units_and_errors_name_the_value() {
         assert_eq!(parse_size("20GiB").unwrap(), 20 << 30);
