@@ -432,17 +432,21 @@ impl CachedFile {
         Ok(())
     }
 
-    /// Sequential detection: after two reads in a row that continue each other (or a
-    /// read from the start), the next `readahead` chunks are fetched on the pool.
+    /// Sequential detection: after two reads near the end of the previous one (the
+    /// kernel's read-ahead requests arrive slightly out of order on several FUSE
+    /// threads) or a read from the start, the next `readahead` chunks are fetched on the
+    /// pool.
     fn read_ahead(self: &Arc<Self>, offset: u64, end: u64, last: u64) {
         let ahead = self.cache.store.settings.readahead as u64;
         if ahead == 0 {
             return;
         }
+        let window = 2 * self.cache.chunk_size();
         let streak = {
             let mut s = lock(&self.seq);
-            s.1 = if s.0 == offset || offset == 0 { s.1.saturating_add(1) } else { 0 };
-            s.0 = end;
+            let near = s.0 != u64::MAX && offset + window >= s.0 && offset <= s.0 + window;
+            s.1 = if near || offset == 0 { s.1.saturating_add(1) } else { 0 };
+            s.0 = if near { s.0.max(end) } else { end };
             s.1
         };
         if streak < 2 {
