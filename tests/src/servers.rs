@@ -57,31 +57,23 @@ impl S3Server {
         format!("http://127.0.0.1:{}", self.port)
     }
 
+    fn s3py(&self, args: &[&str], path: &Path) {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3.py");
+        let out = Command::new("python3").arg(script).args(args).arg(path).output().unwrap();
+        assert!(out.status.success(), "s3.py {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     /// Uploads `dir` under `prefix` of `bucket` (creating it).
     pub fn put_dir(&self, bucket: &str, prefix: &str, dir: &Path) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3.py");
-        let out = Command::new("python3")
-            .arg(script)
-            .args(["put", &self.endpoint(), bucket, prefix])
-            .arg(dir)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "s3.py put: {}", String::from_utf8_lossy(&out.stderr));
+        self.s3py(&["put", &self.endpoint(), bucket, prefix], dir);
     }
 
     /// Uploads one file as `key`.
     pub fn put_file(&self, bucket: &str, key: &str, file: &Path) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3.py");
-        let out = Command::new("python3")
-            .arg(script)
-            .args(["putfile", &self.endpoint(), bucket, key])
-            .arg(file)
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "s3.py putfile: {}", String::from_utf8_lossy(&out.stderr));
+        self.s3py(&["putfile", &self.endpoint(), bucket, key], file);
     }
 
-    /// The server's log (one line per request).
+    /// The server's request log since it (re)started: one line per request with its status.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
@@ -107,7 +99,6 @@ pub struct Sshd {
     pub port: u16,
     /// The client's private key.
     pub key: PathBuf,
-    dir: PathBuf,
     child: Option<Child>,
 }
 
@@ -179,17 +170,12 @@ impl Sshd {
             .spawn()
             .expect("/usr/sbin/sshd (apt-get install openssh-server)");
         wait_port(port, &mut child, "sshd", &log);
-        Self { port, key, dir, child: Some(child) }
+        Self { port, key, child: Some(child) }
     }
 
     /// `ssh://USER@127.0.0.1:PORT`.
     pub fn endpoint(&self) -> String {
         format!("ssh://{SFTP_USER}@127.0.0.1:{}", self.port)
-    }
-
-    /// The directory of its files.
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 
     /// Stops it.

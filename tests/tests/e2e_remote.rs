@@ -190,9 +190,12 @@ fn s3_bucket_scans_mounts_caches_and_plays_offline() {
         },
     );
     let server = server.into_inner();
-    // Scans read heads with ranged GETs, never whole objects.
+    // musefs reads objects with ranged GETs only (206), never whole (200). The log covers
+    // what happened since the restart: recovery reads of the held-back file.
     let log = server.log_text();
-    assert!(!log.is_empty());
+    let gets: Vec<&str> = log.lines().filter(|l| l.contains("\"GET /music/lib/")).collect();
+    assert!(!gets.is_empty(), "{log}");
+    assert!(gets.iter().all(|l| l.contains("\" 206 ")), "a whole-object GET: {gets:?}");
 
     // A replaced object: the next scan drops its cached chunks; the mount serves the new bytes.
     let manifest = t.path().join("musefs.toml");

@@ -275,12 +275,6 @@ impl CachedFile {
         self.row.size.div_ceil(self.cache.chunk_size())
     }
 
-    /// Whether every chunk is on disk.
-    pub fn fully_cached(&self) -> bool {
-        let hashes = lock(&self.hashes).clone();
-        hashes.iter().all(|h| h.is_some_and(|h| self.cache.store.has(&h)))
-    }
-
     /// The origin handle, opened now if needed; its stamp must be the catalog's.
     fn origin_handle(&self, ctx: &CallCtx) -> PluginResult<HandleBox> {
         let mut slot = lock(&self.handle);
