@@ -1,7 +1,7 @@
 //! `musefs cache`: statistics, prefetch, verification and clearing of the chunk cache.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use musefs_plugin_api::OriginBox;
 
@@ -65,7 +65,8 @@ pub struct PrefetchSummary {
     pub failed: Vec<String>,
 }
 
-/// Fetches the files `ids` (or their headers) into the cache, `parallel` chunks at a time.
+/// Fetches the files `ids` (or their headers) into the cache, `parallel` files at a
+/// time (each file in order, so a streaming origin serves it with one request).
 ///
 /// # Errors
 /// Catalog and plugin errors; a file that cannot be fetched is reported in the summary.
@@ -77,10 +78,11 @@ pub fn prefetch(
     ids: &[i64],
     headers_only: bool,
     parallel: usize,
-    mut progress: impl FnMut(u64, &str),
+    progress: impl FnMut(u64, &str) + Send,
 ) -> Result<PrefetchSummary, CacheCmdError> {
     let mut origins: HashMap<String, Option<Arc<OriginBox>>> = HashMap::new();
     let mut sum = PrefetchSummary::default();
+    let mut todo = Vec::new();
     for &id in ids {
         let Some(row) = catalog.file(id)? else { continue };
         if !origins.contains_key(&row.origin) {
@@ -89,30 +91,44 @@ pub fn prefetch(
                 Some(spec) => Some(plugins.new_origin(&spec.kind, &spec.config_json)?),
                 None => None,
             };
-            let o = o.filter(|o| !o.caps().local).map(Arc::new);
-            if o.is_none() {
-                sum.local += 1;
-            }
-            origins.insert(row.origin.clone(), o);
+            origins.insert(row.origin.clone(), o.filter(|o| !o.caps().local).map(Arc::new));
         }
         let Some(origin) = origins[&row.origin].clone() else {
             sum.local += 1;
             continue;
         };
         let label = format!("{}:{}", row.origin, row.path);
-        progress(sum.files, &label);
         let pin = if manifest.cache.pin_headers || headers_only { row.audio_offset.max(1) } else { 0 };
         let file = cache
             .file(&row, origin, pin, manifest.read_timeout)
             .map_err(|e| CacheCmdError::Fetch(e.to_string()))?;
-        match file.prefetch(headers_only, parallel) {
-            Ok(n) => {
-                sum.bytes += n;
-                sum.files += 1;
-            }
-            Err(e) => sum.failed.push(format!("{label}: {e}")),
-        }
+        todo.push((label, file));
     }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let shared = Mutex::new((sum, progress));
+    std::thread::scope(|s| {
+        for _ in 0..parallel.clamp(1, todo.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((label, file)) = todo.get(i) else { break };
+                {
+                    let mut g = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let done = g.0.files;
+                    (g.1)(done, label);
+                }
+                let res = file.prefetch(headers_only);
+                let mut g = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match res {
+                    Ok(n) => {
+                        g.0.bytes += n;
+                        g.0.files += 1;
+                    }
+                    Err(e) => g.0.failed.push(format!("{label}: {e}")),
+                }
+            });
+        }
+    });
+    drop(todo);
     cache.flush();
-    Ok(sum)
+    Ok(shared.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner).0)
 }

@@ -198,7 +198,7 @@ enum CacheCommand {
         /// Only the chunks holding headers and art (pinned: every file opens instantly).
         #[arg(long)]
         headers: bool,
-        /// Chunks fetched at once per file.
+        /// Files fetched at once (each file in order).
         #[arg(long, default_value_t = 4)]
         parallel: usize,
         /// What to fetch (default: everything).

@@ -126,6 +126,22 @@ pub trait Handle: Send + Sync + 'static {
     }
 }
 
+/// Refuses paths that are not plain, relative, `/`-separated paths inside an origin:
+/// empty, absolute, with an empty, `.` or `..` component, or with a NUL byte. Every
+/// origin checks the paths it is given with this, so they all refuse the same ones.
+///
+/// # Errors
+/// [`INVALID_INPUT`](crate::ErrorKind::INVALID_INPUT) naming the path.
+pub fn check_path(path: &str) -> PluginResult<()> {
+    let bad = path.starts_with('/')
+        || path.contains('\0')
+        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    if bad {
+        return Err(PluginError::invalid_input(format!("path {path:?} is not a plain relative path inside the origin")));
+    }
+    Ok(())
+}
+
 /// Wraps a Rust [`Origin`] into its FFI form. Used by [`export_plugin!`](crate::export_plugin).
 pub fn origin_into_ffi<T: Origin>(origin: T) -> OriginBox {
     FfiOrigin_TO::from_value(OriginAdapter(origin), TD_Opaque)

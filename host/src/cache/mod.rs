@@ -40,7 +40,7 @@ use abi_stable::std_types::RSliceMut;
 use musefs_plugin_api::{CallCtx, ErrorKind, Handle, HandleBox, OriginBox, PluginError, PluginResult, Stat};
 
 use crate::catalog::FileRow;
-pub use store::{parse_size, CacheSettings, CacheStats, ChunkStore, Hash};
+pub use store::{parse_size, CacheSettings, CacheStats, Chunk, ChunkStore, Hash};
 
 /// Counters of one process's cache use.
 #[derive(Debug, Default)]
@@ -87,20 +87,20 @@ pub fn stamp_of(row: &FileRow) -> String {
 /// A fetch in progress, shared by every reader waiting for the same chunk.
 #[derive(Default)]
 struct Slot {
-    done: Mutex<Option<Result<Arc<[u8]>, PluginError>>>,
+    done: Mutex<Option<Result<Chunk, PluginError>>>,
     cv: Condvar,
 }
 
 /// Verified chunks in memory, least recently used dropped beyond a byte budget.
 struct MemLru {
-    map: HashMap<Hash, (Arc<[u8]>, u64)>,
+    map: HashMap<Hash, (Chunk, u64)>,
     bytes: usize,
     budget: usize,
     tick: u64,
 }
 
 impl MemLru {
-    fn get(&mut self, h: &Hash) -> Option<Arc<[u8]>> {
+    fn get(&mut self, h: &Hash) -> Option<Chunk> {
         self.tick += 1;
         let t = self.tick;
         self.map.get_mut(h).map(|(d, at)| {
@@ -109,7 +109,7 @@ impl MemLru {
         })
     }
 
-    fn put(&mut self, h: Hash, d: Arc<[u8]>) {
+    fn put(&mut self, h: Hash, d: Chunk) {
         self.tick += 1;
         self.bytes += d.len();
         if let Some((old, _)) = self.map.insert(h, (d, self.tick)) {
@@ -213,6 +213,8 @@ impl ChunkCache {
             pin_below,
             timeout,
             seq: Mutex::new((u64::MAX, 0)),
+            ahead: Mutex::new(Ahead::default()),
+            fetched: AtomicU64::new(0),
         }))
     }
 
@@ -251,6 +253,23 @@ pub struct CachedFile {
     timeout: Duration,
     /// `(end of the last read, sequential streak)`.
     seq: Mutex<(u64, u32)>,
+    /// The read-ahead job's progress.
+    ahead: Mutex<Ahead>,
+    /// Bytes this file fetched from its origin.
+    fetched: AtomicU64,
+}
+
+/// Where the read-ahead job of one file is.
+#[derive(Default)]
+struct Ahead {
+    /// The next chunk it loads.
+    next: u64,
+    /// One past the last chunk it loads.
+    target: u64,
+    /// Whether a job is queued or running.
+    running: bool,
+    /// Chunks below this were hinted to the kernel already.
+    hinted: u64,
 }
 
 impl Drop for CachedFile {
@@ -310,28 +329,13 @@ impl CachedFile {
         Ok(h)
     }
 
-    /// Chunk `idx`: from memory, from disk (verified) or fetched (once, however many
-    /// readers wait for it).
-    fn chunk(&self, ctx: &CallCtx, idx: u64) -> PluginResult<Arc<[u8]>> {
-        let known = lock(&self.hashes)[idx as usize];
-        if let Some(h) = known {
-            if let Some(d) = lock(&self.cache.mem).get(&h) {
-                self.cache.counters.mem_hits.fetch_add(1, Ordering::Relaxed);
-                self.cache.store.touch(&h);
-                return Ok(d);
-            }
-            match self.cache.store.read(&h) {
-                Ok(Some(d)) => {
-                    let d: Arc<[u8]> = d.into();
-                    self.cache.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
-                    lock(&self.cache.mem).put(h, d.clone());
-                    return Ok(d);
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!("{}: chunk {idx}: {e}", self.label),
-            }
+    /// Chunk `idx`: from memory, from disk (verified) or fetched. Disk reads and
+    /// fetches happen once however many readers want the same chunk at the same time
+    /// (the others wait for the first).
+    fn chunk(&self, ctx: &CallCtx, idx: u64) -> PluginResult<Chunk> {
+        if let Some(d) = self.from_memory(idx) {
+            return Ok(d);
         }
-        // Fetch, once.
         let key = (self.row.id, idx);
         let (slot, leader) = {
             let mut inflight = lock(&self.cache.inflight);
@@ -351,14 +355,44 @@ impl CachedFile {
             }
             return done.clone().expect("set");
         }
-        let res = self.fetch(ctx, idx, known);
+        let res = self.load(ctx, idx);
         *lock(&slot.done) = Some(res.clone());
         slot.cv.notify_all();
         lock(&self.cache.inflight).remove(&key);
         res
     }
 
-    fn fetch(&self, ctx: &CallCtx, idx: u64, expected: Option<Hash>) -> PluginResult<Arc<[u8]>> {
+    fn from_memory(&self, idx: u64) -> Option<Chunk> {
+        let h = lock(&self.hashes)[idx as usize]?;
+        let d = lock(&self.cache.mem).get(&h)?;
+        self.cache.counters.mem_hits.fetch_add(1, Ordering::Relaxed);
+        self.cache.store.touch(&h);
+        Some(d)
+    }
+
+    /// The leader's part of [`chunk`](Self::chunk): memory (again: it may have arrived
+    /// while the slot was taken), disk, origin.
+    fn load(&self, ctx: &CallCtx, idx: u64) -> PluginResult<Chunk> {
+        if let Some(d) = self.from_memory(idx) {
+            return Ok(d);
+        }
+        let known = lock(&self.hashes)[idx as usize];
+        if let Some(h) = known {
+            match self.cache.store.read(&h) {
+                Ok(Some(d)) => {
+                    let d: Chunk = Arc::new(d);
+                    self.cache.counters.disk_hits.fetch_add(1, Ordering::Relaxed);
+                    lock(&self.cache.mem).put(h, d.clone());
+                    return Ok(d);
+                }
+                Ok(None) => {}
+                Err(e) => tracing::warn!("{}: chunk {idx}: {e}", self.label),
+            }
+        }
+        self.fetch(ctx, idx, known)
+    }
+
+    fn fetch(&self, ctx: &CallCtx, idx: u64, expected: Option<Hash>) -> PluginResult<Chunk> {
         let (start, len) = self.chunk_range(idx);
         let handle = self.origin_handle(ctx)?;
         let mut buf = vec![0u8; len];
@@ -385,7 +419,8 @@ impl CachedFile {
         }
         self.cache.counters.fetched.fetch_add(1, Ordering::Relaxed);
         self.cache.counters.fetched_bytes.fetch_add(len as u64, Ordering::Relaxed);
-        let data: Arc<[u8]> = buf.into();
+        self.fetched.fetch_add(len as u64, Ordering::Relaxed);
+        let data: Chunk = Arc::new(buf);
         lock(&self.cache.mem).put(h, data.clone());
         {
             let mut hashes = lock(&self.hashes);
@@ -428,8 +463,9 @@ impl CachedFile {
 
     /// Sequential detection: after two reads near the end of the previous one (the
     /// kernel's read-ahead requests arrive slightly out of order on several FUSE
-    /// threads) or a read from the start, the next `readahead` chunks are fetched on the
-    /// pool.
+    /// threads) or a read from the start, the next `readahead` chunks are loaded ahead of
+    /// the reader (from disk into memory, or fetched) by one job per file on the pool.
+    /// The job goes in order, so a streaming origin serves a cold read with one request.
     fn read_ahead(self: &Arc<Self>, offset: u64, end: u64, last: u64) {
         let ahead = self.cache.store.settings.readahead as u64;
         if ahead == 0 {
@@ -446,61 +482,92 @@ impl CachedFile {
         if streak < 2 {
             return;
         }
-        let n = self.n_chunks();
-        for idx in last + 1..(last + 1 + ahead).min(n) {
-            let have = lock(&self.hashes)[idx as usize]
-                .is_some_and(|h| lock(&self.cache.mem).map.contains_key(&h) || self.cache.store.has(&h));
-            if have || lock(&self.cache.inflight).contains_key(&(self.row.id, idx)) {
+        let target = (last + 1 + ahead).min(self.n_chunks());
+        {
+            let mut a = lock(&self.ahead);
+            // The reader moved past the job (or elsewhere): continue from the reader.
+            if a.next <= last || a.next > last + 1 + ahead {
+                a.next = last + 1;
+            }
+            a.target = target;
+            if a.running || a.next >= a.target {
+                return;
+            }
+            a.running = true;
+        }
+        let me = self.clone();
+        let queued = self.cache.spawn(Box::new(move || me.run_ahead()));
+        if !queued {
+            lock(&self.ahead).running = false;
+        }
+    }
+
+    /// The read-ahead job: loads chunks `next..target` in order until it catches up.
+    fn run_ahead(self: &Arc<Self>) {
+        let ctx = CallCtx::with_timeout(self.timeout);
+        loop {
+            let idx = {
+                let mut a = lock(&self.ahead);
+                if a.next >= a.target {
+                    a.running = false;
+                    return;
+                }
+                a.next += 1;
+                a.next - 1
+            };
+            // Hint the stored chunks of the window to the kernel, each once: their disk
+            // reads then overlap instead of running one after another.
+            let (from, to) = {
+                let mut a = lock(&self.ahead);
+                let from = a.hinted.max(idx);
+                a.hinted = a.target.max(from);
+                (from, a.hinted)
+            };
+            for i in from..to {
+                if let Some(h) = lock(&self.hashes)[i as usize] {
+                    if !lock(&self.cache.mem).map.contains_key(&h) {
+                        self.cache.store.will_need(&h);
+                    }
+                }
+            }
+            let known = lock(&self.hashes)[idx as usize];
+            let in_memory = known.is_some_and(|h| lock(&self.cache.mem).map.contains_key(&h));
+            if in_memory {
                 continue;
             }
-            let me = self.clone();
-            let timeout = self.timeout;
-            let queued = self.cache.spawn(Box::new(move || {
-                let ctx = CallCtx::with_timeout(timeout);
-                match me.chunk(&ctx, idx) {
-                    Ok(_) => {
-                        me.cache.counters.prefetched.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Err(e) => tracing::debug!("read-ahead of {} chunk {idx}: {e}", me.label),
+            let fetched = known.is_none();
+            match self.chunk(&ctx, idx) {
+                Ok(_) if fetched => {
+                    self.cache.counters.prefetched.fetch_add(1, Ordering::Relaxed);
                 }
-            }));
-            if !queued {
-                break;
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::debug!("read-ahead of {} chunk {idx}: {e}", self.label);
+                    lock(&self.ahead).running = false;
+                    return;
+                }
             }
         }
     }
 
     /// Fetches every chunk not yet on disk (or, with `headers_only`, those below the
-    /// pin limit), `parallel` at a time. Returns the bytes fetched.
+    /// pin limit), in order (a streaming origin serves the whole file with one request).
+    /// Returns the bytes fetched.
     ///
     /// # Errors
     /// The first fetch error.
-    pub fn prefetch(self: &Arc<Self>, headers_only: bool, parallel: usize) -> PluginResult<u64> {
+    pub fn prefetch(self: &Arc<Self>, headers_only: bool) -> PluginResult<u64> {
         let cs = self.cache.chunk_size();
         let n = if headers_only { self.pin_below.div_ceil(cs).clamp(1, self.n_chunks()) } else { self.n_chunks() };
-        let todo: Vec<u64> = (0..n)
-            .filter(|&i| !lock(&self.hashes)[i as usize].is_some_and(|h| self.cache.store.has(&h)))
-            .collect();
-        let before = self.cache.counters.fetched_bytes.load(Ordering::Relaxed);
-        let next = AtomicU64::new(0);
-        let first_err = Mutex::new(None);
-        std::thread::scope(|s| {
-            for _ in 0..parallel.max(1).min(todo.len().max(1)) {
-                s.spawn(|| loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed) as usize;
-                    if i >= todo.len() || lock(&first_err).is_some() {
-                        break;
-                    }
-                    if let Err(e) = self.chunk(&CallCtx::with_timeout(self.timeout), todo[i]) {
-                        lock(&first_err).get_or_insert(e);
-                    }
-                });
+        let before = self.fetched.load(Ordering::Relaxed);
+        let ctx = CallCtx::with_timeout(self.timeout);
+        for i in 0..n {
+            let have = lock(&self.hashes)[i as usize].is_some_and(|h| self.cache.store.has(&h));
+            if !have {
+                self.chunk(&ctx, i)?;
             }
-        });
-        if let Some(e) = first_err.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            return Err(e);
         }
-        Ok(self.cache.counters.fetched_bytes.load(Ordering::Relaxed) - before)
+        Ok(self.fetched.load(Ordering::Relaxed) - before)
     }
 }
 

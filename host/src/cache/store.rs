@@ -17,6 +17,10 @@ use super::{lock, CacheCounters};
 /// A chunk's BLAKE3 hash.
 pub type Hash = [u8; 32];
 
+/// A chunk's bytes, shared without copying between the memory LRU, waiting readers and
+/// the writer.
+pub type Chunk = Arc<Vec<u8>>;
+
 /// A cache error.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
@@ -124,7 +128,7 @@ pub struct CacheStats {
 
 struct WriteJob {
     hash: Hash,
-    data: Arc<[u8]>,
+    data: Chunk,
     file: i64,
     idx: u64,
     stamp: String,
@@ -310,6 +314,18 @@ impl ChunkStore {
         lock(&self.touched).insert(*h, now());
     }
 
+    /// Asks the kernel to start reading a stored chunk into the page cache
+    /// (`POSIX_FADV_WILLNEED`), so the read that follows finds it there; read-ahead
+    /// hints several chunks at once and the disk works on them in parallel.
+    pub(crate) fn will_need(&self, h: &Hash) {
+        use std::os::fd::AsRawFd;
+        if let Ok(f) = fs::File::open(self.path_of(h)) {
+            // SAFETY: `f` is an open file descriptor for the duration of the call; the
+            // advice only affects the page cache.
+            unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
+        }
+    }
+
     /// Reads and verifies a chunk: `None` if absent; a chunk whose bytes do not hash to
     /// its name is removed (and `None` returned, so it is fetched again).
     ///
@@ -345,7 +361,7 @@ impl ChunkStore {
     }
 
     /// Queues a fetched chunk for writing (blocks while the writer is behind: bounded memory).
-    pub(crate) fn write(&self, hash: Hash, data: Arc<[u8]>, file: i64, idx: u64, stamp: &str, pinned: bool) {
+    pub(crate) fn write(&self, hash: Hash, data: Chunk, file: i64, idx: u64, stamp: &str, pinned: bool) {
         let tx = lock(&self.tx).clone();
         if let Some(tx) = tx {
             let job = WriteJob { hash, data, file, idx, stamp: stamp.to_owned(), pinned };
@@ -750,8 +766,8 @@ impl Writer {
 mod tests {
     use super::*;
 
-    fn chunk(i: u8) -> (Hash, Arc<[u8]>) {
-        let data: Arc<[u8]> = vec![i; 64 << 10].into();
+    fn chunk(i: u8) -> (Hash, Chunk) {
+        let data: Chunk = Arc::new(vec![i; 64 << 10]);
         (*blake3::hash(&data).as_bytes(), data)
     }
 

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 use std::fs::{self, File};
 use std::os::unix::fs::{FileExt, MetadataExt};
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -67,13 +67,8 @@ impl LocalOrigin {
 
     /// The absolute path of an origin-relative path, refusing anything that escapes the root.
     fn resolve(&self, rel: &str) -> PluginResult<PathBuf> {
-        let p = Path::new(rel);
-        if p.components().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(PluginError::invalid_input(format!(
-                "path {rel:?} is not a plain relative path inside the origin"
-            )));
-        }
-        Ok(self.root.join(p))
+        musefs_plugin_api::check_path(rel)?;
+        Ok(self.root.join(rel))
     }
 }
 
@@ -102,6 +97,7 @@ impl Origin for LocalOrigin {
             recursive: req.recursive,
             follow_symlinks: self.follow_symlinks,
             seen_loops: HashSet::new(),
+            overflow: Vec::new(),
         }))
     }
 
@@ -141,12 +137,14 @@ struct LocalLister {
     recursive: bool,
     follow_symlinks: bool,
     seen_loops: HashSet<(u64, u64)>,
+    /// Entries of a directory read past the last page's `max`, returned first.
+    overflow: Vec<Entry>,
 }
 
 impl Lister for LocalLister {
     fn next_page(&mut self, ctx: &CallCtx, max: usize) -> PluginResult<Vec<Entry>> {
         let start = Instant::now();
-        let mut out = Vec::new();
+        let mut out = std::mem::take(&mut self.overflow);
         while out.len() < max {
             let Some(dir) = self.stack.pop() else { break };
             ctx.check(start)?;
@@ -200,6 +198,10 @@ impl Lister for LocalLister {
                 }
             }
             self.stack.extend(subdirs.into_iter().rev());
+        }
+        // A page never holds more than `max` entries; the rest wait for the next one.
+        if out.len() > max {
+            self.overflow = out.split_off(max);
         }
         Ok(out)
     }
@@ -255,6 +257,7 @@ musefs_plugin_api::export_plugin! {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     fn origin(root: &Path) -> LocalOrigin {
         LocalOrigin::from_config(&serde_json::json!({ "name": "t", "kind": "local", "root": root }).to_string())

@@ -22,11 +22,16 @@
 //! (`AWS_SHARED_CREDENTIALS_FILE` or `~/.aws/credentials`), else the instance/container
 //! metadata service. They never appear in logs or errors.
 //!
-//! The stamp of an object is its ETag (and Last-Modified); every read of a handle carries
-//! `If-Match` with the ETag seen at open, so an object replaced mid-stream gives
-//! [`ErrorKind::CHANGED`], never a mix of two versions.
+//! The stamp of an object is its ETag (Last-Modified only without one); every request of
+//! a handle carries `If-Match` with the ETag seen at open, so an object replaced
+//! mid-stream gives [`ErrorKind::CHANGED`], never a mix of two versions.
+//!
+//! Reads: small reads (a format plugin parsing a header during a scan) fetch at least
+//! `read_ahead_kb`; large sequential reads (the host's chunk cache filling a file in
+//! order) are served from one open-ended streaming `GET` per handle, so a cold stream
+//! costs one request, not one per chunk; other reads are bounded ranged `GET`s.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -357,6 +362,7 @@ impl Origin for S3Origin {
             stat: stat_of(&meta),
             etag: meta.e_tag.clone(),
             ahead: ReadAhead::new(self.read_ahead),
+            stream: Mutex::new(BodyStream { last_end: u64::MAX, ..BodyStream::default() }),
         }))
     }
 
@@ -465,6 +471,23 @@ struct S3Handle {
     stat: Stat,
     etag: Option<String>,
     ahead: ReadAhead,
+    /// The open-ended GET serving sequential reads, and where the last large read ended.
+    stream: Mutex<BodyStream>,
+}
+
+/// A response body being consumed in order: sequential reads of a handle are served
+/// from one open-ended `GET` (`Range: bytes=pos-`, `If-Match`) instead of one request
+/// each, like a plain download. A read elsewhere uses its own ranged `GET` and leaves
+/// the stream where it is; a stream error drops it (the read falls back to a ranged GET).
+#[derive(Default)]
+struct BodyStream {
+    body: Option<futures_util::stream::BoxStream<'static, object_store::Result<bytes::Bytes>>>,
+    /// The object offset of the next byte of `body` (`pending` first).
+    pos: u64,
+    /// Bytes received and not yet handed out.
+    pending: bytes::Bytes,
+    /// Where the last large read ended (`u64::MAX`: none yet).
+    last_end: u64,
 }
 
 impl S3Handle {
@@ -492,6 +515,85 @@ impl S3Handle {
         }
         Ok(bytes.to_vec())
     }
+
+    /// Serves `out` at `offset` from the body stream if the read continues the previous
+    /// one (opening the stream if needed). `Ok(None)`: not sequential, or the stream
+    /// failed and was dropped; the caller uses a ranged GET.
+    fn read_streamed(&self, ctx: &CallCtx, offset: u64, out: &mut [u8]) -> PluginResult<Option<usize>> {
+        let mut st = self.stream.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let want = out.len().min(usize::try_from(self.stat.size - offset).unwrap_or(usize::MAX));
+        let continues = st.body.is_some() && st.pos == offset;
+        let sequential = st.last_end == offset || (offset == 0 && st.last_end == u64::MAX);
+        st.last_end = offset + want as u64;
+        if !continues {
+            if !sequential {
+                return Ok(None);
+            }
+            // A new stream from here to the end of the object, pinned to the ETag.
+            let opts =
+                GetOptions { range: Some(GetRange::Offset(offset)), if_match: self.etag.clone(), ..GetOptions::default() };
+            let body = self.remote.call(ctx, "GET", || {
+                let store = self.store.clone();
+                let loc = self.loc.clone();
+                let shown = self.shown.clone();
+                let opts = opts.clone();
+                async move {
+                    let r = store.get_opts(&loc, opts).await.map_err(|e| map_err("GET", &shown, e))?;
+                    Ok(r.into_stream())
+                }
+            })?;
+            *st = BodyStream { body: Some(body), pos: offset, pending: bytes::Bytes::new(), last_end: st.last_end };
+        }
+        let mut done = 0;
+        while done < want {
+            if st.pending.is_empty() {
+                let shown = self.shown.clone();
+                let Some(body) = st.body.as_mut() else { break };
+                let next = self.remote.once(ctx, "GET", async {
+                    match body.next().await {
+                        None => Ok(None),
+                        Some(Ok(b)) => Ok(Some(b)),
+                        Some(Err(e)) => Err(map_err("GET", &shown, e)),
+                    }
+                });
+                match next {
+                    Ok(Some(b)) => st.pending = b,
+                    Ok(None) | Err(_) if done > 0 => {
+                        // A short read; the next one opens a fresh stream.
+                        st.body = None;
+                        break;
+                    }
+                    Ok(None) => {
+                        st.body = None;
+                        return Err(PluginError::new(
+                            ErrorKind::CHANGED,
+                            format!("{}: the object ends before byte {offset} (object changed?)", self.shown),
+                        ));
+                    }
+                    Err(e) if e.kind == ErrorKind::CANCELLED => {
+                        st.body = None;
+                        return Err(e);
+                    }
+                    Err(_) => {
+                        // A broken stream: drop it; the read is retried as a ranged GET.
+                        st.body = None;
+                        return Ok(None);
+                    }
+                }
+                continue;
+            }
+            let n = st.pending.len().min(want - done);
+            out[done..done + n].copy_from_slice(&st.pending[..n]);
+            let _ = st.pending.split_to(n);
+            st.pos += n as u64;
+            done += n;
+        }
+        if done == 0 {
+            st.body = None;
+            return Ok(None);
+        }
+        Ok(Some(done))
+    }
 }
 
 impl Handle for S3Handle {
@@ -504,7 +606,21 @@ impl Handle for S3Handle {
     }
 
     fn read_at(&self, ctx: &CallCtx, offset: u64, buf: &mut [u8]) -> PluginResult<usize> {
-        self.ahead.read(offset, self.stat.size, buf, |o, n| self.get(ctx, o, n))
+        if offset >= self.stat.size || buf.is_empty() {
+            return Ok(0);
+        }
+        // Small reads (a format plugin parsing a header) go through the read-ahead buffer;
+        // large ones (whole cache chunks) stream when sequential.
+        if buf.len() < self.ahead.min() {
+            return self.ahead.read(offset, self.stat.size, buf, |o, n| self.get(ctx, o, n));
+        }
+        if let Some(n) = self.read_streamed(ctx, offset, buf)? {
+            return Ok(n);
+        }
+        let n = buf.len().min(usize::try_from(self.stat.size - offset).unwrap_or(usize::MAX));
+        let data = self.get(ctx, offset, n)?;
+        buf[..n].copy_from_slice(&data);
+        Ok(n)
     }
 }
 

@@ -80,30 +80,11 @@ impl Remote {
         let mut delay = self.retry.base;
         let mut attempt = 1;
         loop {
-            ctx.check(start)?;
-            let res = self.rt.block_on(async {
-                let fut = op();
-                tokio::pin!(fut);
-                loop {
-                    let tick = tokio::time::sleep(Duration::from_millis(25));
-                    tokio::select! {
-                        r = &mut fut => return Some(r),
-                        () = tick => {
-                            if ctx.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
-                                return None;
-                            }
-                        }
-                    }
-                }
-            });
-            let err = match res {
-                Some(Ok(v)) => return Ok(v),
-                Some(Err(e)) => e,
-                None => {
-                    ctx.check(start)?;
-                    // The deadline was reached between the tick and the check.
-                    return Err(timed_out(self.what, op_name, ctx));
-                }
+            let err = match self.once_until(ctx, start, deadline, op_name, op()) {
+                Ok(v) => return Ok(v),
+                // Out of time or cancelled: no further attempt.
+                Err(e) if ctx.check(start).is_err() => return Err(e),
+                Err(e) => e,
             };
             if !err.retryable || attempt >= self.retry.attempts {
                 return Err(err);
@@ -129,24 +110,58 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// Runs `fut` once (no retry) under `ctx`: at most until the deadline, and
+    /// [`ErrorKind::CANCELLED`] soon after the cancel flag is raised. For operations that
+    /// cannot be repeated, like reading the next bytes of a response body.
+    ///
+    /// # Errors
+    /// `fut`'s error; [`ErrorKind::TIMED_OUT`] (retryable); [`ErrorKind::CANCELLED`].
+    pub fn once<T>(&self, ctx: &CallCtx, op_name: &str, fut: impl Future<Output = PluginResult<T>>) -> PluginResult<T> {
+        let start = Instant::now();
+        self.once_until(ctx, start, ctx.deadline_from(start), op_name, fut)
+    }
+
+    fn once_until<T>(
+        &self,
+        ctx: &CallCtx,
+        start: Instant,
+        deadline: Option<Instant>,
+        op_name: &str,
+        fut: impl Future<Output = PluginResult<T>>,
+    ) -> PluginResult<T> {
+        ctx.check(start)?;
+        let res = self.rt.block_on(async {
+            tokio::pin!(fut);
+            loop {
+                let tick = tokio::time::sleep(Duration::from_millis(25));
+                tokio::select! {
+                    r = &mut fut => return Some(r),
+                    () = tick => {
+                        if ctx.is_cancelled() || deadline.is_some_and(|d| Instant::now() >= d) {
+                            return None;
+                        }
+                    }
+                }
+            }
+        });
+        match res {
+            Some(r) => r,
+            None => {
+                ctx.check(start)?;
+                // The deadline was reached between the tick and the check.
+                Err(timed_out(self.what, op_name, ctx))
+            }
+        }
+    }
+}
+
 fn timed_out(what: &str, op: &str, ctx: &CallCtx) -> PluginError {
     PluginError::new(ErrorKind::TIMED_OUT, format!("origin `{what}`: {op}: no answer within {} ms", ctx.timeout_ms))
         .retryable()
 }
 
-/// Refuses paths that are not plain, relative, `/`-separated paths inside the origin.
-///
-/// # Errors
-/// [`ErrorKind::INVALID_INPUT`] naming the path.
-pub fn check_path(path: &str) -> PluginResult<()> {
-    let bad = path.starts_with('/')
-        || path.contains('\0')
-        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
-    if bad {
-        return Err(PluginError::invalid_input(format!("path {path:?} is not a plain relative path inside the origin")));
-    }
-    Ok(())
-}
+pub use musefs_plugin_api::check_path;
 
 /// A per-handle read-ahead buffer: a read that misses fetches at least `min` bytes, so
 /// a format plugin's small sequential reads cost one request per `min` bytes.
@@ -159,6 +174,11 @@ impl ReadAhead {
     /// A buffer fetching at least `min` bytes per miss.
     pub fn new(min: usize) -> Self {
         Self { min, buf: Mutex::new((0, Vec::new())) }
+    }
+
+    /// The least a miss fetches.
+    pub fn min(&self) -> usize {
+        self.min
     }
 
     /// Serves `out` at `offset` of an object of `len` bytes, from the buffer or through
