@@ -70,6 +70,7 @@ pub struct PrefetchSummary {
 ///
 /// # Errors
 /// Catalog and plugin errors; a file that cannot be fetched is reported in the summary.
+#[allow(clippy::too_many_arguments)]
 pub fn prefetch(
     manifest: &Manifest,
     plugins: &Plugins,

@@ -12,6 +12,7 @@ use musefs::manifest::Manifest;
 use musefs::mount::{self, MountOptions};
 use musefs::plugins::{self, Plugins};
 use musefs::scanner;
+use musefs::state;
 use musefs::tagcmd;
 
 /// musefs: a tag-driven, read-only view of your music library.
@@ -62,6 +63,12 @@ enum Command {
         no_kernel_passthrough: bool,
         /// An existing, empty directory.
         mountpoint: PathBuf,
+    },
+    /// Show the state directory: its owner (a running mount or scan), readers, the
+    /// catalog, the last sync of each origin, the chunk cache.
+    Status {
+        #[command(flatten)]
+        common: Common,
     },
     /// Print the rendered tree without mounting.
     Ls {
@@ -237,10 +244,50 @@ fn load(common: &Common) -> Result<(Manifest, Plugins)> {
     Ok((manifest, plugins))
 }
 
+/// The manifest of a command that attaches to the state directory as a reader.
+fn reader_manifest(command: &Command) -> Option<&Path> {
+    fn m(c: &Common) -> Option<&Path> {
+        Some(c.manifest.as_path())
+    }
+    match command {
+        Command::Ls { common, .. } | Command::Status { common } => m(common),
+        Command::Tag { command } => match command {
+            TagCommand::Show { common, .. }
+            | TagCommand::Set { common, .. }
+            | TagCommand::Add { common, .. }
+            | TagCommand::Rm { common, .. }
+            | TagCommand::Reset { common, .. }
+            | TagCommand::Export { common, .. }
+            | TagCommand::Import { common, .. }
+            | TagCommand::Art { command: ArtCommand::Set { common, .. } | ArtCommand::Rm { common, .. } } => m(common),
+        },
+        Command::Cache { command } => match command {
+            CacheCommand::Stats { common, .. }
+            | CacheCommand::Prefetch { common, .. }
+            | CacheCommand::Verify { common }
+            | CacheCommand::Clear { common } => m(common),
+        },
+        _ => None,
+    }
+}
+
+/// Takes ownership of the manifest's state directory (mount, scan).
+fn own(manifest: &Manifest, mountpoint: Option<&Path>) -> Result<state::Owner> {
+    let (owner, _) = state::StateDir::new(&manifest.state_dir).own(mountpoint)?;
+    owner.start_heartbeat();
+    Ok(owner)
+}
+
 fn run(cli: Cli) -> Result<()> {
+    // Read-only and editing commands attach beside a running owner.
+    let _reader = match reader_manifest(&cli.command) {
+        Some(path) => Some(state::StateDir::new(&Manifest::load(path)?.state_dir).attach()?),
+        None => None,
+    };
     match cli.command {
         Command::Scan { common, threads } => {
             let (manifest, plugins) = load(&common)?;
+            let owner = own(&manifest, None)?;
             let mut catalog = Catalog::open(&manifest.catalog_path())?;
             let mut opts = scanner::Options::default();
             if let Some(t) = threads {
@@ -249,23 +296,44 @@ fn run(cli: Cli) -> Result<()> {
             let started = std::time::Instant::now();
             let summary = scanner::scan(&manifest, &plugins, &mut catalog, &opts)?;
             println!("scan: {summary} in {:.2?}", started.elapsed());
+            catalog.checkpoint()?;
+            drop(catalog);
+            owner.release()?;
             if summary.failed_origins > 0 {
                 anyhow::bail!("{} origin(s) could not be listed; see the errors above", summary.failed_origins);
             }
         }
         Command::Mount { common, allow_other, no_kernel_passthrough, mountpoint } => {
             let (manifest, plugins) = load(&common)?;
+            let abs = std::path::absolute(&mountpoint).unwrap_or_else(|_| mountpoint.clone());
+            let owner = own(&manifest, Some(&abs))?;
             mount::check_mountpoint(&mountpoint)?;
             let core = Arc::new(mount::build_core(&manifest, &plugins)?);
-            if core.with_tree(|t| t.is_empty()) {
+            if core.with_tree(|t| t.is_empty()) && manifest.sync_interval.is_none() {
                 tracing::warn!("the catalog is empty: run `musefs scan --manifest {}` first", manifest.path.display());
             }
+            let manifest = Arc::new(manifest);
+            let syncer = (manifest.sync_interval.is_some() || manifest.watch)
+                .then(|| musefs::sync::Syncer::start(manifest.clone(), Arc::new(plugins)));
             mount::run(
                 core,
                 manifest.mode,
                 &mountpoint,
                 &MountOptions { allow_other, no_kernel_passthrough, refresh_interval: Some(manifest.refresh_interval) },
+                syncer,
             )?;
+            // Orderly shutdown: the WAL folded into the database, ownership released.
+            let catalog = Catalog::open(&manifest.catalog_path())?;
+            if let Err(e) = catalog.checkpoint() {
+                tracing::warn!("checkpointing the catalog: {e}");
+            }
+            drop(catalog);
+            owner.release()?;
+            tracing::info!("stopped cleanly");
+        }
+        Command::Status { common } => {
+            let manifest = Manifest::load(&common.manifest)?;
+            print!("{}", musefs::status::render(&manifest)?);
         }
         Command::Ls { common, long } => {
             let manifest = Manifest::load(&common.manifest)?;

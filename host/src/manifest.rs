@@ -68,10 +68,53 @@ struct RawManifest {
     read_timeout_ms: Option<u64>,
     cover_name: Option<String>,
     refresh_interval_ms: Option<u64>,
+    sync_interval: Option<RawInterval>,
+    watch: Option<bool>,
     header_cache_mb: Option<u64>,
     #[serde(default)]
     format: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
     cache: Option<RawCache>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawInterval {
+    Secs(u64),
+    Text(String),
+}
+
+/// Parses `sync_interval`: seconds, `"90s"`, `"15m"`, `"2h"`, or `"off"`/`0` (no
+/// background sync). `None` means off.
+///
+/// # Errors
+/// A message naming the bad value.
+fn parse_interval(raw: Option<RawInterval>) -> Result<Option<Duration>, String> {
+    let secs = match raw {
+        None => return Ok(Some(Duration::from_secs(15 * 60))),
+        Some(RawInterval::Secs(n)) => n,
+        Some(RawInterval::Text(t)) => {
+            let t = t.trim().to_ascii_lowercase();
+            if t == "off" || t == "never" {
+                return Ok(None);
+            }
+            let (num, mult) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+                None => (t.as_str(), 1),
+                Some((i, _)) => {
+                    let m = match t[i..].trim() {
+                        "s" => 1,
+                        "m" | "min" => 60,
+                        "h" => 3600,
+                        _ => return Err(format!("`sync_interval` = {t:?}: use seconds, \"90s\", \"15m\", \"2h\" or \"off\"")),
+                    };
+                    (&t[..i], m)
+                }
+            };
+            num.parse::<u64>()
+                .map_err(|_| format!("`sync_interval` = {t:?}: use seconds, \"90s\", \"15m\", \"2h\" or \"off\""))?
+                * mult
+        }
+    };
+    Ok((secs > 0).then(|| Duration::from_secs(secs.max(5))))
 }
 
 #[derive(Debug, Deserialize)]
@@ -152,6 +195,11 @@ pub struct Manifest {
     pub cover_name: Option<String>,
     /// How often a running mount polls the catalog for changes.
     pub refresh_interval: Duration,
+    /// How often a mount syncs its origins in the background (`None`: never, not even
+    /// at mount).
+    pub sync_interval: Option<Duration>,
+    /// Whether a mount watches local origins for changes (inotify).
+    pub watch: bool,
     /// The header (plan) cache budget in bytes.
     pub header_cache_bytes: u64,
     /// Per-format-plugin options (`[format.NAME]`), as JSON objects.
@@ -264,12 +312,15 @@ impl Manifest {
             }
         };
         let cache = cache_settings(raw.cache).map_err(invalid)?;
+        let sync_interval = parse_interval(raw.sync_interval).map_err(invalid)?;
         let format_options =
             raw.format.into_iter().map(|(k, v)| (k, serde_json::Value::Object(v).to_string())).collect();
         Ok(Self {
             cache,
             cover_name,
             refresh_interval: Duration::from_millis(raw.refresh_interval_ms.unwrap_or(1000).clamp(50, 3_600_000)),
+            sync_interval,
+            watch: raw.watch.unwrap_or(true),
             header_cache_bytes: raw.header_cache_mb.unwrap_or(64).max(1) * 1024 * 1024,
             format_options,
             path: path.to_owned(),

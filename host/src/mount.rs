@@ -164,7 +164,13 @@ fn apply_invalidations(notifier: &fuser::Notifier, inval: &[Inval]) {
 ///
 /// # Errors
 /// Mountpoint and FUSE errors.
-pub fn run(core: Arc<Core>, mode: Mode, mountpoint: &Path, opts: &MountOptions) -> Result<(), MountError> {
+pub fn run(
+    core: Arc<Core>,
+    mode: Mode,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    syncer: Option<crate::sync::Syncer>,
+) -> Result<(), MountError> {
     check_mountpoint(mountpoint)?;
     let stop = Arc::new(AtomicBool::new(false));
     for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
@@ -172,6 +178,9 @@ pub fn run(core: Arc<Core>, mode: Mode, mountpoint: &Path, opts: &MountOptions) 
         signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).ok();
         signal_hook::flag::register(sig, stop.clone()).ok();
     }
+    // SIGUSR1: sync every origin now.
+    let sync_now = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, sync_now.clone()).ok();
     let mut cfg = fuser::Config::default();
     cfg.mount_options = vec![
         fuser::MountOption::RO,
@@ -192,6 +201,12 @@ pub fn run(core: Arc<Core>, mode: Mode, mountpoint: &Path, opts: &MountOptions) 
     let notifier = session.notifier();
     let mut next_refresh = Instant::now();
     while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
+        if sync_now.swap(false, Ordering::Relaxed) {
+            match &syncer {
+                Some(s) => s.sync_now(),
+                None => tracing::info!("SIGUSR1: background sync is off (sync_interval = \"off\", watch = false)"),
+            }
+        }
         if let Some(every) = opts.refresh_interval {
             if Instant::now() >= next_refresh {
                 next_refresh = Instant::now() + every;
@@ -202,6 +217,11 @@ pub fn run(core: Arc<Core>, mode: Mode, mountpoint: &Path, opts: &MountOptions) 
             }
         }
         std::thread::sleep(Duration::from_millis(50).min(opts.refresh_interval.unwrap_or(Duration::MAX)));
+    }
+    // Orderly shutdown: stop syncing first (a sync in progress stops between files),
+    // then unmount (reads in flight finish; each is bounded by the read timeout).
+    if let Some(s) = syncer {
+        s.stop(Duration::from_secs(10));
     }
     if session.guard.is_finished() {
         tracing::info!("unmounted externally");

@@ -9,8 +9,9 @@
 //! pruned: an unreachable server never empties the catalog.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use musefs_plugin_api::{CallCtx, Entry, FormatBox, ListRequest, OriginBox, Stat, TrackInfo, PROBE_HEAD_LEN};
@@ -19,8 +20,10 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::manifest::{Manifest, OriginSpec};
 use crate::plugins::{PluginError, Plugins};
 
-/// How many files one catalog transaction holds.
+/// How many files one catalog transaction holds at most.
 const BATCH: usize = 500;
+/// The longest read files wait for their commit.
+const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a scan did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -71,12 +74,43 @@ pub struct Options {
     pub threads: usize,
     /// Show a progress bar (only when stderr is a terminal).
     pub progress: bool,
+    /// Only these origins (default: all).
+    pub only: Option<Vec<String>>,
+    /// Raised to stop the scan early (orderly shutdown): what was read is kept,
+    /// nothing is pruned.
+    pub stop: Option<Arc<AtomicBool>>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { threads: std::thread::available_parallelism().map_or(2, |n| n.get()), progress: true }
+        Self { threads: std::thread::available_parallelism().map_or(2, |n| n.get()), progress: true, only: None, stop: None }
     }
+}
+
+impl Options {
+    fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+}
+
+impl Summary {
+    fn add(&mut self, o: &Summary) {
+        self.added += o.added;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+        self.removed += o.removed;
+        self.failed += o.failed;
+        self.failed_origins += o.failed_origins;
+    }
+
+    /// Whether the scan changed the catalog.
+    pub fn changed(&self) -> bool {
+        self.added + self.updated + self.removed > 0
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 fn same_stamp(known: &crate::catalog::KnownFile, s: &Stat) -> bool {
@@ -103,8 +137,27 @@ pub fn scan(
     }
     let mut total = Summary::default();
     for spec in &manifest.origins {
-        let origin = plugins.new_origin(&spec.kind, &spec.config_json)?;
-        scan_origin(manifest, spec, &origin, &formats, &claimed, catalog, opts, &mut total)?;
+        if opts.only.as_ref().is_some_and(|only| !only.contains(&spec.name)) {
+            continue;
+        }
+        if opts.stopped() {
+            break;
+        }
+        catalog.sync_started(&spec.name, now_ms())?;
+        let mut one = Summary::default();
+        let res = plugins
+            .new_origin(&spec.kind, &spec.config_json)
+            .map_err(ScanError::from)
+            .and_then(|origin| scan_origin(manifest, spec, &origin, &formats, &claimed, catalog, opts, &mut one));
+        let error = match &res {
+            Ok(None) if opts.stopped() => Some("interrupted (shutting down); nothing was pruned".to_owned()),
+            Ok(None) => None,
+            Ok(Some(e)) => Some(e.clone()),
+            Err(e) => Some(e.to_string()),
+        };
+        catalog.sync_finished(&spec.name, now_ms(), &one.to_string(), error.as_deref())?;
+        total.add(&one);
+        res?;
     }
     Ok(total)
 }
@@ -137,7 +190,7 @@ fn scan_origin(
     catalog: &mut Catalog,
     opts: &Options,
     total: &mut Summary,
-) -> Result<(), ScanError> {
+) -> Result<Option<String>, ScanError> {
     let started = Instant::now();
     let origin_id = catalog.origin_id(&spec.name, &spec.kind)?;
     let known = catalog.known_files(origin_id)?;
@@ -146,7 +199,7 @@ fn scan_origin(
         Err(e) => {
             tracing::error!("origin `{}`: listing failed, nothing of it is updated or pruned: {e}", spec.name);
             total.failed_origins += 1;
-            return Ok(());
+            return Ok(Some(format!("listing failed: {e}")));
         }
     };
     let mut seen = HashSet::with_capacity(entries.len());
@@ -186,6 +239,9 @@ fn scan_origin(
             let tx = tx.clone();
             let queue = &queue;
             s.spawn(move || loop {
+                if opts.stopped() {
+                    break;
+                }
                 let next = queue.lock().expect("queue lock").next();
                 let Some(path) = next else { break };
                 let res = read_file(manifest, origin, formats, &path);
@@ -196,6 +252,7 @@ fn scan_origin(
         }
         drop(tx);
         let mut batch = Vec::with_capacity(BATCH);
+        let mut last_commit = Instant::now();
         for (path, res) in rx {
             bar.inc(1);
             match res {
@@ -206,11 +263,14 @@ fn scan_origin(
                         total.added += 1;
                     }
                     batch.push((path, stat, plugin, info));
-                    if batch.len() >= BATCH && write_err.is_none() {
+                    // Commit every BATCH files or every COMMIT_EVERY: a scan that is
+                    // killed resumes from its last commit, not from zero.
+                    if (batch.len() >= BATCH || last_commit.elapsed() >= COMMIT_EVERY) && write_err.is_none() {
                         if let Err(e) = catalog.write_batch(origin_id, &batch) {
                             write_err = Some(e);
                         }
                         batch.clear();
+                        last_commit = Instant::now();
                     }
                 }
                 Err(reason) => {
@@ -229,13 +289,17 @@ fn scan_origin(
     if let Some(e) = write_err {
         return Err(e.into());
     }
+    if opts.stopped() {
+        tracing::info!("origin `{}`: scan interrupted; what was read is kept", spec.name);
+        return Ok(None);
+    }
     catalog.remove_files(&gone)?;
     total.removed += gone.len() as u64;
     // The change log only needs to cover what a running mount has not polled yet; a
     // mount that lagged longer rebuilds its tree.
     catalog.prune_changes(CHANGE_LOG_RETENTION_SECS)?;
-    tracing::info!("origin `{}` scanned in {:.2?}", spec.name, started.elapsed());
-    Ok(())
+    tracing::info!("origin `{}` scanned in {:.2?}: {total}", spec.name, started.elapsed());
+    Ok(None)
 }
 
 /// How long change log entries are kept (a week).

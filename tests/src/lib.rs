@@ -72,7 +72,8 @@ pub struct Mount {
 impl Mount {
     /// Starts `musefs mount` and waits until the mount is up.
     pub fn start(manifest: &Path, mountpoint: &Path, extra_args: &[&str]) -> Self {
-        std::fs::create_dir_all(mountpoint).unwrap();
+        // (A dead mount left by a killed daemon fails with EEXIST; musefs cleans it up.)
+        let _ = std::fs::create_dir_all(mountpoint);
         let log = mountpoint.with_extension("log");
         let child = Command::new(musefs_bin())
             .arg("mount")
@@ -86,7 +87,9 @@ impl Mount {
             .expect("spawn musefs mount");
         let mut m = Self { path: mountpoint.to_owned(), child: Some(child), log };
         let start = Instant::now();
-        while !is_fuse_mounted(mountpoint) {
+        // (The daemon logs "mounted at" once it serves; a stale mount of a killed daemon
+        // may still be listed at the same place until the new one cleans it up.)
+        while !(is_fuse_mounted(mountpoint) && m.log_text().contains("mounted at")) {
             if let Some(status) = m.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("musefs mount exited early ({status}): {}", m.log_text());
             }
@@ -99,6 +102,21 @@ impl Mount {
     /// The daemon's log so far.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().unwrap().id()
+    }
+
+    /// Kills the daemon with SIGKILL (no cleanup at all) and waits for it; the dead
+    /// FUSE mount stays behind (the next owner of the state dir must clean it up).
+    pub fn kill9(mut self) {
+        let mut child = self.child.take().unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        // Dropping `self` would unmount: keep the stale mount for the test.
+        std::mem::forget(self);
     }
 
     /// Sends SIGTERM and waits for a clean exit; returns the exit status code.

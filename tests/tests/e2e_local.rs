@@ -109,7 +109,8 @@ fn a_file_changed_after_the_scan_gives_eio_not_wrong_bytes() {
     let t = tempfile::tempdir().unwrap();
     let lib = t.path().join("lib");
     make_library(&lib, false);
-    let manifest = write_manifest(t.path(), &lib, "");
+    // No background sync: the mount must serve from the (now stale) catalog.
+    let manifest = write_manifest(t.path(), &lib, "sync_interval = \"off\"\nwatch = false");
     scan(&manifest);
     let target = ls_long(&manifest).into_iter().find(|(_, o)| o == "alpha/plain.flac").unwrap().0;
     // Change the original (same size, new bytes and mtime) after the scan.

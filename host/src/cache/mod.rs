@@ -333,7 +333,7 @@ impl CachedFile {
     /// fetches happen once however many readers want the same chunk at the same time
     /// (the others wait for the first).
     fn chunk(&self, ctx: &CallCtx, idx: u64) -> PluginResult<Chunk> {
-        if let Some(d) = self.from_memory(idx) {
+        if let Some(d) = self.memory_copy(idx) {
             return Ok(d);
         }
         let key = (self.row.id, idx);
@@ -362,7 +362,7 @@ impl CachedFile {
         res
     }
 
-    fn from_memory(&self, idx: u64) -> Option<Chunk> {
+    fn memory_copy(&self, idx: u64) -> Option<Chunk> {
         let h = lock(&self.hashes)[idx as usize]?;
         let d = lock(&self.cache.mem).get(&h)?;
         self.cache.counters.mem_hits.fetch_add(1, Ordering::Relaxed);
@@ -373,7 +373,7 @@ impl CachedFile {
     /// The leader's part of [`chunk`](Self::chunk): memory (again: it may have arrived
     /// while the slot was taken), disk, origin.
     fn load(&self, ctx: &CallCtx, idx: u64) -> PluginResult<Chunk> {
-        if let Some(d) = self.from_memory(idx) {
+        if let Some(d) = self.memory_copy(idx) {
             return Ok(d);
         }
         let known = lock(&self.hashes)[idx as usize];

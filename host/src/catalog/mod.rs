@@ -124,7 +124,37 @@ CREATE TABLE cache_manifest (
 ) WITHOUT ROWID;
 CREATE INDEX cache_manifest_by_hash ON cache_manifest(hash);
 ",
+    r"
+CREATE TABLE origin_sync (
+    origin TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    ok INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    error TEXT,
+    failures INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+",
 ];
+
+/// The last sync (scan) of one origin, as `musefs status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRecord {
+    /// The origin's name.
+    pub origin: String,
+    /// When the last sync started (ms since the epoch).
+    pub started_at: i64,
+    /// When it finished (`None`: running, or the process died during it).
+    pub finished_at: Option<i64>,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What it did (`added 3 / updated 0 / ...`).
+    pub summary: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Failures in a row.
+    pub failures: i64,
+}
 
 /// The schema version this build writes.
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -139,6 +169,14 @@ pub enum CatalogError {
         path: PathBuf,
         /// The SQLite error.
         source: rusqlite::Error,
+    },
+    /// `PRAGMA integrity_check` found problems.
+    #[error("catalog {path} is damaged: {problems}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite reported.
+        problems: String,
     },
     /// The catalog was written by a newer musefs.
     #[error(
@@ -284,6 +322,85 @@ impl Catalog {
     /// SQLite errors.
     pub fn schema_version(&self) -> Result<i64> {
         self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// Records that a sync of `origin` started.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sync_started(&self, origin: &str, at_ms: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO origin_sync(origin, started_at, finished_at, ok, summary, error, failures)
+                 VALUES (?1, ?2, NULL, 0, 'running', NULL, 0)
+                 ON CONFLICT(origin) DO UPDATE SET started_at = excluded.started_at, finished_at = NULL",
+                params![origin, at_ms],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records how a sync of `origin` ended (`error`: `None` if it succeeded).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sync_finished(&self, origin: &str, at_ms: i64, summary: &str, error: Option<&str>) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE origin_sync SET finished_at = ?2, ok = ?3, summary = ?4, error = ?5,
+                 failures = CASE WHEN ?3 THEN 0 ELSE failures + 1 END WHERE origin = ?1",
+                params![origin, at_ms, error.is_none(), summary, error],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The last sync of every origin.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sync_records(&self) -> Result<Vec<SyncRecord>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT origin, started_at, finished_at, ok, summary, error, failures FROM origin_sync ORDER BY origin")
+            .map_err(self.err())?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(SyncRecord {
+                    origin: r.get(0)?,
+                    started_at: r.get(1)?,
+                    finished_at: r.get(2)?,
+                    ok: r.get(3)?,
+                    summary: r.get(4)?,
+                    error: r.get(5)?,
+                    failures: r.get(6)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+
+    /// Checkpoints the WAL into the database and truncates it (at orderly shutdown).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(self.err())
+    }
+
+    /// `PRAGMA integrity_check`: `Ok(())` or the problems found.
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::Corrupt`] listing the problems.
+    pub fn integrity_check(&self) -> Result<()> {
+        let mut st = self.conn.prepare("PRAGMA integrity_check").map_err(self.err())?;
+        let msgs: Vec<String> =
+            st.query_map([], |r| r.get(0)).map_err(self.err())?.collect::<std::result::Result<_, _>>().map_err(self.err())?;
+        if msgs == ["ok"] {
+            Ok(())
+        } else {
+            Err(CatalogError::Corrupt { path: self.path.clone(), problems: msgs.join("; ") })
+        }
     }
 
     /// The id of origin `name`, registering it if new.
@@ -705,6 +822,37 @@ mod tests {
         assert_eq!(files[0].tags.iter().filter(|(k, _)| k == "artist").count(), 2);
         c.remove_files(&[ids[0]]).unwrap();
         assert_eq!(c.counts().unwrap(), (1, 4, 1), "the unused picture is gone");
+    }
+
+    #[test]
+    fn every_earlier_schema_version_migrates_to_the_current_one() {
+        for from in 0..SCHEMA_VERSION {
+            let t = tempfile::tempdir().unwrap();
+            let path = t.path().join("catalog.db");
+            {
+                // A catalog as version `from` of musefs left it, with data in it.
+                let conn = Connection::open(&path).unwrap();
+                conn.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+                for m in &MIGRATIONS[..from as usize] {
+                    conn.execute_batch(m).unwrap();
+                }
+                conn.pragma_update(None, "user_version", from).unwrap();
+                if from >= 1 {
+                    conn.execute("INSERT INTO origins(name, kind) VALUES ('music', 'local')", []).unwrap();
+                }
+            }
+            let cat = Catalog::open(&path).unwrap_or_else(|e| panic!("from version {from}: {e}"));
+            assert_eq!(cat.schema_version().unwrap(), SCHEMA_VERSION, "from version {from}");
+            cat.integrity_check().unwrap();
+            if from >= 1 {
+                assert_eq!(cat.origin_id("music", "local").unwrap(), 1, "data kept from version {from}");
+            }
+            // Every table of the current schema is usable.
+            cat.sync_started("music", 1).unwrap();
+            cat.sync_finished("music", 2, "added 0", None).unwrap();
+            assert_eq!(cat.sync_records().unwrap().len(), 1);
+            cat.counts().unwrap();
+        }
     }
 
     #[test]
