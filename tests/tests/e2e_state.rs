@@ -139,6 +139,17 @@ fn kill_9_of_a_mount_under_reads_is_recovered() {
     scan(&manifest);
     let files = ls_long(&manifest);
     let mnt = t.path().join("mnt");
+    // If an assertion fails between a kill and the next mount, the dead mount must not
+    // outlive the test.
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if is_fuse_mounted(&self.0) {
+                let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).status();
+            }
+        }
+    }
+    let _guard = Unmount(mnt.clone());
     let mut seed = 0x9e37_79b9_u64;
     for round in 0..4 {
         let m = Mount::start(&manifest, &mnt, &[]);
