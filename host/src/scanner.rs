@@ -109,9 +109,7 @@ impl Summary {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use crate::catalog::now_ms;
 
 fn same_stamp(known: &crate::catalog::KnownFile, s: &Stat) -> bool {
     known.size == s.size

@@ -29,7 +29,7 @@ use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// The owner file's magic bytes.
 pub const MAGIC: [u8; 8] = *b"MUSEFSOW";
@@ -100,7 +100,7 @@ impl Default for OwnerRecord {
 }
 
 fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    crate::catalog::now_ms().max(0) as u64
 }
 
 impl OwnerRecord {

@@ -2,7 +2,6 @@
 //! origin, the chunk cache.
 
 use std::fmt::Write as _;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::catalog::{Catalog, CatalogError};
 use crate::manifest::Manifest;
@@ -19,9 +18,7 @@ pub enum StatusError {
     State(#[from] StateError),
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use crate::catalog::now_ms;
 
 fn ago(ms: i64) -> String {
     let d = (now_ms() - ms).max(0) / 1000;

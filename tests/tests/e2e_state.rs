@@ -43,6 +43,16 @@ fn set_title(src: &Path, dst: &Path, title: &str) {
     fs::rename(&out, dst).unwrap();
 }
 
+/// A demo library in a temp dir, with a default manifest (background sync on), scanned.
+fn scanned_library() -> (tempfile::TempDir, PathBuf, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(t.path(), &lib, "");
+    scan(&manifest);
+    (t, lib, manifest)
+}
+
 fn integrity(manifest_dir: &Path) {
     let cat = Catalog::open(&manifest_dir.join("state/catalog.db")).unwrap();
     cat.integrity_check().unwrap();
@@ -50,11 +60,7 @@ fn integrity(manifest_dir: &Path) {
 
 #[test]
 fn live_add_change_remove_show_up_without_remount() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("lib");
-    make_library(&lib, false);
-    let manifest = write_manifest(t.path(), &lib, "");
-    scan(&manifest);
+    let (t, lib, manifest) = scanned_library();
     let before = ls_long(&manifest);
     let mnt = t.path().join("mnt");
     let m = Mount::start(&manifest, &mnt, &[]);
@@ -93,11 +99,7 @@ fn live_add_change_remove_show_up_without_remount() {
 
 #[test]
 fn a_second_owner_is_refused_readers_attach_and_a_stop_is_orderly() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("lib");
-    make_library(&lib, false);
-    let manifest = write_manifest(t.path(), &lib, "");
-    scan(&manifest);
+    let (t, _lib, manifest) = scanned_library();
     let m = Mount::start(&manifest, &t.path().join("mnt"), &[]);
     let mf = manifest.to_str().unwrap();
     let other = t.path().join("mnt2");
@@ -132,11 +134,7 @@ fn a_second_owner_is_refused_readers_attach_and_a_stop_is_orderly() {
 
 #[test]
 fn kill_9_of_a_mount_under_reads_is_recovered() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("lib");
-    make_library(&lib, false);
-    let manifest = write_manifest(t.path(), &lib, "");
-    scan(&manifest);
+    let (t, lib, manifest) = scanned_library();
     let files = ls_long(&manifest);
     let mnt = t.path().join("mnt");
     // If an assertion fails between a kill and the next mount, the dead mount must not

@@ -156,9 +156,7 @@ pub struct ChunkStore {
     counters: Arc<CacheCounters>,
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+use crate::catalog::now_ms as now;
 
 fn hex(h: &Hash) -> String {
     h.iter().map(|b| format!("{b:02x}")).collect()

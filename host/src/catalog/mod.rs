@@ -268,6 +268,11 @@ pub fn stamp_string(size: u64, mtime_ns: Option<i64>, etag: Option<&str>) -> Str
     format!("{size}:{}:{}", mtime_ns.map_or_else(|| "-".to_owned(), |m| m.to_string()), etag.unwrap_or("-"))
 }
 
+/// Milliseconds since the epoch (0 if the clock is before it).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 pub(crate) fn now_secs() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
