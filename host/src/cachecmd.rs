@@ -100,9 +100,8 @@ pub fn prefetch(
         };
         let label = format!("{}:{}", row.origin, row.path);
         let pin = if manifest.cache.pin_headers || headers_only { row.audio_offset.max(1) } else { 0 };
-        let file = cache
-            .file(&row, origin, pin, manifest.read_timeout)
-            .map_err(|e| CacheCmdError::Fetch(e.to_string()))?;
+        let file =
+            cache.file(&row, origin, pin, manifest.read_timeout).map_err(|e| CacheCmdError::Fetch(e.to_string()))?;
         todo.push((label, file));
     }
     let next = std::sync::atomic::AtomicUsize::new(0);

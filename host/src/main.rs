@@ -296,6 +296,8 @@ fn run(cli: Cli) -> Result<()> {
             let started = std::time::Instant::now();
             let summary = scanner::scan(&manifest, &plugins, &mut catalog, &opts)?;
             println!("scan: {summary} in {:.2?}", started.elapsed());
+            // The next mount starts from the tree snapshot instead of rendering the tree.
+            mount::refresh_snapshot(&manifest, &catalog)?;
             catalog.checkpoint()?;
             drop(catalog);
             owner.release()?;
@@ -308,7 +310,13 @@ fn run(cli: Cli) -> Result<()> {
             let abs = std::path::absolute(&mountpoint).unwrap_or_else(|_| mountpoint.clone());
             let owner = own(&manifest, Some(&abs))?;
             mount::check_mountpoint(&mountpoint)?;
-            let core = Arc::new(mount::build_core(&manifest, &plugins)?);
+            let (core, source) = mount::build_core_loaded(&manifest, &plugins)?;
+            let core = Arc::new(core);
+            let snapshot = {
+                let catalog = Catalog::open(&manifest.catalog_path())?;
+                mount::SnapshotTarget::of(&manifest, &catalog)?
+            };
+            let snapshot_saved = (source == mount::TreeSource::Snapshot { applied: 0 }).then(|| core.position());
             if core.with_tree(|t| t.is_empty()) && manifest.sync_interval.is_none() {
                 tracing::warn!("the catalog is empty: run `musefs scan --manifest {}` first", manifest.path.display());
             }
@@ -319,7 +327,13 @@ fn run(cli: Cli) -> Result<()> {
                 core,
                 manifest.mode,
                 &mountpoint,
-                &MountOptions { allow_other, no_kernel_passthrough, refresh_interval: Some(manifest.refresh_interval) },
+                &MountOptions {
+                    allow_other,
+                    no_kernel_passthrough,
+                    refresh_interval: Some(manifest.refresh_interval),
+                    snapshot: Some(snapshot),
+                    snapshot_saved,
+                },
                 syncer,
             )?;
             // Orderly shutdown: the WAL folded into the database, ownership released.
@@ -389,9 +403,19 @@ fn cache(command: CacheCommand) -> Result<()> {
             } else {
                 let mib = |b: u64| b as f64 / 1048576.0;
                 println!("directory:   {}", manifest.cache_dir().display());
-                println!("chunks:      {} ({:.1} MiB of {:.1} MiB budget, {:.1} MiB pinned)", s.chunks, mib(s.bytes), mib(s.max_size), mib(s.pinned_bytes));
-                println!("files:       {} with cached chunks ({:.1} MiB of file data, dedup {:.2}x)", s.files_with_chunks, mib(s.logical_bytes),
-                    if s.bytes == 0 { 1.0 } else { s.logical_bytes as f64 / s.bytes as f64 });
+                println!(
+                    "chunks:      {} ({:.1} MiB of {:.1} MiB budget, {:.1} MiB pinned)",
+                    s.chunks,
+                    mib(s.bytes),
+                    mib(s.max_size),
+                    mib(s.pinned_bytes)
+                );
+                println!(
+                    "files:       {} with cached chunks ({:.1} MiB of file data, dedup {:.2}x)",
+                    s.files_with_chunks,
+                    mib(s.logical_bytes),
+                    if s.bytes == 0 { 1.0 } else { s.logical_bytes as f64 / s.bytes as f64 }
+                );
                 for (name, cached, total) in &s.per_origin {
                     println!("origin {name}: {cached} of {total} file(s) fully cached");
                 }
@@ -442,7 +466,10 @@ fn cache(command: CacheCommand) -> Result<()> {
             for r in &removed {
                 println!("removed: {r}");
             }
-            println!("verify: {checked} chunk(s) checked, {} removed (they are fetched again when needed)", removed.len());
+            println!(
+                "verify: {checked} chunk(s) checked, {} removed (they are fetched again when needed)",
+                removed.len()
+            );
         }
         CacheCommand::Clear { common } => {
             let manifest = Manifest::load(&common.manifest)?;

@@ -104,7 +104,11 @@ fn parse_interval(raw: Option<RawInterval>) -> Result<Option<Duration>, String> 
                         "s" => 1,
                         "m" | "min" => 60,
                         "h" => 3600,
-                        _ => return Err(format!("`sync_interval` = {t:?}: use seconds, \"90s\", \"15m\", \"2h\" or \"off\"")),
+                        _ => {
+                            return Err(format!(
+                                "`sync_interval` = {t:?}: use seconds, \"90s\", \"15m\", \"2h\" or \"off\""
+                            ))
+                        }
                     };
                     (&t[..i], m)
                 }
@@ -342,6 +346,11 @@ impl Manifest {
     /// The catalog database path.
     pub fn catalog_path(&self) -> PathBuf {
         self.state_dir.join("catalog.db")
+    }
+
+    /// The tree snapshot path (see [`crate::tree::snapshot`]).
+    pub fn snapshot_path(&self) -> PathBuf {
+        self.state_dir.join("tree.snapshot")
     }
 }
 

@@ -10,7 +10,7 @@ use crate::catalog::{Catalog, CatalogError};
 use crate::manifest::{Manifest, Mode};
 use crate::plugins::{PluginError, Plugins};
 use crate::serve::{Core, Settings};
-use crate::tree::{Inval, Tree};
+use crate::tree::{snapshot, Inval, Tree};
 use std::ffi::OsStr;
 
 /// An error building or mounting.
@@ -48,8 +48,136 @@ pub enum MountError {
 /// # Errors
 /// Catalog errors.
 pub fn build_tree(manifest: &Manifest, catalog: &Catalog) -> Result<Tree, CatalogError> {
-    let files = catalog.tree_files(&template_keys(manifest))?;
-    Ok(Tree::build(&files, &manifest.views, &manifest.render, manifest.cover_name.as_deref()))
+    Ok(load_tree(manifest, catalog)?.tree)
+}
+
+/// Where a loaded tree came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeSource {
+    /// The snapshot, with this many changed files applied since it was written.
+    Snapshot {
+        /// Files changed since the snapshot.
+        applied: usize,
+    },
+    /// Rendered from the catalog (no usable snapshot).
+    Built,
+}
+
+/// A tree and the catalog change-log position it reflects.
+pub struct LoadedTree {
+    /// The tree.
+    pub tree: Tree,
+    /// The change-log position: changes after it are not in the tree yet.
+    pub position: i64,
+    /// Where it came from.
+    pub source: TreeSource,
+}
+
+/// Where a mount keeps its tree snapshot, and what it must match.
+#[derive(Debug, Clone)]
+pub struct SnapshotTarget {
+    /// The file.
+    pub path: std::path::PathBuf,
+    /// The catalog's identity.
+    pub catalog_id: String,
+    /// The rendering configuration's key.
+    pub key: [u8; 32],
+}
+
+impl SnapshotTarget {
+    /// The snapshot target of `manifest` over `catalog`.
+    ///
+    /// # Errors
+    /// Catalog errors.
+    pub fn of(manifest: &Manifest, catalog: &Catalog) -> Result<Self, CatalogError> {
+        let key = snapshot::config_key(
+            &manifest.views,
+            &manifest.render,
+            manifest.cover_name.as_deref(),
+            &template_keys(manifest),
+        );
+        Ok(Self { path: manifest.snapshot_path(), catalog_id: catalog.catalog_id()?, key })
+    }
+
+    /// Writes `tree` (at change-log `position`) as the snapshot.
+    ///
+    /// # Errors
+    /// I/O errors (the previous snapshot is left as it was).
+    pub fn save(&self, tree: &Tree, position: i64) -> Result<(), snapshot::SnapshotError> {
+        snapshot::write(&self.path, &tree.to_snapshot(&self.catalog_id, &self.key, position))
+    }
+}
+
+/// Loads the tree: from the snapshot plus the changes logged since it was written when
+/// the snapshot matches this catalog and configuration, else rendered from the catalog.
+/// Never scans.
+///
+/// # Errors
+/// Catalog errors (a bad snapshot is not an error: it is logged and ignored).
+pub fn load_tree(manifest: &Manifest, catalog: &Catalog) -> Result<LoadedTree, CatalogError> {
+    let started = Instant::now();
+    let keys = template_keys(manifest);
+    let target = SnapshotTarget::of(manifest, catalog)?;
+    let loaded = snapshot::read(&target.path).and_then(|bytes| {
+        Tree::from_snapshot(
+            &bytes,
+            &target.catalog_id,
+            &target.key,
+            &manifest.views,
+            &manifest.render,
+            manifest.cover_name.as_deref(),
+        )
+    });
+    match loaded {
+        Ok((mut tree, position)) => {
+            let changes = catalog.changes_since(position)?;
+            if changes.gap {
+                tracing::info!("the tree snapshot is older than the catalog's change log: rendering the tree");
+            } else {
+                for id in &changes.files {
+                    match catalog.tree_file(*id, &keys)? {
+                        Some(f) => tree.upsert_file(&f),
+                        None => tree.remove_file(*id),
+                    };
+                }
+                tracing::info!(
+                    "tree of {} nodes loaded from its snapshot ({} changed file(s) applied) in {:.2?}",
+                    tree.len(),
+                    changes.files.len(),
+                    started.elapsed()
+                );
+                let source = TreeSource::Snapshot { applied: changes.files.len() };
+                return Ok(LoadedTree { tree, position: changes.last, source });
+            }
+        }
+        Err(snapshot::SnapshotError::Missing) => {}
+        Err(e) => {
+            tracing::info!("not using the tree snapshot {}: {e}; rendering the tree", target.path.display());
+        }
+    }
+    // The position first: a change landing while the files load is applied again later.
+    let position = catalog.last_change()?;
+    let files = catalog.tree_files(&keys)?;
+    let tree = Tree::build(&files, &manifest.views, &manifest.render, manifest.cover_name.as_deref());
+    tracing::info!("tree of {} nodes rendered from the catalog in {:.2?}", tree.len(), started.elapsed());
+    Ok(LoadedTree { tree, position, source: TreeSource::Built })
+}
+
+/// Brings the snapshot of `manifest`'s state directory up to date with the catalog (run
+/// by the owner after a scan, so the next mount starts from it).
+///
+/// # Errors
+/// Catalog errors; snapshot write errors are logged, not returned.
+pub fn refresh_snapshot(manifest: &Manifest, catalog: &Catalog) -> Result<(), CatalogError> {
+    let loaded = load_tree(manifest, catalog)?;
+    if loaded.source == (TreeSource::Snapshot { applied: 0 }) {
+        return Ok(());
+    }
+    let target = SnapshotTarget::of(manifest, catalog)?;
+    if let Err(e) = target.save(&loaded.tree, loaded.position) {
+        tracing::warn!("writing the tree snapshot {}: {e}", target.path.display());
+    }
+    Ok(())
 }
 
 /// Builds the serving core: plugins' origins and formats, the catalog and the tree.
@@ -57,17 +185,23 @@ pub fn build_tree(manifest: &Manifest, catalog: &Catalog) -> Result<Tree, Catalo
 /// # Errors
 /// Catalog and plugin errors.
 pub fn build_core(manifest: &Manifest, plugins: &Plugins) -> Result<Core, MountError> {
+    Ok(build_core_loaded(manifest, plugins)?.0)
+}
+
+/// [`build_core`], also saying where the tree came from.
+///
+/// # Errors
+/// Catalog and plugin errors.
+pub fn build_core_loaded(manifest: &Manifest, plugins: &Plugins) -> Result<(Core, TreeSource), MountError> {
     let catalog = Catalog::open(&manifest.catalog_path())?;
-    let started = Instant::now();
-    let tree = build_tree(manifest, &catalog)?;
-    tracing::info!("tree of {} nodes built from the catalog in {:.2?}", tree.len(), started.elapsed());
+    let LoadedTree { tree, position, source } = load_tree(manifest, &catalog)?;
     let mut origins = HashMap::new();
     for o in &manifest.origins {
         origins.insert(o.name.clone(), plugins.new_origin(&o.kind, &o.config_json)?);
     }
     let formats = plugins.formats()?.into_iter().collect();
     let any_remote = origins.values().any(|o: &musefs_plugin_api::OriginBox| !o.caps().local);
-    let core = Core::new(tree, catalog, origins, formats, settings(manifest));
+    let core = Core::new(tree, position, catalog, origins, formats, settings(manifest));
     if any_remote && manifest.cache.enabled {
         let cache = open_cache(manifest)?;
         let s = cache.store().stats().map_err(MountError::Cache)?;
@@ -78,9 +212,9 @@ pub fn build_core(manifest: &Manifest, plugins: &Plugins) -> Result<Core, MountE
             s.bytes,
             s.max_size
         );
-        return Ok(core.with_cache(cache));
+        return Ok((core.with_cache(cache), source));
     }
-    Ok(core)
+    Ok((core, source))
 }
 
 /// Opens the chunk cache of a manifest's state directory.
@@ -142,6 +276,29 @@ pub struct MountOptions {
     pub no_kernel_passthrough: bool,
     /// How often to poll the catalog for changes (`None`: never).
     pub refresh_interval: Option<Duration>,
+    /// Where to keep the tree snapshot (`None`: never write one).
+    pub snapshot: Option<SnapshotTarget>,
+    /// The position of the snapshot already on disk, if it matches the tree mounted.
+    pub snapshot_saved: Option<i64>,
+}
+
+/// How often a mount rewrites its tree snapshot while the tree changes.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+
+/// Writes the snapshot if the tree moved since `saved`.
+fn save_snapshot(core: &Core, target: Option<&SnapshotTarget>, saved: &mut Option<i64>) {
+    let Some(target) = target else { return };
+    if *saved == Some(core.position()) {
+        return;
+    }
+    let started = Instant::now();
+    match core.save_snapshot(target) {
+        Ok(p) => {
+            *saved = Some(p);
+            tracing::debug!("tree snapshot written in {:.2?}", started.elapsed());
+        }
+        Err(e) => tracing::warn!("writing the tree snapshot {}: {e}", target.path.display()),
+    }
 }
 
 /// Tells the kernel to forget stale entries and inodes (errors for entries it never
@@ -200,7 +357,15 @@ pub fn run(
     tracing::info!("mounted at {} ({:?} mode); Ctrl-C or `fusermount3 -u` to unmount", mountpoint.display(), mode);
     let notifier = session.notifier();
     let mut next_refresh = Instant::now();
+    // A tree rendered at mount is saved at once, so the next mount loads it.
+    let mut saved = opts.snapshot_saved;
+    save_snapshot(&core, opts.snapshot.as_ref(), &mut saved);
+    let mut next_save = Instant::now() + SNAPSHOT_EVERY;
     while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
+        if Instant::now() >= next_save {
+            next_save = Instant::now() + SNAPSHOT_EVERY;
+            save_snapshot(&core, opts.snapshot.as_ref(), &mut saved);
+        }
         if sync_now.swap(false, Ordering::Relaxed) {
             match &syncer {
                 Some(s) => s.sync_now(),
@@ -232,6 +397,13 @@ pub fn run(
             tracing::warn!("unmount: {e}");
         }
     }
+    // The last sync's changes into the tree, then the tree into the snapshot.
+    if opts.refresh_interval.is_some() {
+        if let Err(e) = core.refresh() {
+            tracing::warn!("refreshing from the catalog: {e}");
+        }
+    }
+    save_snapshot(&core, opts.snapshot.as_ref(), &mut saved);
     if let Some(cache) = core.cache() {
         cache.flush();
         tracing::info!("chunk cache: {}", cache.counters.summary());

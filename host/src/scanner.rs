@@ -83,7 +83,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Self { threads: std::thread::available_parallelism().map_or(2, |n| n.get()), progress: true, only: None, stop: None }
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            progress: true,
+            only: None,
+            stop: None,
+        }
     }
 }
 

@@ -274,15 +274,16 @@ fn stamp_diffs(row: &FileRow, stat: &Stat) -> Vec<String> {
 }
 
 impl Core {
-    /// A core over a built tree, the catalog it came from, and the plugins' objects.
+    /// A core over a tree at change-log `position` (changes after it are applied by
+    /// [`Core::refresh`]), the catalog it came from, and the plugins' objects.
     pub fn new(
         tree: Tree,
+        position: i64,
         catalog: Catalog,
         origins: HashMap<String, OriginBox>,
         formats: HashMap<String, FormatBox>,
         settings: Settings,
     ) -> Self {
-        let last = catalog.last_change().unwrap_or(0);
         let local_origins = origins.iter().map(|(k, o)| (k.clone(), o.caps().local)).collect();
         let origins = origins.into_iter().map(|(k, o)| (k, Arc::new(o))).collect();
         let budget = usize::try_from(settings.header_cache_bytes).unwrap_or(usize::MAX);
@@ -297,7 +298,7 @@ impl Core {
             plans: Mutex::new(PlanCache { map: HashMap::new(), bytes: 0, budget, tick: 0 }),
             sizes: Mutex::new(HashMap::new()),
             covers: Mutex::new(HashMap::new()),
-            last_change: AtomicI64::new(last),
+            last_change: AtomicI64::new(position),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
             counters: Counters::default(),
@@ -434,13 +435,12 @@ impl Core {
         let local = self.local_origins.get(&row.origin).copied().unwrap_or(false);
         if let (Some(cache), false) = (&self.cache, local) {
             let pin_below = if cache.store().settings.pin_headers { row.audio_offset.max(1) } else { 0 };
-            let file = cache.file(row, origin.clone(), pin_below, self.settings.timeout).map_err(|e| {
-                ServeError::Plugin {
+            let file =
+                cache.file(row, origin.clone(), pin_below, self.settings.timeout).map_err(|e| ServeError::Plugin {
                     origin: row.origin.clone(),
                     path: row.path.clone(),
                     source: musefs_plugin_api::PluginError::new(ErrorKind::IO, e.to_string()),
-                }
-            })?;
+                })?;
             let stat = musefs_plugin_api::Handle::stat(&*file);
             return Ok((Source::Cached(file), stat));
         }
@@ -723,6 +723,30 @@ impl Core {
     /// Number of open handles.
     pub fn open_handles(&self) -> usize {
         self.handles.read().expect("handles lock").len()
+    }
+
+    /// The change-log position the tree reflects.
+    pub fn position(&self) -> i64 {
+        self.last_change.load(Ordering::Relaxed)
+    }
+
+    /// Saves the tree as `target`'s snapshot; returns the position saved.
+    ///
+    /// # Errors
+    /// Snapshot write errors.
+    pub fn save_snapshot(
+        &self,
+        target: &crate::mount::SnapshotTarget,
+    ) -> Result<i64, crate::tree::snapshot::SnapshotError> {
+        // The catalog lock keeps a refresh from moving the tree between the two reads.
+        let (bytes, position) = {
+            let _catalog = self.catalog.lock().expect("catalog lock");
+            let position = self.position();
+            let tree = self.tree.read().expect("tree lock");
+            (tree.to_snapshot(&target.catalog_id, &target.key, position), position)
+        };
+        crate::tree::snapshot::write(&target.path, &bytes)?;
+        Ok(position)
     }
 
     /// Applies the catalog's changes since the last refresh to the tree, incrementally,

@@ -95,7 +95,14 @@ pub struct OwnerRecord {
 
 impl Default for OwnerRecord {
     fn default() -> Self {
-        Self { pid: 0, generation: 0, readers: 0, state: OwnerState::Released, heartbeat_ms: 0, mountpoint: String::new() }
+        Self {
+            pid: 0,
+            generation: 0,
+            readers: 0,
+            state: OwnerState::Released,
+            heartbeat_ms: 0,
+            mountpoint: String::new(),
+        }
     }
 }
 
@@ -125,7 +132,8 @@ impl OwnerRecord {
 
     /// Decodes a record; `None` if it is not a valid one (size, magic, version, checksum).
     pub fn decode(b: &[u8]) -> Option<Self> {
-        if b.len() != RECORD_LEN || b[0..8] != MAGIC || u32::from_le_bytes(b[8..12].try_into().ok()?) != FORMAT_VERSION {
+        if b.len() != RECORD_LEN || b[0..8] != MAGIC || u32::from_le_bytes(b[8..12].try_into().ok()?) != FORMAT_VERSION
+        {
             return None;
         }
         if checksum(b) != b[56..64] {
@@ -318,7 +326,13 @@ impl StateDir {
             heartbeat_ms: now_ms(),
             mountpoint: mountpoint.map(|m| m.display().to_string()).unwrap_or_default(),
         };
-        let owner = Owner { dirs: self.clone(), _file: Some(file), record: rec, stop: Arc::new(AtomicBool::new(false)), released: false };
+        let owner = Owner {
+            dirs: self.clone(),
+            _file: Some(file),
+            record: rec,
+            stop: Arc::new(AtomicBool::new(false)),
+            released: false,
+        };
         owner.write(&owner.record)?;
         match &takeover {
             Takeover::Clean => {}
@@ -392,7 +406,11 @@ fn clean_stale_mount(mountpoint: &Path) {
     if ok {
         tracing::warn!("unmounted {} (left mounted by the dead owner)", mountpoint.display());
     } else {
-        tracing::warn!("{} is still mounted by the dead owner: run `fusermount3 -u -z {}`", mountpoint.display(), mountpoint.display());
+        tracing::warn!(
+            "{} is still mounted by the dead owner: run `fusermount3 -u -z {}`",
+            mountpoint.display(),
+            mountpoint.display()
+        );
     }
 }
 
@@ -431,7 +449,8 @@ impl Owner {
                 }
                 last = now_ms();
                 let _ = dirs.rmw(|cur| {
-                    let mut r = cur.filter(|r| r.pid == pid && r.state == OwnerState::Active && !stop.load(Ordering::Relaxed))?;
+                    let mut r =
+                        cur.filter(|r| r.pid == pid && r.state == OwnerState::Active && !stop.load(Ordering::Relaxed))?;
                     r.heartbeat_ms = last;
                     Some(r)
                 });
@@ -458,7 +477,8 @@ impl Drop for Owner {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if !self.released {
-            let rec = OwnerRecord { pid: 0, state: OwnerState::Released, heartbeat_ms: now_ms(), ..self.record.clone() };
+            let rec =
+                OwnerRecord { pid: 0, state: OwnerState::Released, heartbeat_ms: now_ms(), ..self.record.clone() };
             let _ = self.write(&rec);
         }
     }

@@ -42,7 +42,8 @@ pub fn render(manifest: &Manifest) -> Result<String, StatusError> {
             let _ = writeln!(out, "owner:     none");
         }
         Some(r) if r.state == OwnerState::Active && pid_alive(r.pid) => {
-            let what = if r.mountpoint.is_empty() { "scanning".to_owned() } else { format!("mounted at {}", r.mountpoint) };
+            let what =
+                if r.mountpoint.is_empty() { "scanning".to_owned() } else { format!("mounted at {}", r.mountpoint) };
             let _ = writeln!(
                 out,
                 "owner:     pid {} ({what}), generation {}, heartbeat {}",
@@ -60,12 +61,22 @@ pub fn render(manifest: &Manifest) -> Result<String, StatusError> {
             );
         }
         Some(r) => {
-            let _ = writeln!(out, "owner:     none (released cleanly {}), generation {}", ago(r.heartbeat_ms as i64), r.generation);
+            let _ = writeln!(
+                out,
+                "owner:     none (released cleanly {}), generation {}",
+                ago(r.heartbeat_ms as i64),
+                r.generation
+            );
         }
     }
     let catalog = Catalog::open(&manifest.catalog_path())?;
     let (files, _, _) = catalog.counts()?;
-    let _ = writeln!(out, "catalog:   {} (schema {}), {files} file(s)", catalog.path().display(), catalog.schema_version()?);
+    let _ = writeln!(
+        out,
+        "catalog:   {} (schema {}), {files} file(s)",
+        catalog.path().display(),
+        catalog.schema_version()?
+    );
     let interval = manifest.sync_interval.map_or_else(|| "off".to_owned(), |d| format!("every {} s", d.as_secs()));
     let _ = writeln!(out, "sync:      {interval}{}", if manifest.watch { ", local origins watched" } else { "" });
     let records = catalog.sync_records()?;

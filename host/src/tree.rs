@@ -11,7 +11,10 @@
 //! stale ([`Inval`]). A directory holding a file with a picture gets a virtual cover
 //! file (its inode derived from the directory's).
 
+pub mod snapshot;
+
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::catalog::TreeFile;
 use crate::manifest::View;
@@ -126,8 +129,8 @@ pub enum Inval {
 /// The whole tree.
 #[derive(Debug, Default)]
 pub struct Tree {
-    nodes: HashMap<u64, Node>,
-    dir_paths: HashMap<u64, String>,
+    nodes: InoMap<Node>,
+    dir_paths: InoMap<String>,
     views: Vec<View>,
     view_roots: Vec<u64>,
     opts: RenderOptions,
@@ -142,7 +145,30 @@ impl Fields for TagFields<'_> {
     }
 }
 
-fn dir_ino(view: usize, path: &str, taken: &HashMap<u64, Node>) -> u64 {
+/// A hash map keyed by inode. Inodes are ours (catalog ids and BLAKE3-derived directory
+/// numbers), never chosen by a client, so a multiplicative hash is safe here and is
+/// several times cheaper than SipHash on the mount and lookup paths.
+pub(crate) type InoMap<V> = HashMap<u64, V, BuildHasherDefault<InoHasher>>;
+
+/// The hasher of [`InoMap`]: one multiply per `u64` (the FxHash step).
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct InoHasher(u64);
+
+impl Hasher for InoHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0.rotate_left(5) ^ n).wrapping_mul(0x517c_c1b7_2722_0a95);
+    }
+}
+
+fn dir_ino(view: usize, path: &str, taken: &InoMap<Node>) -> u64 {
     let mut h = blake3::Hasher::new();
     h.update(&(view as u64).to_le_bytes());
     h.update(path.as_bytes());
@@ -185,8 +211,8 @@ impl Tree {
     /// cover sidecar named `cover_name` in every directory holding a file with a picture.
     pub fn build(files: &[TreeFile], views: &[View], opts: &RenderOptions, cover_name: Option<&str>) -> Self {
         let mut t = Tree {
-            nodes: HashMap::with_capacity(files.len() * views.len() + 64),
-            dir_paths: HashMap::new(),
+            nodes: InoMap::with_capacity_and_hasher(files.len() * views.len() + 64, Default::default()),
+            dir_paths: InoMap::default(),
             views: views.to_vec(),
             view_roots: Vec::new(),
             opts: opts.clone(),

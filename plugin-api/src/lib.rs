@@ -64,8 +64,8 @@ pub use error::{ErrorKind, PluginError, PluginResult};
 pub use format::{format_into_ffi, FfiFormat, Format, FormatBox, Source, SourceReader, PROBE_HEAD_LEN};
 pub use guard::{guard, guard_or};
 pub use origin::{
-    check_path, handle_into_ffi, origin_into_ffi, FfiHandle, FfiLister, FfiOrigin, Handle, HandleBox, Lister, ListerBox, Origin,
-    OriginBox,
+    check_path, handle_into_ffi, origin_into_ffi, FfiHandle, FfiLister, FfiOrigin, Handle, HandleBox, Lister,
+    ListerBox, Origin, OriginBox,
 };
 pub use root::{PluginMod, PluginModRef, ABI_VERSION, ABI_VERSION_STRING};
 pub use types::{

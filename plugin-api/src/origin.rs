@@ -133,11 +133,12 @@ pub trait Handle: Send + Sync + 'static {
 /// # Errors
 /// [`INVALID_INPUT`](crate::ErrorKind::INVALID_INPUT) naming the path.
 pub fn check_path(path: &str) -> PluginResult<()> {
-    let bad = path.starts_with('/')
-        || path.contains('\0')
-        || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    let bad =
+        path.starts_with('/') || path.contains('\0') || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
     if bad {
-        return Err(PluginError::invalid_input(format!("path {path:?} is not a plain relative path inside the origin")));
+        return Err(PluginError::invalid_input(format!(
+            "path {path:?} is not a plain relative path inside the origin"
+        )));
     }
     Ok(())
 }

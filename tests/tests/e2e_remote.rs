@@ -17,8 +17,10 @@ fn write_manifest(dir: &Path, origin: &str, extra: &str) -> PathBuf {
     let m = dir.join("musefs.toml");
     std::fs::write(
         &m,
-        format!("state_dir = {:?}\nread_timeout_ms = 3000\n{extra}\n{CACHE}\n[[origin]]\nname = \"main\"\n{origin}\n",
-            dir.join("state").display().to_string()),
+        format!(
+            "state_dir = {:?}\nread_timeout_ms = 3000\n{extra}\n{CACHE}\n[[origin]]\nname = \"main\"\n{origin}\n",
+            dir.join("state").display().to_string()
+        ),
     )
     .unwrap();
     m
@@ -77,13 +79,7 @@ fn compare_all(m: &Mount, files: &[(String, PathBuf)], skip: Option<&str>) {
 }
 
 /// The shared scenario. `stop`/`start` take the origin down and bring it back.
-fn remote_scenario(
-    dir: &Path,
-    lib: &Path,
-    origin: &str,
-    mut stop: impl FnMut(),
-    mut start: impl FnMut(),
-) {
+fn remote_scenario(dir: &Path, lib: &Path, origin: &str, mut stop: impl FnMut(), mut start: impl FnMut()) {
     let manifest = write_manifest(dir, origin, "");
     let (out, err) = scan(&manifest);
     assert!(out.contains("13 added") || out.contains("added 13") || out.contains("13"), "{out}\n{err}");
@@ -128,7 +124,8 @@ fn remote_scenario(
     // 4. Origin back: the same mount recovers by itself.
     start();
     let want = std::fs::read(files.iter().find(|(t, _)| *t == held).unwrap().1.clone()).unwrap();
-    let got = std::fs::read(m.path.join(&held)).unwrap_or_else(|e| panic!("{held} after recovery: {e}\n{}", m.log_text()));
+    let got =
+        std::fs::read(m.path.join(&held)).unwrap_or_else(|e| panic!("{held} after recovery: {e}\n{}", m.log_text()));
     assert!(got == want, "{held}: bytes differ after recovery");
     assert_eq!(m.stop(), Some(0));
     let log = std::fs::read_to_string(dir.join("mnt.log")).unwrap();
@@ -138,7 +135,8 @@ fn remote_scenario(
     assert!(fetched(&log) <= held_chunks, "more than the held-back file was fetched: {line}");
 
     // 5. A corrupt chunk on disk is detected, removed and fetched again.
-    let chunk = walk(&dir.join("state/chunks")).into_iter().find(|p| !p.starts_with(dir.join("state/chunks/tmp"))).unwrap();
+    let chunk =
+        walk(&dir.join("state/chunks")).into_iter().find(|p| !p.starts_with(dir.join("state/chunks/tmp"))).unwrap();
     let mut bytes = std::fs::read(&chunk).unwrap();
     bytes[0] ^= 0xff;
     std::fs::write(&chunk, &bytes).unwrap();

@@ -13,7 +13,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use musefs::catalog::Catalog;
-use musefs_tests::{is_fuse_mounted, lcg, ls_long, make_library, musefs, musefs_bin, scan, wait_for, write_manifest, Mount};
+use musefs_tests::{
+    is_fuse_mounted, lcg, ls_long, make_library, musefs, musefs_bin, scan, wait_for, write_manifest, Mount,
+};
 
 fn all_files(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
@@ -36,7 +38,8 @@ fn set_title(src: &Path, dst: &Path, title: &str) {
     // Edit a copy outside the origin, then rename it in: a watcher never sees a half file.
     let tmp = dst.with_extension("tmp-edit");
     fs::copy(src, &tmp).unwrap();
-    let ok = Command::new("metaflac").arg("--remove-tag=TITLE").arg(format!("--set-tag=TITLE={title}")).arg(&tmp).status();
+    let ok =
+        Command::new("metaflac").arg("--remove-tag=TITLE").arg(format!("--set-tag=TITLE={title}")).arg(&tmp).status();
     assert!(ok.unwrap().success());
     let out = tmp.with_file_name(format!(".{}", dst.file_name().unwrap().to_string_lossy()));
     fs::rename(&tmp, &out).unwrap();
@@ -195,7 +198,8 @@ fn kill_9_during_a_scan_leaves_a_sound_catalog_and_the_next_scan_resumes() {
     let lib = t.path().join("lib");
     make_library(&lib, false);
     // A library large enough for the scan to commit several batches before the kill.
-    let src: Vec<PathBuf> = all_files(&lib).into_iter().filter(|p| p.extension().is_some_and(|e| e == "flac")).collect();
+    let src: Vec<PathBuf> =
+        all_files(&lib).into_iter().filter(|p| p.extension().is_some_and(|e| e == "flac")).collect();
     for i in 0..1500 {
         let s = &src[i % src.len()];
         let d = lib.join(format!("bulk/{:02}/{i}.flac", i / 100));
@@ -231,4 +235,97 @@ fn kill_9_during_a_scan_leaves_a_sound_catalog_and_the_next_scan_resumes() {
     let listed = ls_long(&manifest).len();
     assert!(listed > 1000 && listed <= total, "{listed} of {total}: {out}");
     integrity(t.path());
+}
+
+/// The files of a mounted tree, relative and sorted (cover sidecars left out).
+fn mounted_paths(mnt: &Path) -> Vec<String> {
+    let mut v: Vec<String> = all_files(mnt)
+        .into_iter()
+        .map(|p| p.strip_prefix(mnt).unwrap().to_string_lossy().into_owned())
+        .filter(|p| !p.ends_with("cover.jpg"))
+        .collect();
+    v.sort();
+    v
+}
+
+/// The tree rendered from the catalog alone: `musefs ls` with the snapshot moved aside.
+fn rendered_paths(manifest_dir: &Path, manifest: &Path) -> Vec<String> {
+    let snap = manifest_dir.join("state/tree.snapshot");
+    let aside = manifest_dir.join("snapshot.aside");
+    let had = fs::rename(&snap, &aside).is_ok();
+    let mut v: Vec<String> = ls_long(manifest).into_iter().map(|(p, _)| p).collect();
+    if had {
+        fs::rename(&aside, &snap).unwrap();
+    }
+    v.sort();
+    v
+}
+
+#[test]
+fn remount_loads_the_tree_snapshot_and_catches_up_with_the_catalog() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let quiet = "sync_interval = \"off\"\nwatch = false";
+    let manifest = write_manifest(t.path(), &lib, quiet);
+    scan(&manifest);
+    let snap = t.path().join("state/tree.snapshot");
+    assert!(snap.exists(), "the scan writes the tree snapshot");
+    let mnt = t.path().join("mnt");
+
+    // 1. A remount after the scan loads the snapshot; the tree is the rendered one.
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert!(m.log_text().contains("loaded from its snapshot (0 changed"), "{}", m.log_text());
+    assert_eq!(mounted_paths(&mnt), rendered_paths(t.path(), &manifest));
+    assert_eq!(m.stop(), Some(0));
+
+    // 2. An edit while unmounted: the snapshot is older than the catalog; the mount
+    //    applies the change logged since.
+    let (tree_path, _) = ls_long(&manifest).into_iter().find(|(_, o)| o == "alpha/plain.flac").unwrap();
+    let out = musefs(&["tag", "set", "--manifest", manifest.to_str().unwrap(), &tree_path, "title=Edited Offline"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert!(m.log_text().contains("loaded from its snapshot (1 changed file(s) applied)"), "{}", m.log_text());
+    let paths = mounted_paths(&mnt);
+    assert!(paths.iter().any(|p| p.contains("Edited Offline")), "{paths:?}");
+    assert_eq!(paths, rendered_paths(t.path(), &manifest));
+    assert_eq!(m.stop(), Some(0));
+
+    // 3. A corrupt snapshot is not trusted: the tree is rendered, the snapshot rewritten.
+    let mut bytes = fs::read(&snap).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x55;
+    fs::write(&snap, &bytes).unwrap();
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let log = m.log_text();
+    assert!(log.contains("not using the tree snapshot") && log.contains("corrupt"), "{log}");
+    assert!(log.contains("rendered from the catalog"), "{log}");
+    assert_eq!(mounted_paths(&mnt), rendered_paths(t.path(), &manifest));
+    assert_eq!(m.stop(), Some(0));
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert!(m.log_text().contains("loaded from its snapshot (0 changed"), "rewritten: {}", m.log_text());
+    assert_eq!(m.stop(), Some(0));
+
+    // 4. Another template: the snapshot is for the old one.
+    let manifest = write_manifest(t.path(), &lib, &format!("{quiet}\ntemplate = \"$artist - $title\""));
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert!(m.log_text().contains("written for other templates"), "{}", m.log_text());
+    let paths = mounted_paths(&mnt);
+    assert!(paths.iter().all(|p| !p.contains('/')), "flat tree of the new template: {paths:?}");
+    assert_eq!(paths, rendered_paths(t.path(), &manifest));
+    assert_eq!(m.stop(), Some(0));
+
+    // 5. A catalog deleted and rebuilt never matches the old snapshot (same change-log
+    //    positions, another catalog).
+    let stale = fs::read(&snap).unwrap();
+    fs::remove_file(t.path().join("state/catalog.db")).unwrap();
+    let _ = fs::remove_file(t.path().join("state/catalog.db-wal"));
+    let _ = fs::remove_file(t.path().join("state/catalog.db-shm"));
+    let manifest = write_manifest(t.path(), &lib, quiet);
+    scan(&manifest);
+    fs::write(&snap, &stale).unwrap();
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert!(m.log_text().contains("written for another catalog"), "{}", m.log_text());
+    assert_eq!(mounted_paths(&mnt), rendered_paths(t.path(), &manifest));
+    assert_eq!(m.stop(), Some(0));
 }

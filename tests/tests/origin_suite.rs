@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use musefs_plugin_api::abi_stable::std_types::RSliceMut;
 use musefs::plugins::Plugins;
+use musefs_plugin_api::abi_stable::std_types::RSliceMut;
 use musefs_plugin_api::{CallCtx, EntryKind, ErrorKind, HandleBox, ListRequest, OriginBox, PluginError};
 use musefs_tests::servers::{make_world_readable, S3Server, Sshd};
 use musefs_tests::{lcg, target_dir};

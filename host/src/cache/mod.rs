@@ -146,7 +146,11 @@ impl ChunkCache {
     ///
     /// # Errors
     /// [`store::CacheError`] if the directory or the catalog cannot be opened.
-    pub fn open(dir: PathBuf, catalog: &std::path::Path, settings: CacheSettings) -> Result<Arc<Self>, store::CacheError> {
+    pub fn open(
+        dir: PathBuf,
+        catalog: &std::path::Path,
+        settings: CacheSettings,
+    ) -> Result<Arc<Self>, store::CacheError> {
         let counters = Arc::new(CacheCounters::default());
         let store = ChunkStore::open(dir, catalog, settings, counters.clone())?;
         let threads = store.settings.fetch_threads.max(1);

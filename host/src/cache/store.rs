@@ -193,8 +193,10 @@ impl ChunkStore {
         let sq = |source| CacheError::Sqlite { path: catalog.to_owned(), source };
         let conn = Connection::open(catalog).map_err(sq)?;
         conn.busy_timeout(Duration::from_secs(10)).map_err(sq)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;").map_err(sq)?;
-        let total: i64 = conn.query_row("SELECT coalesce(sum(size), 0) FROM cache_chunks", [], |r| r.get(0)).map_err(sq)?;
+        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+            .map_err(sq)?;
+        let total: i64 =
+            conn.query_row("SELECT coalesce(sum(size), 0) FROM cache_chunks", [], |r| r.get(0)).map_err(sq)?;
         let db = Arc::new(Mutex::new(conn));
         let (tx, rx) = std::sync::mpsc::sync_channel(8);
         let mut store = Self {
@@ -268,11 +270,10 @@ impl ChunkStore {
             }
         }
         if stale {
-            db.execute("DELETE FROM cache_manifest WHERE file_id = ?1 AND (stamp != ?2 OR chunk_size != ?3)", params![
-                file,
-                stamp,
-                self.settings.chunk_size as i64
-            ])
+            db.execute(
+                "DELETE FROM cache_manifest WHERE file_id = ?1 AND (stamp != ?2 OR chunk_size != ?3)",
+                params![file, stamp, self.settings.chunk_size as i64],
+            )
             .map_err(self.sq())?;
         }
         Ok(out)
@@ -338,7 +339,10 @@ impl ChunkStore {
         };
         if blake3::hash(&data).as_bytes() != h {
             self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
-            tracing::warn!("chunk {} is corrupt (its bytes do not match its hash): removed, fetching it again", p.display());
+            tracing::warn!(
+                "chunk {} is corrupt (its bytes do not match its hash): removed, fetching it again",
+                p.display()
+            );
             self.remove_chunk(h);
             return Ok(None);
         }
@@ -351,7 +355,9 @@ impl ChunkStore {
         let _ = fs::remove_file(&p);
         let db = lock(&self.db);
         if let Ok(Some(size)) = db
-            .query_row("DELETE FROM cache_chunks WHERE hash = ?1 RETURNING size", [h.as_slice()], |r| r.get::<_, i64>(0))
+            .query_row("DELETE FROM cache_chunks WHERE hash = ?1 RETURNING size", [h.as_slice()], |r| {
+                r.get::<_, i64>(0)
+            })
             .optional()
         {
             self.total.fetch_sub(size as u64, Ordering::Relaxed);
@@ -694,7 +700,8 @@ impl Writer {
             let mut db = lock(&self.db);
             let tx = db.transaction()?;
             {
-                let mut st = tx.prepare_cached("UPDATE cache_chunks SET last_used = max(last_used, ?2) WHERE hash = ?1")?;
+                let mut st =
+                    tx.prepare_cached("UPDATE cache_chunks SET last_used = max(last_used, ?2) WHERE hash = ?1")?;
                 for (h, t) in &touched {
                     st.execute(params![h.as_slice(), t])?;
                 }

@@ -486,7 +486,17 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn last_change(&self) -> Result<i64> {
-        self.conn.query_row("SELECT coalesce(max(seq), 0) FROM changes", [], |r| r.get(0)).map_err(self.err())
+        // The log's AUTOINCREMENT counter, not max(seq): it survives a prune that
+        // emptied the log, so a position taken before the prune is never mistaken for
+        // the current one.
+        self.conn
+            .query_row(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0),
+                            coalesce((SELECT max(seq) FROM changes), 0))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
     }
 
     /// Files changed after sequence number `after`.
@@ -494,15 +504,14 @@ impl Catalog {
     /// # Errors
     /// SQLite errors.
     pub fn changes_since(&self, after: i64) -> Result<Changes> {
-        let (min, max): (Option<i64>, Option<i64>) = self
-            .conn
-            .query_row("SELECT min(seq), max(seq) FROM changes", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(self.err())?;
-        let max = max.unwrap_or(0);
+        let min: Option<i64> =
+            self.conn.query_row("SELECT min(seq) FROM changes", [], |r| r.get(0)).map_err(self.err())?;
+        let max = self.last_change()?;
         if max <= after {
             return Ok(Changes { files: Vec::new(), last: after.max(max), gap: false });
         }
-        let gap = min.is_some_and(|m| m > after + 1);
+        // Entries after `after` were pruned: the log no longer says what changed.
+        let gap = min.is_none_or(|m| m > after + 1);
         let mut st = self
             .conn
             .prepare_cached("SELECT DISTINCT file_id FROM changes WHERE seq > ?1 AND seq <= ?2")
@@ -670,5 +679,64 @@ mod tests {
         c.conn.execute("UPDATE changes SET at = 0 WHERE seq <= ?1", [ch.last]).unwrap();
         c.prune_changes(3600).unwrap();
         assert!(c.changes_since(start).unwrap().gap, "a pruned log is reported as a gap");
+    }
+
+    #[test]
+    fn the_bulk_tree_load_agrees_with_the_per_file_one_under_edits() {
+        // tree_files (mount, one pass over every tag) and tree_file (refresh, one file)
+        // must resolve the overlay identically, key by key.
+        let (_d, mut c, a) = setup();
+        let o = c.origin_id("o", "local").unwrap();
+        let stat = Stat { kind: EntryKind::FILE, size: 1, mtime_ns: Some(1).into(), etag: None.into() };
+        let tags =
+            vec![Tag::text("title", "TIT2", "U"), Tag::text("artist", "TPE1", "X"), Tag::text("artist", "TPE1", "Y")];
+        let ids = c
+            .write_batch(
+                o,
+                &[
+                    ("b.mp3".into(), stat.clone(), "mp3".into(), info(tags.clone(), 2)),
+                    ("c.mp3".into(), stat, "mp3".into(), info(tags, 2)),
+                ],
+            )
+            .unwrap();
+        let (b, untouched) = (ids[0], ids[1]);
+        c.apply_edits(&[a], &[Edit::Set { key: "artist".into(), values: vec!["New".into(), "Two".into()] }], &[])
+            .unwrap();
+        c.apply_edits(&[b], &[Edit::Remove { key: "artist".into(), value: None }], &[]).unwrap();
+        c.apply_edits(&[b], &[Edit::Add { key: "title".into(), values: vec!["Also".into()] }], &[]).unwrap();
+        let keys: Vec<String> = vec!["artist".into(), "title".into()];
+        let sorted = |mut v: Vec<(String, String)>| {
+            v.sort();
+            v
+        };
+        let bulk = c.tree_files(&keys).unwrap();
+        assert_eq!(bulk.len(), 3);
+        for f in &bulk {
+            let one = c.tree_file(f.file.id, &keys).unwrap().unwrap();
+            assert_eq!(sorted(f.tags.clone()), sorted(one.tags.clone()), "file {}", f.file.id);
+        }
+        let get = |id: i64| sorted(bulk.iter().find(|f| f.file.id == id).unwrap().tags.clone());
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(get(a), vec![pair("artist", "New"), pair("artist", "Two"), pair("title", "T")]);
+        assert_eq!(get(b), vec![pair("title", "Also"), pair("title", "U")]);
+        assert_eq!(get(untouched), vec![pair("artist", "X"), pair("artist", "Y"), pair("title", "U")]);
+    }
+
+    #[test]
+    fn a_log_pruned_to_empty_still_reports_the_gap() {
+        // Regression: the position came from max(seq), so once a prune emptied the log a
+        // tree snapshot taken before the changes looked up to date.
+        let (_d, mut c, id) = setup();
+        let snapshot_at = c.last_change().unwrap();
+        c.apply_edits(&[id], &[Edit::Set { key: "title".into(), values: vec!["later".into()] }], &[]).unwrap();
+        let now = c.last_change().unwrap();
+        assert!(now > snapshot_at);
+        c.conn.execute("UPDATE changes SET at = 0", []).unwrap();
+        c.prune_changes(3600).unwrap();
+        assert_eq!(c.last_change().unwrap(), now, "the position survives the prune");
+        let ch = c.changes_since(snapshot_at).unwrap();
+        assert!(ch.gap && ch.last == now, "{ch:?}");
+        let ch = c.changes_since(now).unwrap();
+        assert!(!ch.gap && ch.files.is_empty(), "{ch:?}");
     }
 }

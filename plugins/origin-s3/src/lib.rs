@@ -262,14 +262,12 @@ impl S3Origin {
             _ => return Err(invalid("set both `access_key_id` and `secret_access_key`, or neither")),
         }
         // Retries are ours (bounded, deadline-aware); object_store makes one attempt.
-        b = b
-            .with_retry(RetryConfig { max_retries: 0, ..RetryConfig::default() })
-            .with_client_options(
-                ClientOptions::new()
-                    .with_allow_http(cfg.allow_http)
-                    .with_connect_timeout(Duration::from_secs(5))
-                    .with_timeout_disabled(),
-            );
+        b = b.with_retry(RetryConfig { max_retries: 0, ..RetryConfig::default() }).with_client_options(
+            ClientOptions::new()
+                .with_allow_http(cfg.allow_http)
+                .with_connect_timeout(Duration::from_secs(5))
+                .with_timeout_disabled(),
+        );
         let threads = cfg.threads.unwrap_or(2).clamp(1, 64);
         let retry = RetryPolicy { attempts: cfg.retries.unwrap_or(4).clamp(1, 20), ..RetryPolicy::default() };
         let remote = Remote::new("s3", threads, retry)?;
@@ -439,12 +437,15 @@ impl Lister for S3Lister {
                 }
                 let prefix = prefix.clone();
                 let store = self.store.clone();
-                let listed = self.remote.call(ctx, "LIST", || {
-                    let store = store.clone();
-                    let prefix = prefix.clone();
-                    let shown = shown.clone();
-                    async move { store.list_with_delimiter(prefix.as_ref()).await.map_err(|e| map_err("LIST", &shown, e)) }
-                })?;
+                let listed =
+                    self.remote.call(ctx, "LIST", || {
+                        let store = store.clone();
+                        let prefix = prefix.clone();
+                        let shown = shown.clone();
+                        async move {
+                            store.list_with_delimiter(prefix.as_ref()).await.map_err(|e| map_err("LIST", &shown, e))
+                        }
+                    })?;
                 if let ListState::Delimited { done, .. } = &mut self.state {
                     *done = true;
                 }
@@ -530,8 +531,11 @@ impl S3Handle {
                 return Ok(None);
             }
             // A new stream from here to the end of the object, pinned to the ETag.
-            let opts =
-                GetOptions { range: Some(GetRange::Offset(offset)), if_match: self.etag.clone(), ..GetOptions::default() };
+            let opts = GetOptions {
+                range: Some(GetRange::Offset(offset)),
+                if_match: self.etag.clone(),
+                ..GetOptions::default()
+            };
             let body = self.remote.call(ctx, "GET", || {
                 let store = self.store.clone();
                 let loc = self.loc.clone();

@@ -119,7 +119,9 @@ impl SftpOrigin {
         }
         let strategy = cfg.known_hosts_strategy.clone().unwrap_or_else(|| "strict".to_owned()).to_lowercase();
         if !["strict", "add", "accept"].contains(&strategy.as_str()) {
-            return Err(invalid(format!("`known_hosts_strategy` = {strategy:?}: use \"strict\", \"add\" or \"accept\"")));
+            return Err(invalid(format!(
+                "`known_hosts_strategy` = {strategy:?}: use \"strict\", \"add\" or \"accept\""
+            )));
         }
         if let Some(k) = &cfg.key {
             if !std::path::Path::new(k).is_file() {

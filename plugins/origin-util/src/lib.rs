@@ -223,8 +223,12 @@ mod tests {
     use std::sync::atomic::{AtomicU32, Ordering};
 
     fn remote() -> Remote {
-        Remote::new("test", 1, RetryPolicy { attempts: 3, base: Duration::from_millis(5), max: Duration::from_millis(20) })
-            .unwrap()
+        Remote::new(
+            "test",
+            1,
+            RetryPolicy { attempts: 3, base: Duration::from_millis(5), max: Duration::from_millis(20) },
+        )
+        .unwrap()
     }
 
     #[test]
@@ -234,7 +238,13 @@ mod tests {
         let ctx = CallCtx::with_timeout(Duration::from_secs(5));
         let out = r.call(&ctx, "get", || {
             let n = tries.fetch_add(1, Ordering::SeqCst);
-            async move { if n < 2 { Err(PluginError::new(ErrorKind::UNAVAILABLE, "blip").retryable()) } else { Ok(n) } }
+            async move {
+                if n < 2 {
+                    Err(PluginError::new(ErrorKind::UNAVAILABLE, "blip").retryable())
+                } else {
+                    Ok(n)
+                }
+            }
         });
         assert_eq!(out.unwrap(), 2);
         tries.store(0, Ordering::SeqCst);
