@@ -217,24 +217,21 @@ impl Filesystem for MuseFs {
         reply.ok();
     }
 
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // The kernel keeps a directory's entries in its page cache across opens; a tree
+        // update invalidates the directory's inode (see `mount::apply_invalidations`).
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
-        let (dir, children) = match self.core.readdir(ino.0) {
-            Ok(c) => c,
-            Err(e) => {
-                reply.error(Errno::from_i32(e.errno()));
-                return;
-            }
-        };
-        let dots = [(dir.ino, FileType::Directory, ".".to_owned()), (dir.parent, FileType::Directory, "..".to_owned())];
-        let all = dots.into_iter().chain(children.into_iter().map(|(a, name)| {
+        // Offsets: 1 = ".", 2 = "..", 3.. = the children in name order.
+        let res = self.core.readdir_from(ino.0, offset, |i, a, name| {
             let kind = if a.kind == AttrKind::Dir { FileType::Directory } else { FileType::RegularFile };
-            (a.ino, kind, name)
-        }));
-        for (i, (ino, kind, name)) in all.enumerate().skip(offset as usize) {
-            if reply.add(INodeNo(ino), (i + 1) as u64, kind, name) {
-                break;
-            }
+            reply.add(INodeNo(a.ino), i + 1, kind, name)
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Errno::from_i32(e.errno())),
         }
-        reply.ok();
     }
 }

@@ -304,7 +304,14 @@ fn save_snapshot(core: &Core, target: Option<&SnapshotTarget>, saved: &mut Optio
 /// Tells the kernel to forget stale entries and inodes (errors for entries it never
 /// looked up are expected and ignored).
 fn apply_invalidations(notifier: &fuser::Notifier, inval: &[Inval]) {
-    for i in inval {
+    // A directory whose entries changed: its cached listing (FOPEN_CACHE_DIR) goes too.
+    let mut dirs: Vec<Inval> = inval
+        .iter()
+        .filter_map(|i| if let Inval::Entry { parent, .. } = i { Some(Inval::Inode(*parent)) } else { None })
+        .collect();
+    dirs.sort_by_key(|i| if let Inval::Inode(d) = i { *d } else { 0 });
+    dirs.dedup();
+    for i in inval.iter().chain(dirs.iter()) {
         let res = match i {
             Inval::Entry { parent, name } => notifier.inval_entry(fuser::INodeNo(*parent), OsStr::new(name)),
             Inval::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),

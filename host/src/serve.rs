@@ -401,8 +401,41 @@ impl Core {
         Some(bytes)
     }
 
-    /// A directory's own attributes and its children (attributes and names), in name order.
-    /// Sizes are not filled in (readdir does not report them).
+    /// Calls `add(index, attributes, name)` for the entries of directory `ino` from index
+    /// `offset` on (`.` is 0, `..` is 1, then the children in name order) until `add`
+    /// returns `true` (the kernel's buffer is full). Sizes are not filled in (readdir
+    /// does not report them). Nothing is copied but what `add` copies.
+    ///
+    /// # Errors
+    /// [`ServeError::NotFound`] if `ino` is not a directory.
+    pub fn readdir_from(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, NodeAttr, &str) -> bool,
+    ) -> Result<(), ServeError> {
+        let tree = self.tree.read().expect("tree lock");
+        let dir = tree.get(ino).map(|n| n.attr()).ok_or(ServeError::NotFound)?;
+        if dir.kind != AttrKind::Dir {
+            return Err(ServeError::NotFound);
+        }
+        let dot =
+            |i| NodeAttr { ino: if i == 0 { dir.ino } else { dir.parent }, parent: dir.parent, kind: AttrKind::Dir };
+        for i in offset..2 {
+            if add(i, dot(i), if i == 0 { "." } else { ".." }) {
+                return Ok(());
+            }
+        }
+        for (i, n) in (2u64..).zip(tree.children(ino)).skip(offset.saturating_sub(2) as usize) {
+            if add(i, n.attr(), &n.name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries of directory `ino` (its own attributes and its children's), in name
+    /// order; [`Core::readdir_from`] is the kernel's paged form.
     ///
     /// # Errors
     /// [`ServeError::NotFound`] if `ino` is not a directory.
@@ -769,8 +802,13 @@ impl Core {
             let files = catalog.tree_files(&self.settings.keys)?;
             let mut tree = self.tree.write().expect("tree lock");
             let rebuilt = tree.rebuild(&files);
+            // Every directory's cached listing, old and new, is suspect.
+            let mut dirs = tree.dir_inodes();
+            dirs.extend(rebuilt.dir_inodes());
+            dirs.sort_unstable();
+            dirs.dedup();
             *tree = rebuilt;
-            inval.push(Inval::Inode(crate::tree::ROOT));
+            inval.extend(dirs.into_iter().map(Inval::Inode));
         } else {
             let mut updates = Vec::with_capacity(changes.files.len());
             for id in &changes.files {

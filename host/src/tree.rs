@@ -440,6 +440,11 @@ impl Tree {
             .collect()
     }
 
+    /// The inodes of every directory.
+    pub fn dir_inodes(&self) -> Vec<u64> {
+        self.nodes.values().filter(|n| matches!(n.kind, NodeKind::Dir(_))).map(|n| n.ino).collect()
+    }
+
     /// Number of nodes.
     pub fn len(&self) -> usize {
         self.nodes.len()
