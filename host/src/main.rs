@@ -462,13 +462,18 @@ fn cache(command: CacheCommand) -> Result<()> {
         CacheCommand::Verify { common } => {
             let manifest = Manifest::load(&common.manifest)?;
             let cache = mount::open_cache(&manifest)?;
-            let (checked, removed) = cache.store().verify(|_| {})?;
-            for r in &removed {
-                println!("removed: {r}");
+            let v = cache.store().verify(|_| {})?;
+            for r in &v.corrupt {
+                println!("corrupt, removed: {r}");
+            }
+            for r in &v.unindexed {
+                println!("not indexed (left by an interrupted write), removed: {r}");
             }
             println!(
-                "verify: {checked} chunk(s) checked, {} removed (they are fetched again when needed)",
-                removed.len()
+                "verify: {} chunk(s) checked, {} corrupt removed (fetched again when needed), {} unindexed removed",
+                v.checked,
+                v.corrupt.len(),
+                v.unindexed.len()
             );
         }
         CacheCommand::Clear { common } => {

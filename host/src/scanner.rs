@@ -8,7 +8,7 @@
 //! naming it and the reason. If an origin cannot be listed completely, nothing of it is
 //! pruned: an unreachable server never empties the catalog.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
@@ -79,6 +79,11 @@ pub struct Options {
     /// Raised to stop the scan early (orderly shutdown): what was read is kept,
     /// nothing is pruned.
     pub stop: Option<Arc<AtomicBool>>,
+    /// Per origin name, the only paths (origin-relative files or directories, with
+    /// everything below them) to reconcile; an origin not in the map is scanned whole.
+    /// Files under a listed path that are gone are removed; nothing else is touched.
+    /// (The background sync passes the paths inotify reported.)
+    pub scope: HashMap<String, Vec<String>>,
 }
 
 impl Default for Options {
@@ -88,8 +93,22 @@ impl Default for Options {
             progress: true,
             only: None,
             stop: None,
+            scope: HashMap::new(),
         }
     }
+}
+
+/// `paths` without duplicates and without paths below another one of them; `None` if
+/// one of them is the root (scan everything).
+pub fn minimal_paths(paths: &[String]) -> Option<Vec<String>> {
+    let set: HashSet<&str> = paths.iter().map(|p| p.trim_matches('/')).collect();
+    if set.contains("") {
+        return None;
+    }
+    let covered = |p: &str| p.match_indices('/').any(|(i, _)| set.contains(&p[..i]));
+    let mut out: Vec<String> = set.iter().filter(|p| !covered(p)).map(|p| (*p).to_owned()).collect();
+    out.sort();
+    Some(out)
 }
 
 impl Options {
@@ -170,9 +189,9 @@ fn extension_of(path: &str) -> String {
     name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
 }
 
-fn list_all(origin: &OriginBox, manifest: &Manifest) -> Result<Vec<Entry>, musefs_plugin_api::PluginError> {
+fn list_all(origin: &OriginBox, manifest: &Manifest, dir: &str) -> Result<Vec<Entry>, musefs_plugin_api::PluginError> {
     let ctx = CallCtx::with_timeout(manifest.read_timeout);
-    let mut lister = origin.list(&ctx, &ListRequest { dir: "".into(), recursive: true }).into_result()?;
+    let mut lister = origin.list(&ctx, &ListRequest { dir: dir.into(), recursive: true }).into_result()?;
     let mut out = Vec::new();
     loop {
         let page = lister.next_page(&ctx, 1000).into_result()?;
@@ -181,6 +200,31 @@ fn list_all(origin: &OriginBox, manifest: &Manifest) -> Result<Vec<Entry>, musef
         }
         out.extend(page);
     }
+}
+
+/// The files at or below each of `paths`: a file is stat'ed, a directory (or, on an
+/// object store, a prefix) listed; a path that does not exist contributes nothing.
+fn list_paths(
+    origin: &OriginBox,
+    manifest: &Manifest,
+    paths: &[String],
+) -> Result<Vec<Entry>, musefs_plugin_api::PluginError> {
+    use musefs_plugin_api::{EntryKind, ErrorKind};
+    let mut out = Vec::new();
+    for p in paths {
+        let ctx = CallCtx::with_timeout(manifest.read_timeout);
+        match origin.stat(&ctx, p.as_str().into()).into_result() {
+            Ok(stat) if stat.kind == EntryKind::FILE => out.push(Entry { path: p.as_str().into(), stat }),
+            Ok(_) => out.extend(list_all(origin, manifest, p)?),
+            Err(e) if e.kind == ErrorKind::NOT_FOUND => match list_all(origin, manifest, p) {
+                Ok(v) => out.extend(v),
+                Err(e) if e.kind == ErrorKind::NOT_FOUND => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -196,8 +240,12 @@ fn scan_origin(
 ) -> Result<Option<String>, ScanError> {
     let started = Instant::now();
     let origin_id = catalog.origin_id(&spec.name, &spec.kind)?;
-    let known = catalog.known_files(origin_id)?;
-    let entries = match list_all(origin, manifest) {
+    let scope = opts.scope.get(&spec.name).and_then(|p| minimal_paths(p));
+    let (known, listed) = match &scope {
+        Some(paths) => (catalog.known_files_under(origin_id, paths)?, list_paths(origin, manifest, paths)),
+        None => (catalog.known_files(origin_id)?, list_all(origin, manifest, "")),
+    };
+    let entries = match listed {
         Ok(e) => e,
         Err(e) => {
             tracing::error!("origin `{}`: listing failed, nothing of it is updated or pruned: {e}", spec.name);
@@ -301,7 +349,15 @@ fn scan_origin(
     // The change log only needs to cover what a running mount has not polled yet; a
     // mount that lagged longer rebuilds its tree.
     catalog.prune_changes(CHANGE_LOG_RETENTION_SECS)?;
-    tracing::info!("origin `{}` scanned in {:.2?}: {total}", spec.name, started.elapsed());
+    match &scope {
+        Some(paths) => tracing::info!(
+            "origin `{}`: {} changed path(s) synced in {:.2?}: {total}",
+            spec.name,
+            paths.len(),
+            started.elapsed()
+        ),
+        None => tracing::info!("origin `{}` scanned in {:.2?}: {total}", spec.name, started.elapsed()),
+    }
     Ok(None)
 }
 
@@ -351,4 +407,55 @@ fn read_file(
         ));
     }
     Ok((handle.stat(), name.clone(), info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn changed_paths_are_reduced_to_the_topmost_ones() {
+        assert_eq!(
+            minimal_paths(&v(&["a/x.flac", "a", "a b/c", "a/y/z", "b/c.flac", "b/c.flac", "bb"])),
+            Some(v(&["a", "a b/c", "b/c.flac", "bb"]))
+        );
+        assert_eq!(minimal_paths(&v(&["x/", "/x/y"])), Some(v(&["x"])));
+        assert_eq!(minimal_paths(&v(&["a", ""])), None, "the root means everything");
+        assert_eq!(minimal_paths(&[]), Some(Vec::new()));
+    }
+
+    #[test]
+    fn known_files_under_a_path_are_its_subtree_only() {
+        use musefs_plugin_api::{EntryKind, Stat, TrackInfo};
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&d.path().join("c.db")).unwrap();
+        let o = c.origin_id("o", "local").unwrap();
+        let stat = Stat { kind: EntryKind::FILE, size: 1, mtime_ns: Some(1).into(), etag: None.into() };
+        let info = TrackInfo {
+            format: "flac".into(),
+            extension: "flac".into(),
+            tags: Vec::new().into(),
+            pictures: Vec::new().into(),
+            props: Default::default(),
+            audio_offset: 0,
+            audio_len: 1,
+            regions: Vec::new().into(),
+            extra: Vec::new().into(),
+        };
+        let paths = ["a/1.flac", "a/b/2.flac", "a b/3.flac", "a.flac", "ab/4.flac", "a0/5.flac", "z/a/6.flac"];
+        let batch: Vec<_> =
+            paths.iter().map(|p| ((*p).to_owned(), stat.clone(), "flac".to_owned(), info.clone())).collect();
+        c.write_batch(o, &batch).unwrap();
+        let mut got: Vec<String> = c.known_files_under(o, &v(&["a"])).unwrap().into_keys().collect();
+        got.sort();
+        assert_eq!(got, v(&["a/1.flac", "a/b/2.flac"]));
+        let mut got: Vec<String> = c.known_files_under(o, &v(&["a.flac", "z"])).unwrap().into_keys().collect();
+        got.sort();
+        assert_eq!(got, v(&["a.flac", "z/a/6.flac"]));
+        assert!(c.known_files_under(o, &v(&["nothing"])).unwrap().is_empty());
+    }
 }

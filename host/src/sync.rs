@@ -14,7 +14,7 @@
 //! it is never fatal. Stopping (orderly shutdown) interrupts a sync between files;
 //! nothing is pruned by an interrupted sync.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{channel, Receiver, RecvTimeoutError, Sender};
@@ -35,11 +35,36 @@ pub const DEBOUNCE: Duration = Duration::from_millis(700);
 pub const DEBOUNCE_MAX: Duration = Duration::from_secs(5);
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 
+/// The most changed paths one origin collects before its next sync becomes a full one.
+pub const MAX_PATHS: usize = 2000;
+
 enum Msg {
-    /// Something changed under a watched origin.
-    Changed(String),
+    /// Something changed under a watched origin: at this origin-relative path (a file
+    /// or a directory), or anywhere (`None`: the event did not say, or the kernel's
+    /// event queue overflowed).
+    Changed(String, Option<String>),
     /// Sync everything now (SIGUSR1).
     Now,
+}
+
+/// Origins with pending filesystem events: when the first and the last came, and the
+/// paths they named (`None`: sync the whole origin).
+type Dirty = HashMap<String, (Instant, Instant, Option<BTreeSet<String>>)>;
+
+fn mark(dirty: &mut Dirty, origin: String, path: Option<String>) {
+    let t = Instant::now();
+    let e = dirty.entry(origin).or_insert_with(|| (t, t, Some(BTreeSet::new())));
+    e.1 = t;
+    match (path, &mut e.2) {
+        (Some(p), Some(set)) => {
+            set.insert(p);
+            if set.len() > MAX_PATHS {
+                e.2 = None;
+            }
+        }
+        (None, _) => e.2 = None,
+        (Some(_), None) => {}
+    }
 }
 
 /// The background syncer of one mount.
@@ -111,13 +136,30 @@ fn watch(manifest: &Manifest, tx: Sender<Msg>) -> Option<notify::RecommendedWatc
     }
     let owners = roots.clone();
     let handler = move |res: notify::Result<notify::Event>| {
-        let Ok(ev) = res else { return };
+        let ev = match res {
+            Ok(ev) => ev,
+            Err(e) => {
+                // An error (e.g. a watch that could not be added): resync everything.
+                tracing::debug!("watch error: {e}");
+                for (name, _) in &owners {
+                    let _ = tx.send(Msg::Changed(name.clone(), None));
+                }
+                return;
+            }
+        };
         if matches!(ev.kind, notify::EventKind::Access(_)) {
             return;
         }
         for (name, root) in &owners {
-            if ev.paths.iter().any(|p| p.starts_with(root)) {
-                let _ = tx.send(Msg::Changed(name.clone()));
+            if ev.need_rescan() {
+                let _ = tx.send(Msg::Changed(name.clone(), None));
+                continue;
+            }
+            for p in &ev.paths {
+                let Ok(rel) = p.strip_prefix(root) else { continue };
+                // A path that is not UTF-8 cannot be in the catalog: sync the origin.
+                let rel = rel.to_str().map(|r| r.to_owned()).filter(|r| !r.is_empty());
+                let _ = tx.send(Msg::Changed(name.clone(), rel));
             }
         }
     };
@@ -159,8 +201,7 @@ fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<At
             due.insert(n.clone(), now);
         }
     }
-    // Origins with pending filesystem events: (first event, last event).
-    let mut dirty: HashMap<String, (Instant, Instant)> = HashMap::new();
+    let mut dirty = Dirty::new();
     loop {
         if stop.load(Ordering::Relaxed) {
             return;
@@ -170,20 +211,28 @@ fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<At
         ready.extend(
             dirty
                 .iter()
-                .filter(|(_, (first, last))| now >= *last + DEBOUNCE || now >= *first + DEBOUNCE_MAX)
+                .filter(|(_, (first, last, _))| now >= *last + DEBOUNCE || now >= *first + DEBOUNCE_MAX)
                 .map(|(n, _)| n.clone()),
         );
         ready.sort();
         ready.dedup();
         if !ready.is_empty() {
+            // An origin due (interval, SIGUSR1) is synced whole; one with only events
+            // just at the paths they named.
+            let mut scope = HashMap::new();
             for n in &ready {
-                dirty.remove(n);
+                if let Some((_, _, Some(paths))) = dirty.remove(n) {
+                    if !due.get(n).is_some_and(|t| *t <= now) {
+                        scope.insert(n.clone(), paths.into_iter().collect());
+                    }
+                }
             }
             let opts = scanner::Options {
                 threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
                 progress: false,
                 only: Some(ready.clone()),
                 stop: Some(stop.clone()),
+                scope,
             };
             let outcome = scanner::scan(manifest, plugins, &mut catalog, &opts);
             let records = catalog.sync_records().unwrap_or_default();
@@ -225,14 +274,11 @@ fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<At
         }
         // Sleep until the next due time or the next event.
         let next_due = due.values().min().copied();
-        let next_dirty = dirty.values().map(|(first, last)| (*last + DEBOUNCE).min(*first + DEBOUNCE_MAX)).min();
+        let next_dirty = dirty.values().map(|(first, last, _)| (*last + DEBOUNCE).min(*first + DEBOUNCE_MAX)).min();
         let wake = [next_due, next_dirty].into_iter().flatten().min();
         let wait = wake.map_or(Duration::from_secs(3600), |w| w.saturating_duration_since(Instant::now()));
         match rx.recv_timeout(wait.max(Duration::from_millis(10))) {
-            Ok(Msg::Changed(name)) => {
-                let t = Instant::now();
-                dirty.entry(name).and_modify(|e| e.1 = t).or_insert((t, t));
-            }
+            Ok(Msg::Changed(name, path)) => mark(&mut dirty, name, path),
             Ok(Msg::Now) => {
                 for n in &names {
                     due.insert(n.clone(), Instant::now());

@@ -135,6 +135,8 @@ pub struct Tree {
     view_roots: Vec<u64>,
     opts: RenderOptions,
     cover_name: Option<String>,
+    /// Directories created by the update in progress (reported by `upsert_file`).
+    created: Vec<Inval>,
 }
 
 struct TagFields<'a>(&'a [(String, String)]);
@@ -217,6 +219,7 @@ impl Tree {
             view_roots: Vec::new(),
             opts: opts.clone(),
             cover_name: cover_name.map(str::to_owned),
+            created: Vec::new(),
         };
         t.nodes
             .insert(ROOT, Node { ino: ROOT, parent: ROOT, name: String::new(), kind: NodeKind::Dir(BTreeMap::new()) });
@@ -238,6 +241,7 @@ impl Tree {
                 t.refresh_cover(d, &mut Vec::new());
             }
         }
+        t.created.clear();
         t
     }
 
@@ -320,6 +324,7 @@ impl Tree {
         self.nodes.insert(ino, Node { ino, parent, name: candidate.clone(), kind: NodeKind::Dir(BTreeMap::new()) });
         self.dir_paths.insert(ino, path);
         self.attach(parent, &candidate, ino);
+        self.created.push(Inval::Entry { parent, name: candidate });
         ino
     }
 
@@ -405,6 +410,9 @@ impl Tree {
             }
             self.refresh_cover(dir, &mut inval);
         }
+        // New directories on the way: the kernel may hold a cached listing of their
+        // parents, or a negative entry for their names.
+        inval.append(&mut self.created);
         inval
     }
 
@@ -629,5 +637,25 @@ mod update_tests {
         t.remove_file(2);
         assert!(t.lookup(ROOT, "B").is_none());
         assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_file_in_new_directories_reports_every_directory_created() {
+        // Regression: directories made on the way were not reported, so the kernel kept
+        // its cached listing of the root (and a negative entry) and never showed them.
+        let views = vec![View { name: None, template: Template::parse("$artist/$album/$title").unwrap() }];
+        let mut t = Tree::build(&[file(1, "A", "one", false)], &views, &RenderOptions::default(), None);
+        let mut f = super::tests::file(2, &[("artist", "New"), ("album", "Disc"), ("title", "x")]);
+        f.has_picture = false;
+        let inval = t.upsert_file(&f);
+        let new = t.lookup(ROOT, "New").unwrap().ino;
+        for want in
+            [Inval::Entry { parent: ROOT, name: "New".into() }, Inval::Entry { parent: new, name: "Disc".into() }]
+        {
+            assert!(inval.contains(&want), "{want:?} in {inval:?}");
+        }
+        // An existing directory is not reported again.
+        let inval = t.upsert_file(&super::tests::file(3, &[("artist", "New"), ("album", "Disc"), ("title", "y")]));
+        assert!(!inval.contains(&Inval::Entry { parent: ROOT, name: "New".into() }), "{inval:?}");
     }
 }

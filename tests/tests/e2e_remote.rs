@@ -142,7 +142,7 @@ fn remote_scenario(dir: &Path, lib: &Path, origin: &str, mut stop: impl FnMut(),
     std::fs::write(&chunk, &bytes).unwrap();
     let out = musefs(&["cache", "verify", "--manifest", manifest.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("1 removed"), "{text}");
+    assert!(out.status.success() && text.contains("1 corrupt removed"), "{text}");
     let m = Mount::start(&manifest, &dir.join("mnt"), &[]);
     compare_all(&m, &files, None);
     assert_eq!(m.stop(), Some(0));
@@ -239,4 +239,93 @@ fn sftp_tree_scans_mounts_caches_and_plays_offline() {
             *sshd.borrow_mut() = Sshd::start_on(&dir, Some(port));
         },
     );
+}
+
+#[test]
+fn kill_9_during_a_cache_fill_never_leaves_a_torn_chunk() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("music");
+    std::fs::create_dir_all(&lib).unwrap();
+    // ~10 MB of FLAC (noise does not compress): ~160 chunks of 64 KiB to fill.
+    let wav = t.path().join("noise.wav");
+    let big = lib.join("noise.flac");
+    let ok = std::process::Command::new("sox")
+        .args(["-n", "-r", "44100", "-b", "16", "-c", "2"])
+        .arg(&wav)
+        .args(["synth", "60", "whitenoise", "vol", "0.5"])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let ok = std::process::Command::new("flac")
+        .args(["-s", "-0", "-T", "TITLE=Noise", "-T", "ARTIST=Fill", "-T", "ALBUM=Kill", "-o"])
+        .arg(&big)
+        .arg(&wav)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let want = std::fs::read(&big).unwrap();
+    let server = S3Server::start(t.path(), None);
+    server.put_dir("music", "lib", &lib);
+    let origin = format!(
+        "kind = \"s3\"\nbucket = \"music\"\nprefix = \"lib\"\nendpoint = {:?}\nallow_http = true\n\
+         access_key_id = \"musefs-test\"\nsecret_access_key = \"musefs-test-secret\"\n",
+        server.endpoint()
+    );
+    let manifest = write_manifest(t.path(), &origin, "sync_interval = \"off\"\nwatch = false");
+    scan(&manifest);
+    let tree = ls_long(&manifest)[0].0.clone();
+    let mnt = t.path().join("mnt");
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            if musefs_tests::is_fuse_mounted(&self.0) {
+                let _ = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).status();
+            }
+        }
+    }
+    let _guard = Unmount(mnt.clone());
+    let mf = manifest.to_str().unwrap().to_owned();
+    let mut seed = 0xf111_u64;
+    let mut cached = Vec::new();
+    for round in 0..4 {
+        let m = Mount::start(&manifest, &mnt, &[]);
+        let reader = {
+            let p = mnt.join(&tree);
+            std::thread::spawn(move || {
+                let _ = std::fs::read(p);
+            })
+        };
+        std::thread::sleep(Duration::from_millis(30 + musefs_tests::lcg(&mut seed) % 500));
+        m.kill9();
+        let _ = reader.join();
+        // The catalog is sound and every chunk the index knows is whole.
+        let cat = musefs::catalog::Catalog::open(&t.path().join("state/catalog.db")).unwrap();
+        cat.integrity_check().unwrap();
+        drop(cat);
+        let out = musefs(&["cache", "verify", "--manifest", &mf]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // A chunk written but not yet indexed when the kill landed is whole (and removed
+        // as unindexed); none is torn.
+        assert!(out.status.success() && text.contains(" 0 corrupt removed"), "round {round}: {text}");
+        let chunks = stats(&manifest).num("chunks");
+        eprintln!("round {round}: {text}; {chunks} chunk(s) cached");
+        cached.push(chunks);
+    }
+    // The next owner cleans the dead one's temporary chunk files; the file then reads
+    // whole and right, from what was cached plus what is fetched now.
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert!(m.log_text().contains("did not shut down cleanly"), "{}", m.log_text());
+    let tmp: Vec<_> = walk(&t.path().join("state/chunks/tmp"));
+    assert!(tmp.is_empty(), "temporary chunk files left: {tmp:?}");
+    let got = std::fs::read(mnt.join(&tree)).unwrap();
+    assert!(got == want, "the file read after the kills differs from its original");
+    assert_eq!(m.stop(), Some(0));
+    let full = want.len().div_ceil(64 << 10) as u64;
+    assert!(
+        cached.iter().any(|&c| c > 0 && c < full),
+        "no kill landed in the middle of the fill: chunks cached per round {cached:?} of {full}"
+    );
+    let out = musefs(&["cache", "verify", "--manifest", &mf]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(" 0 corrupt removed") && text.contains(" 0 unindexed removed"), "{text}");
 }

@@ -56,6 +56,34 @@ fn scanned_library() -> (tempfile::TempDir, PathBuf, PathBuf) {
     (t, lib, manifest)
 }
 
+/// The demo library plus `n` hard links to its FLAC files: large enough for a scan or
+/// sync to commit several batches (and for a batch edit to take a while).
+fn bulk_library(n: usize) -> (tempfile::TempDir, PathBuf) {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let src: Vec<PathBuf> =
+        all_files(&lib).into_iter().filter(|p| p.extension().is_some_and(|e| e == "flac")).collect();
+    for i in 0..n {
+        let s = &src[i % src.len()];
+        let d = lib.join(format!("bulk/{:02}/{i}.flac", i / 100));
+        fs::create_dir_all(d.parent().unwrap()).unwrap();
+        fs::hard_link(s, &d).unwrap();
+    }
+    (t, lib)
+}
+
+/// Unmounts a dead mount left by a killed daemon if a test fails before the next mount.
+struct Unmount(PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if is_fuse_mounted(&self.0) {
+            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).status();
+        }
+    }
+}
+
 fn integrity(manifest_dir: &Path) {
     let cat = Catalog::open(&manifest_dir.join("state/catalog.db")).unwrap();
     cat.integrity_check().unwrap();
@@ -142,14 +170,6 @@ fn kill_9_of_a_mount_under_reads_is_recovered() {
     let mnt = t.path().join("mnt");
     // If an assertion fails between a kill and the next mount, the dead mount must not
     // outlive the test.
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            if is_fuse_mounted(&self.0) {
-                let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).status();
-            }
-        }
-    }
     let _guard = Unmount(mnt.clone());
     let mut seed = 0x9e37_79b9_u64;
     for round in 0..4 {
@@ -194,18 +214,7 @@ fn kill_9_of_a_mount_under_reads_is_recovered() {
 
 #[test]
 fn kill_9_during_a_scan_leaves_a_sound_catalog_and_the_next_scan_resumes() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("lib");
-    make_library(&lib, false);
-    // A library large enough for the scan to commit several batches before the kill.
-    let src: Vec<PathBuf> =
-        all_files(&lib).into_iter().filter(|p| p.extension().is_some_and(|e| e == "flac")).collect();
-    for i in 0..1500 {
-        let s = &src[i % src.len()];
-        let d = lib.join(format!("bulk/{:02}/{i}.flac", i / 100));
-        fs::create_dir_all(d.parent().unwrap()).unwrap();
-        fs::hard_link(s, &d).unwrap();
-    }
+    let (t, lib) = bulk_library(1500);
     let total = all_files(&lib).len();
     let manifest = write_manifest(t.path(), &lib, "");
     let mut seed = 7u64;
@@ -328,4 +337,138 @@ fn remount_loads_the_tree_snapshot_and_catches_up_with_the_catalog() {
     assert!(m.log_text().contains("written for another catalog"), "{}", m.log_text());
     assert_eq!(mounted_paths(&mnt), rendered_paths(t.path(), &manifest));
     assert_eq!(m.stop(), Some(0));
+}
+
+#[test]
+fn inotify_syncs_only_the_changed_paths_directory_moves_included() {
+    let (t, lib, manifest) = scanned_library();
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    // The sync at mount is a whole-origin one.
+    assert!(wait_for(15, || m.log_text().contains("origin `main` scanned in")), "{}", m.log_text());
+    let before = mounted_paths(&mnt);
+    let alpha: Vec<String> =
+        ls_long(&manifest).into_iter().filter(|(_, o)| o.starts_with("alpha/")).map(|(p, _)| p).collect();
+    assert_eq!(alpha.len(), 3, "{alpha:?}");
+    let gone = |paths: &[String]| alpha.iter().all(|a| !paths.contains(a));
+
+    // A directory moved out of the origin: no event names its files, only the directory.
+    let outside = t.path().join("outside");
+    fs::rename(lib.join("alpha"), &outside).unwrap();
+    assert!(wait_for(15, || gone(&mounted_paths(&mnt))), "moved-out files still there: {}", m.log_text());
+    let after_out = mounted_paths(&mnt);
+    assert_eq!(after_out.len(), before.len() - 3, "only alpha's files went");
+
+    // Moved back in under another name: its files are listed from the directory event.
+    fs::rename(&outside, lib.join("alpha-again")).unwrap();
+    assert!(
+        wait_for(15, || mounted_paths(&mnt) == before),
+        "moved-in files missing: {:?} vs {before:?} {}",
+        mounted_paths(&mnt),
+        m.log_text()
+    );
+    let origins: Vec<String> = ls_long(&manifest).into_iter().map(|(_, o)| o).collect();
+    assert!(origins.iter().filter(|o| o.starts_with("alpha-again/")).count() == 3, "{origins:?}");
+
+    // A file edited in place in a nested directory.
+    set_title(&lib.join("hostile/acdc.flac"), &lib.join("hostile/acdc.flac"), "Edited In Place");
+    assert!(
+        wait_for(15, || mounted_paths(&mnt).iter().any(|p| p.contains("Edited In Place"))),
+        "in-place edit missing: {}",
+        m.log_text()
+    );
+
+    // Every one of those was a per-path sync, never a rescan of the whole origin.
+    let log = m.log_text();
+    assert_eq!(log.matches("scanned in").count(), 1, "{log}");
+    assert!(log.matches("changed path(s) synced").count() >= 3, "{log}");
+    assert_eq!(m.stop(), Some(0));
+    integrity(t.path());
+}
+
+#[test]
+fn kill_9_during_a_background_sync_is_recovered_and_the_next_mount_converges() {
+    // No scan first: the mount's own first sync fills the catalog, and is killed.
+    let (t, lib) = bulk_library(4000);
+    let manifest = write_manifest(t.path(), &lib, "");
+    let mnt = t.path().join("mnt");
+    let _guard = Unmount(mnt.clone());
+    let mut seed = 0x51ce_u64;
+    let mut partial = Vec::new();
+    let count =
+        || Catalog::open(&t.path().join("state/catalog.db")).ok().and_then(|c| c.counts().ok()).map_or(0, |c| c.0);
+    for round in 0..3u64 {
+        let m = Mount::start(&manifest, &mnt, &[]);
+        // Kill once the sync has committed past a seeded point (commits come every 500
+        // files or every second), each round further in.
+        let target = (round + 1) * 1000 + lcg(&mut seed) % 500;
+        assert!(wait_for(120, || count() >= target || m.log_text().contains("scanned in")), "{}", m.log_text());
+        let finished = m.log_text().contains("scanned in");
+        m.kill9();
+        integrity(t.path());
+        let (n, _, _) = Catalog::open(&t.path().join("state/catalog.db")).unwrap().counts().unwrap();
+        eprintln!("round {round}: {n} file(s) in the catalog after kill -9 (sync finished: {finished})");
+        partial.push((n, finished));
+    }
+    // The last mount recovers, its sync completes what the killed ones began, and the
+    // live tree is exactly the tree of the catalog.
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert!(m.log_text().contains("did not shut down cleanly"), "{}", m.log_text());
+    assert!(wait_for(120, || m.log_text().contains("origin `main` scanned in")), "{}", m.log_text());
+    let (total, _, _) = Catalog::open(&t.path().join("state/catalog.db")).unwrap().counts().unwrap();
+    assert!(total > 4000, "{total}");
+    assert!(
+        partial.iter().any(|(n, finished)| !finished && *n > 0 && *n < total),
+        "no kill landed inside a sync that had committed something: {partial:?}"
+    );
+    assert!(wait_for(15, || mounted_paths(&mnt) == rendered_paths(t.path(), &manifest)), "{}", m.log_text());
+    assert_eq!(mounted_paths(&mnt).len() as u64, total);
+    assert_eq!(m.stop(), Some(0));
+    integrity(t.path());
+}
+
+#[test]
+fn kill_9_during_tag_edits_keeps_every_edit_whole() {
+    let (t, lib) = bulk_library(1500);
+    let manifest = write_manifest(t.path(), &lib, "sync_interval = \"off\"\nwatch = false");
+    scan(&manifest);
+    let comments = || -> std::collections::BTreeSet<String> {
+        let cat = Catalog::open(&t.path().join("state/catalog.db")).unwrap();
+        cat.tree_files(&["comment".to_owned()])
+            .unwrap()
+            .into_iter()
+            .map(|f| f.tags.into_iter().map(|(_, v)| v).collect::<Vec<_>>().join("|"))
+            .collect()
+    };
+    // Every file starts with the same value, so any partial edit would show as two.
+    let out = musefs(&["tag", "set", "--manifest", manifest.to_str().unwrap(), "/", "comment=start"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(comments().len(), 1);
+    let mut seed = 0xed17_u64;
+    let mut outcomes = Vec::new();
+    for round in 0..5 {
+        // One command edits every file of the tree in one transaction.
+        let mut child = Command::new(musefs_bin())
+            .args(["tag", "set", "--manifest"])
+            .arg(&manifest)
+            .args(["/", &format!("comment=round {round}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(20 + lcg(&mut seed) % 400));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        integrity(t.path());
+        let seen = comments();
+        eprintln!("round {round}: exit {status}, comment values now {seen:?}");
+        assert_eq!(seen.len(), 1, "round {round}: an edit was applied to some files only: {seen:?}");
+        outcomes.push(seen.into_iter().next().unwrap());
+    }
+    // The tree follows whatever was committed; a final, unkilled edit applies whole.
+    let out = musefs(&["tag", "set", "--manifest", manifest.to_str().unwrap(), "/", "comment=final"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(comments().into_iter().collect::<Vec<_>>(), vec!["final".to_owned()]);
+    eprintln!("outcomes: {outcomes:?}");
+    integrity(t.path());
 }

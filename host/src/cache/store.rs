@@ -442,12 +442,14 @@ impl ChunkStore {
         })
     }
 
-    /// Hashes every chunk on disk; removes those that do not match their name, files the
-    /// index does not know, and index rows without a file. Returns `(checked, removed)`.
+    /// Hashes every chunk on disk; removes those that do not match their name (or are
+    /// missing) and files the index does not know (whole chunks left by a process killed
+    /// between writing a chunk and indexing it; they are hashed too, so a torn one is
+    /// reported as corrupt).
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<(u64, Vec<String>), CacheError> {
+    pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<Verified, CacheError> {
         self.flush();
         let known: Vec<Vec<u8>> = {
             let db = lock(&self.db);
@@ -455,16 +457,15 @@ impl ChunkStore {
             let rows = st.query_map([], |r| r.get(0)).map_err(self.sq())?;
             rows.collect::<Result<_, _>>().map_err(self.sq())?
         };
-        let mut removed = Vec::new();
-        let mut checked = 0;
+        let mut out = Verified::default();
         for h in &known {
             let Ok(h) = <Hash>::try_from(h.as_slice()) else { continue };
-            checked += 1;
-            progress(checked);
+            out.checked += 1;
+            progress(out.checked);
             let p = self.path_of(&h);
             let ok = fs::read(&p).is_ok_and(|d| blake3::hash(&d).as_bytes() == &h);
             if !ok {
-                removed.push(p.display().to_string());
+                out.corrupt.push(p.display().to_string());
                 self.remove_chunk(&h);
             }
         }
@@ -478,12 +479,15 @@ impl ChunkStore {
                 let name = f.file_name().to_string_lossy().into_owned();
                 let h = unhex(&name);
                 if h.as_ref().is_none_or(|h| !known.contains(h.as_slice())) {
-                    removed.push(f.path().display().to_string());
+                    let whole =
+                        h.is_some_and(|h| fs::read(f.path()).is_ok_and(|d| blake3::hash(&d).as_bytes()[..] == h[..]));
+                    let list = if whole { &mut out.unindexed } else { &mut out.corrupt };
+                    list.push(f.path().display().to_string());
                     let _ = fs::remove_file(f.path());
                 }
             }
         }
-        Ok((checked, removed))
+        Ok(out)
     }
 
     /// Removes every chunk and manifest. Returns the bytes freed.
@@ -517,6 +521,17 @@ impl Drop for ChunkStore {
             let _ = h.join();
         }
     }
+}
+
+/// What [`ChunkStore::verify`] found (and removed).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Verified {
+    /// Indexed chunks checked.
+    pub checked: u64,
+    /// Chunk files whose bytes do not match their hash, or indexed chunks without a file.
+    pub corrupt: Vec<String>,
+    /// Whole chunk files the index does not know.
+    pub unindexed: Vec<String>,
 }
 
 fn chunk_path(dir: &Path, h: &Hash) -> PathBuf {

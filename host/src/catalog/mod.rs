@@ -444,6 +444,42 @@ impl Catalog {
         self.conn.query_row("SELECT id FROM origins WHERE name = ?1", [name], |r| r.get(0)).map_err(self.err())
     }
 
+    /// The files of an origin at or below `paths` (origin-relative) with their stamps.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn known_files_under(&self, origin_id: i64, paths: &[String]) -> Result<HashMap<String, KnownFile>> {
+        // `path = p` or `p/` <= path < `p0` ('0' follows '/'): an index range per path.
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, path, size, mtime_ns, etag FROM files
+                 WHERE origin_id = ?1 AND (path = ?2 OR (path >= ?2 || '/' AND path < ?2 || '0'))",
+            )
+            .map_err(self.err())?;
+        let mut out = HashMap::new();
+        for p in paths {
+            let rows = st
+                .query_map(params![origin_id, p], |r| {
+                    Ok((
+                        r.get::<_, String>(1)?,
+                        KnownFile {
+                            id: r.get(0)?,
+                            size: r.get::<_, i64>(2)? as u64,
+                            mtime_ns: r.get(3)?,
+                            etag: r.get(4)?,
+                        },
+                    ))
+                })
+                .map_err(self.err())?;
+            for row in rows {
+                let (path, k) = row.map_err(self.err())?;
+                out.insert(path, k);
+            }
+        }
+        Ok(out)
+    }
+
     /// Every file of an origin, by path.
     ///
     /// # Errors

@@ -217,6 +217,7 @@ impl Tree {
             view_roots,
             opts: opts.clone(),
             cover_name: cover_name.map(str::to_owned),
+            created: Vec::new(),
         };
         Ok((tree, position))
     }
