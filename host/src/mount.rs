@@ -379,6 +379,9 @@ pub fn run(
                 None => tracing::info!("SIGUSR1: background sync is off (sync_interval = \"off\", watch = false)"),
             }
         }
+        if syncer.as_ref().is_some_and(crate::sync::Syncer::take_changed) {
+            next_refresh = Instant::now(); // a sync just wrote: show it now, not at the next poll
+        }
         if let Some(every) = opts.refresh_interval {
             if Instant::now() >= next_refresh {
                 next_refresh = Instant::now() + every;

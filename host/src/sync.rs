@@ -70,6 +70,8 @@ fn mark(dirty: &mut Dirty, origin: String, path: Option<String>) {
 /// The background syncer of one mount.
 pub struct Syncer {
     stop: Arc<AtomicBool>,
+    /// Raised after a sync changed the catalog (the mount then refreshes at once).
+    changed: Arc<AtomicBool>,
     tx: Sender<Msg>,
     thread: Option<JoinHandle<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
@@ -88,16 +90,22 @@ impl Syncer {
     /// Starts the syncer (a no-op thread if the manifest turns syncing and watching off).
     pub fn start(manifest: Arc<Manifest>, plugins: Arc<Plugins>) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
+        let changed = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel();
         let watcher = if manifest.watch { watch(&manifest, tx.clone()) } else { None };
         let thread = {
-            let stop = stop.clone();
+            let (stop, changed) = (stop.clone(), changed.clone());
             std::thread::Builder::new()
                 .name("musefs-sync".into())
-                .spawn(move || run(&manifest, &plugins, &rx, &stop))
+                .spawn(move || run(&manifest, &plugins, &rx, &stop, &changed))
                 .ok()
         };
-        Self { stop, tx, thread, _watcher: watcher }
+        Self { stop, changed, tx, thread, _watcher: watcher }
+    }
+
+    /// Whether a sync changed the catalog since the last call.
+    pub fn take_changed(&self) -> bool {
+        self.changed.swap(false, Ordering::Relaxed)
     }
 
     /// Asks for a sync of every origin now.
@@ -183,7 +191,7 @@ fn watch(manifest: &Manifest, tx: Sender<Msg>) -> Option<notify::RecommendedWatc
     Some(w)
 }
 
-fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<AtomicBool>) {
+fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<AtomicBool>, changed: &AtomicBool) {
     let mut catalog = match Catalog::open(&manifest.catalog_path()) {
         Ok(c) => c,
         Err(e) => {
@@ -267,6 +275,7 @@ fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<At
             }
             if let Ok(sum) = &outcome {
                 if sum.changed() {
+                    changed.store(true, Ordering::Relaxed);
                     tracing::info!("background sync of {}: {sum}", ready.join(", "));
                 }
             }

@@ -472,3 +472,28 @@ fn kill_9_during_tag_edits_keeps_every_edit_whole() {
     eprintln!("outcomes: {outcomes:?}");
     integrity(t.path());
 }
+
+#[test]
+fn a_corrupt_owner_file_is_rebuilt_not_trusted() {
+    let (t, lib, manifest) = scanned_library();
+    let owner = t.path().join("state/owner");
+    let files = ls_long(&manifest);
+    let mf = manifest.to_str().unwrap();
+    // Garbage of the right size, then a truncated file: neither is trusted.
+    for garbage in [vec![0xA5u8; 512], b"MUSEFSOW".to_vec()] {
+        fs::write(&owner, &garbage).unwrap();
+        let st = musefs(&["status", "--manifest", mf]);
+        assert!(st.status.success(), "status reads a damaged owner file: {}", String::from_utf8_lossy(&st.stderr));
+        let m = Mount::start(&manifest, &t.path().join("mnt"), &[]);
+        assert!(m.log_text().contains("owner file was not valid; rebuilt it"), "{}", m.log_text());
+        let (tree, orig) = &files[0];
+        assert!(fs::read(m.path.join(tree)).unwrap() == fs::read(lib.join(orig)).unwrap());
+        let st = musefs(&["status", "--manifest", mf]);
+        let text = String::from_utf8_lossy(&st.stdout).into_owned();
+        assert!(text.contains(&format!("pid {}", m.pid())), "the rebuilt record names the new owner: {text}");
+        assert_eq!(m.stop(), Some(0));
+        let st = musefs(&["status", "--manifest", mf]);
+        assert!(String::from_utf8_lossy(&st.stdout).contains("released cleanly"));
+    }
+    integrity(t.path());
+}
