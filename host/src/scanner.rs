@@ -137,7 +137,7 @@ use crate::catalog::now_ms;
 
 fn same_stamp(known: &crate::catalog::KnownFile, s: &Stat) -> bool {
     known.size == s.size
-        && known.mtime_ns == s.mtime_ns.clone().into_option()
+        && known.mtime_ns == s.mtime_ns.into_option()
         && known.etag.as_deref() == s.etag.as_ref().map(|e| e.as_str()).into_option()
 }
 

@@ -264,7 +264,7 @@ fn stamp_diffs(row: &FileRow, stat: &Stat) -> Vec<String> {
     if stat.size != row.size {
         diffs.push(format!("size {} -> {}", row.size, stat.size));
     }
-    if row.mtime_ns.is_some() && stat.mtime_ns.clone().into_option() != row.mtime_ns {
+    if row.mtime_ns.is_some() && stat.mtime_ns.into_option() != row.mtime_ns {
         diffs.push("mtime differs".to_owned());
     }
     if row.etag.is_some() && stat.etag.as_ref().map(|e| e.to_string()).into_option() != row.etag {

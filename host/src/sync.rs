@@ -230,7 +230,7 @@ fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<At
             let mut scope = HashMap::new();
             for n in &ready {
                 if let Some((_, _, Some(paths))) = dirty.remove(n) {
-                    if !due.get(n).is_some_and(|t| *t <= now) {
+                    if due.get(n).is_none_or(|t| *t > now) {
                         scope.insert(n.clone(), paths.into_iter().collect());
                     }
                 }

@@ -50,7 +50,7 @@ struct Service {
     name: &'static str,
     origin: OriginBox,
     /// Replaces the object at a path with new bytes (a new version, new size).
-    replace: Box<dyn Fn(&str, &[u8])>,
+    replace: Replace,
     /// Makes the store unreachable (remote origins).
     stop: Option<Box<dyn FnMut()>>,
 }
@@ -212,7 +212,10 @@ fn run_suite(mut s: Service) {
     }
 }
 
-fn replace_file(root: PathBuf) -> Box<dyn Fn(&str, &[u8])> {
+/// Replaces the object at a path with new bytes.
+type Replace = Box<dyn Fn(&str, &[u8])>;
+
+fn replace_file(root: PathBuf) -> Replace {
     Box::new(move |p, data| {
         // A new file renamed over the old one, as a tagger or a sync tool would.
         let tmp = root.join(".replace.tmp");

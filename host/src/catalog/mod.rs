@@ -263,6 +263,9 @@ pub struct TreeFile {
     pub has_picture: bool,
 }
 
+/// One stored tag row: `(source, key, native, value, is_binary)`.
+pub type StoredTag = (i64, String, String, String, bool);
+
 /// The catalog.
 pub struct Catalog {
     pub(crate) conn: Connection,
@@ -684,11 +687,11 @@ impl Catalog {
         Ok((q("SELECT count(*) FROM files")?, q("SELECT count(*) FROM tags")?, q("SELECT count(*) FROM pictures")?))
     }
 
-    /// The tags of one file as stored, `(source, key, native, value, is_binary)`.
+    /// The tags of one file as stored.
     ///
     /// # Errors
     /// SQLite errors.
-    pub fn file_tags(&self, id: i64) -> Result<Vec<(i64, String, String, String, bool)>> {
+    pub fn file_tags(&self, id: i64) -> Result<Vec<StoredTag>> {
         let mut st = self
             .conn
             .prepare(
@@ -793,7 +796,7 @@ fn write_one(
             origin_id,
             rel,
             stat.size as i64,
-            stat.mtime_ns.clone().into_option(),
+            stat.mtime_ns.into_option(),
             stat.etag.clone().into_option().map(|s| s.into_string()),
             plugin,
             info.format.as_str(),
@@ -814,11 +817,8 @@ fn write_one(
     )?;
     log_change(tx, id)?;
     // Cached chunks of another version of this file are stale (evicted first).
-    let stamp = stamp_string(
-        stat.size,
-        stat.mtime_ns.clone().into_option(),
-        stat.etag.as_ref().map(|e| e.as_str()).into_option(),
-    );
+    let stamp =
+        stamp_string(stat.size, stat.mtime_ns.into_option(), stat.etag.as_ref().map(|e| e.as_str()).into_option());
     tx.prepare_cached("DELETE FROM cache_manifest WHERE file_id = ?1 AND stamp != ?2")?.execute(params![id, stamp])?;
     tx.prepare_cached("DELETE FROM tags WHERE file_id = ?1 AND source = ?2")?.execute(params![id, SOURCE_FILE])?;
     {

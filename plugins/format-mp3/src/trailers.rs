@@ -116,7 +116,10 @@ pub fn read(src: &Source, audio_start: u64, leading: &[Tag]) -> PluginResult<(u6
     Ok((end, tags, regions))
 }
 
-fn parse_ape_items(data: &[u8], count: u32, f: &mut dyn FnMut(&str, String, Option<Vec<u8>>)) {
+/// Receives one APE item: key, text value, binary value.
+type ItemSink<'a> = &'a mut dyn FnMut(&str, String, Option<Vec<u8>>);
+
+fn parse_ape_items(data: &[u8], count: u32, f: ItemSink<'_>) {
     let mut pos = 0usize;
     for _ in 0..count {
         if pos + 8 > data.len() {

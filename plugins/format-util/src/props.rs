@@ -62,11 +62,8 @@ pub fn audio_props(src: &Source, extension: &str, codec: &str, audio_len: u64) -
         (Some(n), None) if sample_rate > 0 => n * 1000 / u64::from(sample_rate),
         _ => 0,
     };
-    let bitrate = if duration_ms > 0 {
-        (audio_len.saturating_mul(8000) / duration_ms).min(u64::from(u32::MAX)) as u32
-    } else {
-        0
-    };
+    let bitrate =
+        audio_len.saturating_mul(8000).checked_div(duration_ms).map_or(0, |b| b.min(u64::from(u32::MAX)) as u32);
     Ok(AudioProps {
         codec: codec.into(),
         duration_ms,

@@ -270,7 +270,7 @@ mod tests {
         let r = remote();
         let ctx = CallCtx::with_timeout(Duration::from_millis(150));
         let t = Instant::now();
-        let e = r.call(&ctx, "get", || std::future::pending::<PluginResult<()>>()).unwrap_err();
+        let e = r.call(&ctx, "get", std::future::pending::<PluginResult<()>>).unwrap_err();
         assert_eq!(e.kind, ErrorKind::TIMED_OUT);
         assert!(e.retryable);
         assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
@@ -280,7 +280,7 @@ mod tests {
             std::thread::sleep(Duration::from_millis(100));
             c2.cancel();
         });
-        let e = r.call(&ctx, "get", || std::future::pending::<PluginResult<()>>()).unwrap_err();
+        let e = r.call(&ctx, "get", std::future::pending::<PluginResult<()>>).unwrap_err();
         assert_eq!(e.kind, ErrorKind::CANCELLED);
     }
 
