@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use musefs_tests::servers::{make_world_readable, S3Server, Sshd};
-use musefs_tests::{assert_random_preads, audio_md5, ls_long, make_library, musefs, scan, validate, Mount};
+use musefs_tests::{assert_random_preads, audio_md5, ls_long, make_library, musefs, scan, validate, wait_for, Mount};
 
 const CACHE: &str = "[cache]\nchunk_size = \"64KiB\"\nreadahead = 4\nmax_size = \"1GiB\"\n";
 
@@ -328,4 +328,56 @@ fn kill_9_during_a_cache_fill_never_leaves_a_torn_chunk() {
     let out = musefs(&["cache", "verify", "--manifest", &mf]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains(" 0 corrupt removed") && text.contains(" 0 unindexed removed"), "{text}");
+}
+
+#[test]
+fn a_failing_origin_is_retried_with_backoff_reported_and_never_pruned() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("music");
+    make_library(&lib, false);
+    let mut server = S3Server::start(t.path(), None);
+    server.put_dir("music", "lib", &lib);
+    let port = server.port;
+    let origin = format!(
+        "kind = \"s3\"\nbucket = \"music\"\nprefix = \"lib\"\nendpoint = {:?}\nallow_http = true\n\
+         access_key_id = \"musefs-test\"\nsecret_access_key = \"musefs-test-secret\"\n",
+        server.endpoint()
+    );
+    // A sync at mount, then hourly: every retry seen here comes from the backoff.
+    let manifest = write_manifest(t.path(), &origin, "sync_interval = \"1h\"");
+    scan(&manifest);
+    let before = ls_long(&manifest);
+    let mf = manifest.to_str().unwrap().to_owned();
+    server.stop();
+
+    let m = Mount::start(&manifest, &t.path().join("mnt"), &[]);
+    assert!(
+        wait_for(60, || m.log_text().contains("failed (2 in a row)")),
+        "no retry of the failed sync: {}",
+        m.log_text()
+    );
+    let log = m.log_text();
+    assert!(log.contains("retrying in 5s") && log.contains("retrying in 10s"), "backoff doubles: {log}");
+    let st = String::from_utf8_lossy(&musefs(&["status", "--manifest", &mf]).stdout).into_owned();
+    assert!(st.contains("origin main: last sync") && st.contains("FAILED (2 in a row)"), "{st}");
+    // Nothing was pruned; the mount lists and serves what the catalog holds.
+    assert_eq!(ls_long(&manifest), before);
+    let listed = walk(&m.path).into_iter().filter(|p| !p.ends_with("cover.jpg")).count();
+    assert_eq!(listed, before.len(), "{}", m.log_text());
+
+    // The origin comes back: the next sync (now, on SIGUSR1) succeeds and is reported.
+    let server = S3Server::start(t.path(), Some(port));
+    server.put_dir("music", "lib", &lib);
+    // SAFETY: sending a signal to our own child process by its PID.
+    unsafe { libc::kill(m.pid() as i32, libc::SIGUSR1) };
+    assert!(
+        wait_for(60, || {
+            let st = String::from_utf8_lossy(&musefs(&["status", "--manifest", &mf]).stdout).into_owned();
+            st.contains("origin main: last sync") && st.contains("ok:")
+        }),
+        "the origin's recovery is not reported: {}",
+        m.log_text()
+    );
+    assert_eq!(ls_long(&manifest), before);
+    assert_eq!(m.stop(), Some(0));
 }
