@@ -381,3 +381,55 @@ fn a_failing_origin_is_retried_with_backoff_reported_and_never_pruned() {
     assert_eq!(ls_long(&manifest), before);
     assert_eq!(m.stop(), Some(0));
 }
+
+#[test]
+fn s3_credentials_come_from_a_shared_credentials_profile() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("music");
+    make_library(&lib, false);
+    let server = S3Server::start(t.path(), None);
+    server.put_dir("music", "lib", &lib);
+    let creds = t.path().join("credentials");
+    std::fs::write(
+        &creds,
+        "[default]\n# no keys here\nregion = us-east-1\n\n[musefs]\naws_access_key_id = musefs-test\n\
+         aws_secret_access_key = musefs-test-secret\n",
+    )
+    .unwrap();
+    let base = format!(
+        "kind = \"s3\"\nbucket = \"music\"\nprefix = \"lib\"\nendpoint = {:?}\nallow_http = true\n",
+        server.endpoint()
+    );
+    // No keys in the manifest or the environment: only the profile can supply them.
+    let run_scan = |manifest: &Path, profile_env: Option<&str>| {
+        let mut c = std::process::Command::new(musefs_tests::musefs_bin());
+        c.args(["scan", "--manifest"]).arg(manifest);
+        for v in ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"] {
+            c.env_remove(v);
+        }
+        c.env("AWS_SHARED_CREDENTIALS_FILE", &creds);
+        if let Some(p) = profile_env {
+            c.env("AWS_PROFILE", p);
+        }
+        c.output().unwrap()
+    };
+    let manifest = write_manifest(t.path(), &format!("{base}profile = \"musefs\"\n"), "");
+    let out = run_scan(&manifest, None);
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("added 13"), "manifest profile: {text}");
+
+    // AWS_PROFILE chooses the profile when the manifest does not.
+    std::fs::remove_dir_all(t.path().join("state")).unwrap();
+    let manifest = write_manifest(t.path(), &base, "");
+    let out = run_scan(&manifest, Some("musefs"));
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && text.contains("added 13"), "AWS_PROFILE: {text}");
+
+    // A named profile without keys is a clear error naming it, not a hang or a guess.
+    let manifest = write_manifest(t.path(), &format!("{base}profile = \"nokeys\"\n"), "");
+    let out = run_scan(&manifest, None);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("\"nokeys\"") && err.contains("shared credentials file"), "{err}");
+    assert!(!err.contains("musefs-test-secret"), "a secret in an error: {err}");
+}
