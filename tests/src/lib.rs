@@ -151,6 +151,18 @@ impl Drop for Mount {
     }
 }
 
+/// Unmounts (lazily) whatever FUSE mount is left at a path when dropped: the guard for a
+/// dead mount left by a killed daemon if a test fails before the next mount cleans it.
+pub struct Unmount(pub PathBuf);
+
+impl Drop for Unmount {
+    fn drop(&mut self) {
+        if is_fuse_mounted(&self.0) {
+            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).status();
+        }
+    }
+}
+
 /// `(path in the mount, path in the origin)` for every file, from `musefs ls -l`.
 pub fn ls_long(manifest: &Path) -> Vec<(String, String)> {
     let out = musefs(&["ls", "-l", "--manifest", manifest.to_str().unwrap()]);

@@ -26,6 +26,19 @@ fn write_manifest(dir: &Path, origin: &str, extra: &str) -> PathBuf {
     m
 }
 
+/// The manifest lines of an S3 origin on `server` (bucket `music`, prefix `lib`), with the
+/// test credentials or without any (they must then come from elsewhere).
+fn s3_origin(server: &S3Server, keys: bool) -> String {
+    let mut o = format!(
+        "kind = \"s3\"\nbucket = \"music\"\nprefix = \"lib\"\nendpoint = {:?}\nallow_http = true\n",
+        server.endpoint()
+    );
+    if keys {
+        o.push_str("access_key_id = \"musefs-test\"\nsecret_access_key = \"musefs-test-secret\"\n");
+    }
+    o
+}
+
 /// `(tree path, path in the origin)` of every file, and the local original of each.
 fn files(manifest: &Path, lib: &Path) -> Vec<(String, PathBuf)> {
     let out = ls_long(manifest);
@@ -169,11 +182,7 @@ fn s3_bucket_scans_mounts_caches_and_plays_offline() {
     let server = S3Server::start(t.path(), None);
     server.put_dir("music", "lib", &lib);
     let port = server.port;
-    let origin = format!(
-        "kind = \"s3\"\nbucket = \"music\"\nprefix = \"lib\"\nendpoint = {:?}\nallow_http = true\n\
-         access_key_id = \"musefs-test\"\nsecret_access_key = \"musefs-test-secret\"\n",
-        server.endpoint()
-    );
+    let origin = s3_origin(&server, true);
     let server = std::cell::RefCell::new(server);
     remote_scenario(
         t.path(),
@@ -266,24 +275,12 @@ fn kill_9_during_a_cache_fill_never_leaves_a_torn_chunk() {
     let want = std::fs::read(&big).unwrap();
     let server = S3Server::start(t.path(), None);
     server.put_dir("music", "lib", &lib);
-    let origin = format!(
-        "kind = \"s3\"\nbucket = \"music\"\nprefix = \"lib\"\nendpoint = {:?}\nallow_http = true\n\
-         access_key_id = \"musefs-test\"\nsecret_access_key = \"musefs-test-secret\"\n",
-        server.endpoint()
-    );
+    let origin = s3_origin(&server, true);
     let manifest = write_manifest(t.path(), &origin, "sync_interval = \"off\"\nwatch = false");
     scan(&manifest);
     let tree = ls_long(&manifest)[0].0.clone();
     let mnt = t.path().join("mnt");
-    struct Unmount(PathBuf);
-    impl Drop for Unmount {
-        fn drop(&mut self) {
-            if musefs_tests::is_fuse_mounted(&self.0) {
-                let _ = std::process::Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).status();
-            }
-        }
-    }
-    let _guard = Unmount(mnt.clone());
+    let _guard = musefs_tests::Unmount(mnt.clone());
     let mf = manifest.to_str().unwrap().to_owned();
     let mut seed = 0xf111_u64;
     let mut cached = Vec::new();
@@ -338,11 +335,7 @@ fn a_failing_origin_is_retried_with_backoff_reported_and_never_pruned() {
     let mut server = S3Server::start(t.path(), None);
     server.put_dir("music", "lib", &lib);
     let port = server.port;
-    let origin = format!(
-        "kind = \"s3\"\nbucket = \"music\"\nprefix = \"lib\"\nendpoint = {:?}\nallow_http = true\n\
-         access_key_id = \"musefs-test\"\nsecret_access_key = \"musefs-test-secret\"\n",
-        server.endpoint()
-    );
+    let origin = s3_origin(&server, true);
     // A sync at mount, then hourly: every retry seen here comes from the backoff.
     let manifest = write_manifest(t.path(), &origin, "sync_interval = \"1h\"");
     scan(&manifest);
@@ -396,10 +389,7 @@ fn s3_credentials_come_from_a_shared_credentials_profile() {
          aws_secret_access_key = musefs-test-secret\n",
     )
     .unwrap();
-    let base = format!(
-        "kind = \"s3\"\nbucket = \"music\"\nprefix = \"lib\"\nendpoint = {:?}\nallow_http = true\n",
-        server.endpoint()
-    );
+    let base = s3_origin(&server, false);
     // No keys in the manifest or the environment: only the profile can supply them.
     let run_scan = |manifest: &Path, profile_env: Option<&str>| {
         let mut c = std::process::Command::new(musefs_tests::musefs_bin());

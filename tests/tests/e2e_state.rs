@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use musefs::catalog::Catalog;
 use musefs_tests::{
-    is_fuse_mounted, lcg, ls_long, make_library, musefs, musefs_bin, scan, wait_for, write_manifest, Mount,
+    is_fuse_mounted, lcg, ls_long, make_library, musefs, musefs_bin, scan, wait_for, write_manifest, Mount, Unmount,
 };
 
 fn all_files(root: &Path) -> Vec<PathBuf> {
@@ -71,17 +71,6 @@ fn bulk_library(n: usize) -> (tempfile::TempDir, PathBuf) {
         fs::hard_link(s, &d).unwrap();
     }
     (t, lib)
-}
-
-/// Unmounts a dead mount left by a killed daemon if a test fails before the next mount.
-struct Unmount(PathBuf);
-
-impl Drop for Unmount {
-    fn drop(&mut self) {
-        if is_fuse_mounted(&self.0) {
-            let _ = Command::new("fusermount3").arg("-u").arg("-z").arg(&self.0).status();
-        }
-    }
 }
 
 fn integrity(manifest_dir: &Path) {
