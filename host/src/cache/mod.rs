@@ -28,6 +28,7 @@
 //! next `readahead` chunks on a bounded pool of fetch threads; the verified chunks live
 //! in a memory LRU with its own byte budget.
 
+pub mod buf;
 pub mod store;
 
 use std::collections::HashMap;
@@ -40,6 +41,7 @@ use abi_stable::std_types::RSliceMut;
 use musefs_plugin_api::{CallCtx, ErrorKind, Handle, HandleBox, OriginBox, PluginError, PluginResult, Stat};
 
 use crate::catalog::FileRow;
+pub use buf::ChunkBuf;
 pub use store::{parse_size, CacheSettings, CacheStats, Chunk, ChunkStore, Hash};
 
 /// Counters of one process's cache use.
@@ -107,6 +109,12 @@ impl MemLru {
             *at = t;
             d.clone()
         })
+    }
+
+    fn remove(&mut self, h: &Hash) {
+        if let Some((old, _)) = self.map.remove(h) {
+            self.bytes -= old.len();
+        }
     }
 
     fn put(&mut self, h: Hash, d: Chunk) {
@@ -183,6 +191,11 @@ impl ChunkCache {
     /// The store (stats, verify, clear).
     pub fn store(&self) -> &ChunkStore {
         &self.store
+    }
+
+    /// Verified chunks held in memory.
+    pub fn memory_chunks(&self) -> usize {
+        lock(&self.mem).map.len()
     }
 
     /// The chunk size.
@@ -274,7 +287,14 @@ struct Ahead {
     running: bool,
     /// Chunks below this were hinted to the kernel already.
     hinted: u64,
+    /// Loads of stored chunks running on the pool.
+    loading: usize,
+    /// Chunks below this were dropped from memory behind the reader.
+    dropped: u64,
 }
+
+/// How many stored chunks of one file the read-ahead loads at once.
+const PARALLEL_LOADS: usize = 2;
 
 impl Drop for CachedFile {
     fn drop(&mut self) {
@@ -399,18 +419,20 @@ impl CachedFile {
     fn fetch(&self, ctx: &CallCtx, idx: u64, expected: Option<Hash>) -> PluginResult<Chunk> {
         let (start, len) = self.chunk_range(idx);
         let handle = self.origin_handle(ctx)?;
-        let mut buf = vec![0u8; len];
-        let mut done = 0;
-        while done < len {
-            let n = handle
-                .read_at(ctx, start + done as u64, RSliceMut::from_mut_slice(&mut buf[done..]))
-                .into_result()
-                .map_err(|e| PluginError { message: format!("{}: {}", self.label, e.message).into(), ..e })?;
-            if n == 0 {
-                return Err(self.err(ErrorKind::CHANGED, format!("it ends before byte {}", start + done as u64)));
+        let buf = ChunkBuf::fill(self.cache.store.buffers(), len, |buf| {
+            let mut done = 0;
+            while done < len {
+                let n = handle
+                    .read_at(ctx, start + done as u64, RSliceMut::from_mut_slice(&mut buf[done..]))
+                    .into_result()
+                    .map_err(|e| PluginError { message: format!("{}: {}", self.label, e.message).into(), ..e })?;
+                if n == 0 {
+                    return Err(self.err(ErrorKind::CHANGED, format!("it ends before byte {}", start + done as u64)));
+                }
+                done += n;
             }
-            done += n;
-        }
+            Ok(done)
+        })?;
         let h: Hash = *blake3::hash(&buf).as_bytes();
         if let Some(e) = expected {
             if e != h {
@@ -465,6 +487,33 @@ impl CachedFile {
         Ok(())
     }
 
+    /// `len` bytes at `offset` as a range of one chunk, without a copy; `None` when
+    /// the range spans chunks or leaves the file (the caller then reads with
+    /// [`read_into`](Self::read_into)).
+    ///
+    /// # Errors
+    /// As for [`read_into`](Self::read_into).
+    pub fn read_shared(
+        self: &Arc<Self>,
+        ctx: &CallCtx,
+        offset: u64,
+        len: usize,
+    ) -> PluginResult<Option<(Chunk, std::ops::Range<usize>)>> {
+        let end = offset + len as u64;
+        let cs = self.cache.chunk_size();
+        let idx = offset / cs;
+        if len == 0 || end > self.row.size || (end - 1) / cs != idx {
+            return Ok(None);
+        }
+        self.read_ahead(offset, end, idx);
+        let data = self.chunk(ctx, idx)?;
+        let from = (offset - idx * cs) as usize;
+        if from + len > data.len() {
+            return Ok(None);
+        }
+        Ok(Some((data, from..from + len)))
+    }
+
     /// Sequential detection: after two reads near the end of the previous one (the
     /// kernel's read-ahead requests arrive slightly out of order on several FUSE
     /// threads) or a read from the start, the next `readahead` chunks are loaded ahead of
@@ -489,6 +538,20 @@ impl CachedFile {
         let target = (last + 1 + ahead).min(self.n_chunks());
         {
             let mut a = lock(&self.ahead);
+            // Drop-behind: chunks a sequential reader has passed leave the memory LRU
+            // now (their buffers go back to the pool), so a long stream does not push
+            // out what other readers use (the kernel's page cache holds what was served).
+            let behind = (offset / self.cache.chunk_size()).saturating_sub(1);
+            if a.dropped < behind {
+                let hashes = lock(&self.hashes);
+                let mut mem = lock(&self.cache.mem);
+                for i in a.dropped..behind {
+                    if let Some(h) = hashes.get(i as usize).copied().flatten() {
+                        mem.remove(&h);
+                    }
+                }
+                a.dropped = behind;
+            }
             // The reader moved past the job (or elsewhere): continue from the reader.
             if a.next <= last || a.next > last + 1 + ahead {
                 a.next = last + 1;
@@ -539,6 +602,12 @@ impl CachedFile {
             if in_memory {
                 continue;
             }
+            // A stored chunk (a disk read and a hash) is loaded by a job of its own, up
+            // to `PARALLEL_LOADS` at once, so the reads and the hashing of the window
+            // overlap across cores; fetches stay in order, in this job.
+            if known.is_some() && self.spawn_load(&ctx, idx) {
+                continue;
+            }
             let fetched = known.is_none();
             match self.chunk(&ctx, idx) {
                 Ok(_) if fetched => {
@@ -552,6 +621,29 @@ impl CachedFile {
                 }
             }
         }
+    }
+
+    /// Loads stored chunk `idx` on the pool if fewer than `PARALLEL_LOADS` loads of this
+    /// file are running; `false` if it was not queued.
+    fn spawn_load(self: &Arc<Self>, ctx: &CallCtx, idx: u64) -> bool {
+        {
+            let mut a = lock(&self.ahead);
+            if a.loading >= PARALLEL_LOADS {
+                return false;
+            }
+            a.loading += 1;
+        }
+        let (me, ctx) = (self.clone(), ctx.clone());
+        let queued = self.cache.spawn(Box::new(move || {
+            if let Err(e) = me.chunk(&ctx, idx) {
+                tracing::debug!("read-ahead of {} chunk {idx}: {e}", me.label);
+            }
+            lock(&me.ahead).loading -= 1;
+        }));
+        if !queued {
+            lock(&self.ahead).loading -= 1;
+        }
+        queued
     }
 
     /// Fetches every chunk not yet on disk (or, with `headers_only`, those below the

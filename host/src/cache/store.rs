@@ -12,14 +12,15 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::buf::{BufPool, ChunkBuf, ChunkReader};
 use super::{lock, CacheCounters};
 
 /// A chunk's BLAKE3 hash.
 pub type Hash = [u8; 32];
 
-/// A chunk's bytes, shared without copying between the memory LRU, waiting readers and
-/// the writer.
-pub type Chunk = Arc<Vec<u8>>;
+/// A chunk's bytes, shared without copying between the memory LRU, waiting readers,
+/// FUSE replies and the writer.
+pub type Chunk = Arc<ChunkBuf>;
 
 /// A cache error.
 #[derive(Debug, thiserror::Error)]
@@ -154,7 +155,11 @@ pub struct ChunkStore {
     tx: Mutex<Option<SyncSender<Msg>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     counters: Arc<CacheCounters>,
+    reader: ChunkReader,
 }
+
+/// Idle chunk buffers kept for reuse.
+const IDLE_BUFFERS: usize = 8;
 
 use crate::catalog::now_ms as now;
 
@@ -199,6 +204,7 @@ impl ChunkStore {
             conn.query_row("SELECT coalesce(sum(size), 0) FROM cache_chunks", [], |r| r.get(0)).map_err(sq)?;
         let db = Arc::new(Mutex::new(conn));
         let (tx, rx) = std::sync::mpsc::sync_channel(8);
+        let settings_chunk = usize::try_from(settings.chunk_size).unwrap_or(usize::MAX >> 1);
         let mut store = Self {
             settings,
             dir,
@@ -210,6 +216,7 @@ impl ChunkStore {
             tx: Mutex::new(Some(tx)),
             writer: Mutex::new(None),
             counters,
+            reader: ChunkReader::new(BufPool::new(settings_chunk, IDLE_BUFFERS), true),
         };
         let w = Writer {
             dir: store.dir.clone(),
@@ -232,6 +239,11 @@ impl ChunkStore {
             .map_err(io(&store.dir))?;
         store.writer = Mutex::new(Some(handle));
         Ok(store)
+    }
+
+    /// The pool chunk buffers come from.
+    pub(crate) fn buffers(&self) -> &Arc<BufPool> {
+        self.reader.pool()
     }
 
     fn path_of(&self, h: &Hash) -> PathBuf {
@@ -318,6 +330,9 @@ impl ChunkStore {
     /// hints several chunks at once and the disk works on them in parallel.
     pub(crate) fn will_need(&self, h: &Hash) {
         use std::os::fd::AsRawFd;
+        if self.reader.direct() {
+            return; // read with O_DIRECT: the page cache is not used
+        }
         if let Ok(f) = fs::File::open(self.path_of(h)) {
             // SAFETY: `f` is an open file descriptor for the duration of the call; the
             // advice only affects the page cache.
@@ -330,9 +345,9 @@ impl ChunkStore {
     ///
     /// # Errors
     /// I/O errors other than absence.
-    pub fn read(&self, h: &Hash) -> Result<Option<Vec<u8>>, CacheError> {
+    pub fn read(&self, h: &Hash) -> Result<Option<ChunkBuf>, CacheError> {
         let p = self.path_of(h);
-        let data = match fs::read(&p) {
+        let data = match self.reader.read(&p) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CacheError::Io { path: p, source }),
@@ -463,7 +478,7 @@ impl ChunkStore {
             out.checked += 1;
             progress(out.checked);
             let p = self.path_of(&h);
-            let ok = fs::read(&p).is_ok_and(|d| blake3::hash(&d).as_bytes() == &h);
+            let ok = self.reader.read(&p).is_ok_and(|d| blake3::hash(&d).as_bytes() == &h);
             if !ok {
                 out.corrupt.push(p.display().to_string());
                 self.remove_chunk(&h);
@@ -480,7 +495,7 @@ impl ChunkStore {
                 let h = unhex(&name);
                 if h.as_ref().is_none_or(|h| !known.contains(h.as_slice())) {
                     let whole =
-                        h.is_some_and(|h| fs::read(f.path()).is_ok_and(|d| blake3::hash(&d).as_bytes()[..] == h[..]));
+                        h.is_some_and(|h| self.reader.read(&f.path()).is_ok_and(|d| blake3::hash(&d).as_bytes()[..] == h[..]));
                     let list = if whole { &mut out.unindexed } else { &mut out.corrupt };
                     list.push(f.path().display().to_string());
                     let _ = fs::remove_file(f.path());
@@ -787,7 +802,7 @@ mod tests {
     use super::*;
 
     fn chunk(i: u8) -> (Hash, Chunk) {
-        let data: Chunk = Arc::new(vec![i; 64 << 10]);
+        let data: Chunk = Arc::new(ChunkBuf::from(&vec![i; 64 << 10][..]));
         (*blake3::hash(&data).as_bytes(), data)
     }
 
@@ -816,7 +831,7 @@ mod tests {
         assert!(store.has(&chunk(11).0), "the newest chunk was evicted");
         assert!(!store.has(&chunk(2).0), "the oldest unprotected chunk was kept");
         // What is on disk verifies; a flipped byte is caught and the chunk removed.
-        assert_eq!(store.read(&pin_h).unwrap().unwrap(), vec![1u8; 64 << 10]);
+        assert_eq!(store.read(&pin_h).unwrap().unwrap()[..], vec![1u8; 64 << 10][..]);
         let p = store.path_of(&open_h);
         let mut bytes = std::fs::read(&p).unwrap();
         bytes[100] ^= 1;
