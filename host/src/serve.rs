@@ -168,6 +168,37 @@ impl Source {
     }
 }
 
+/// The bytes of one read: owned, or a range of a cached chunk shared without a copy
+/// (the FUSE reply is written straight from it).
+#[derive(Debug)]
+pub enum ReadData {
+    /// Bytes assembled for this read.
+    Owned(Vec<u8>),
+    /// `range` of a verified chunk of the chunk cache.
+    Shared(crate::cache::Chunk, std::ops::Range<usize>),
+}
+
+impl std::ops::Deref for ReadData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Owned(v) => v,
+            Self::Shared(chunk, range) => &chunk[range.clone()],
+        }
+    }
+}
+
+impl ReadData {
+    /// The bytes as a vector (a copy for a shared chunk).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Self::Owned(v) => v,
+            Self::Shared(..) => self.to_vec(),
+        }
+    }
+}
+
 /// An open file: its handle on the original and its layout (a snapshot: an edit made
 /// while the file is open does not change what this handle serves).
 pub struct OpenFile {
@@ -654,7 +685,7 @@ impl Core {
     ///
     /// # Errors
     /// [`ServeError`] if the handle is unknown or the origin fails or comes up short.
-    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<Vec<u8>, ServeError> {
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadData, ServeError> {
         let file = self.handle(fh).ok_or(ServeError::NotFound)?;
         let out = self.read_file(&file, offset, size)?;
         self.counters.bytes_read.fetch_add(out.len() as u64, Ordering::Relaxed);
@@ -666,11 +697,14 @@ impl Core {
     /// # Errors
     /// As for `read`; also [`ServeError::Changed`] when the original changed (checked
     /// after reading, so bytes of a changed original are never returned).
-    pub fn read_file(&self, file: &OpenFile, offset: u64, size: u32) -> Result<Vec<u8>, ServeError> {
+    pub fn read_file(&self, file: &OpenFile, offset: u64, size: u32) -> Result<ReadData, ServeError> {
         if offset >= file.size {
-            return Ok(Vec::new());
+            return Ok(ReadData::Owned(Vec::new()));
         }
         let end = (offset + u64::from(size)).min(file.size);
+        if let Some(shared) = Self::read_shared(file, offset, end)? {
+            return Ok(shared);
+        }
         let mut out = vec![0u8; (end - offset) as usize];
         let segments = &file.layout.segments;
         // The first segment that ends after `offset`.
@@ -695,7 +729,30 @@ impl Core {
         if touched_origin && file.recheck {
             self.recheck(file)?;
         }
-        Ok(out)
+        Ok(ReadData::Owned(out))
+    }
+
+    /// The hot path of a cached file: a read inside one origin segment and one chunk is
+    /// answered with the chunk itself, not a copy of it.
+    fn read_shared(file: &OpenFile, offset: u64, end: u64) -> Result<Option<ReadData>, ServeError> {
+        let (Some(Source::Cached(c)), Some(row), false) = (&file.handle, &file.row, file.recheck) else {
+            return Ok(None);
+        };
+        let segments = &file.layout.segments;
+        let i = segments.partition_point(|(start, s)| start + s.len <= offset);
+        let Some((start, seg)) = segments.get(i) else { return Ok(None) };
+        if seg.kind != SegmentKind::ORIGIN || end > start + seg.len {
+            return Ok(None);
+        }
+        let res = c.read_shared(&file.ctx, seg.offset + (offset - start), (end - offset) as usize);
+        match res {
+            Ok(shared) => Ok(shared.map(|(chunk, range)| ReadData::Shared(chunk, range))),
+            Err(e) => {
+                let e = Self::plugin_err(row)(e);
+                tracing::warn!("read: {e}");
+                Err(e)
+            }
+        }
     }
 
     fn recheck(&self, file: &OpenFile) -> Result<(), ServeError> {

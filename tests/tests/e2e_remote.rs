@@ -250,18 +250,16 @@ fn sftp_tree_scans_mounts_caches_and_plays_offline() {
     );
 }
 
-#[test]
-fn kill_9_during_a_cache_fill_never_leaves_a_torn_chunk() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("music");
-    std::fs::create_dir_all(&lib).unwrap();
-    // ~10 MB of FLAC (noise does not compress): ~160 chunks of 64 KiB to fill.
-    let wav = t.path().join("noise.wav");
+/// `lib/noise.flac`: `secs` of stereo white noise (~170 KB a second: noise does not
+/// compress), made with sox and flac.
+fn noise_flac(dir: &Path, lib: &Path, secs: u32) -> PathBuf {
+    std::fs::create_dir_all(lib).unwrap();
+    let wav = dir.join("noise.wav");
     let big = lib.join("noise.flac");
     let ok = std::process::Command::new("sox")
         .args(["-n", "-r", "44100", "-b", "16", "-c", "2"])
         .arg(&wav)
-        .args(["synth", "60", "whitenoise", "vol", "0.5"])
+        .args(["synth", &secs.to_string(), "whitenoise", "vol", "0.5"])
         .status()
         .unwrap();
     assert!(ok.success());
@@ -272,6 +270,98 @@ fn kill_9_during_a_cache_fill_never_leaves_a_torn_chunk() {
         .status()
         .unwrap();
     assert!(ok.success());
+    std::fs::remove_file(&wav).unwrap();
+    big
+}
+
+/// Where a FLAC stream's audio frames start: after the last metadata block.
+fn flac_audio_start(b: &[u8]) -> u64 {
+    assert_eq!(&b[..4], b"fLaC");
+    let mut at = 4;
+    loop {
+        let last = b[at] & 0x80 != 0;
+        at += 4 + (usize::from(b[at + 1]) << 16 | usize::from(b[at + 2]) << 8 | usize::from(b[at + 3]));
+        if last {
+            return at as u64;
+        }
+    }
+}
+
+/// The serving core on a cached S3 file: a read inside one chunk is answered with the
+/// chunk itself (no copy), a read across chunks or across the synthesized header is
+/// assembled; both give the same bytes at every boundary. A sequential stream drops the
+/// chunks it has passed from memory, so it does not flush the memory cache.
+#[test]
+fn cached_reads_are_exact_at_every_chunk_boundary_and_streams_drop_behind() {
+    use musefs::serve::ReadData;
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("music");
+    let want = std::fs::read(noise_flac(t.path(), &lib, 10)).unwrap();
+    let server = S3Server::start(t.path(), None);
+    server.put_dir("music", "lib", &lib);
+    let manifest = write_manifest(t.path(), &s3_origin(&server, true), "sync_interval = \"off\"\nwatch = false");
+    scan(&manifest);
+    let tree = ls_long(&manifest)[0].0.clone();
+    let plugins = musefs::plugins::Plugins::load_dir(&musefs_tests::target_dir()).unwrap();
+    let cs: u64 = 64 << 10;
+    let len = want.len() as u64;
+    assert!(len > 20 * cs, "the file should span many chunks: {len}");
+    let mut seed = 0x5eed_u64;
+    for mode in [musefs::manifest::Mode::Passthrough, musefs::manifest::Mode::Synthesis] {
+        let mut m = musefs::manifest::Manifest::load(&manifest).unwrap();
+        m.mode = mode;
+        let core = musefs::mount::build_core(&m, &plugins).unwrap();
+        let ino = core.with_tree(|t| t.resolve(&tree).map(|n| n.ino)).expect("in the tree");
+        let (fh, of) = core.open(ino).unwrap();
+        // The reference: the whole file in one read (always assembled).
+        let whole = core.read(fh, 0, u32::try_from(of.size).unwrap()).unwrap().into_vec();
+        assert_eq!(whole.len() as u64, of.size);
+        if mode == musefs::manifest::Mode::Passthrough {
+            assert!(whole == want, "passthrough bytes differ from the original");
+        }
+        // Where the audio (an origin range) starts in the served file: the audio is the
+        // original's, after a header of another size.
+        let audio_at = if mode == musefs::manifest::Mode::Passthrough { 0 } else { of.size - (len - flac_audio_start(&want)) };
+        let mut offsets = vec![0, 1, cs - 1, cs, cs + 1, 5 * cs - 7, of.size - 1];
+        offsets.extend((0..40).map(|_| musefs_tests::lcg(&mut seed) % of.size));
+        let mut shared = 0;
+        for &off in &offsets {
+            for size in [1u32, 4096, 65_535, 65_536, 65_537, 131_072, 200_000] {
+                let got = core.read(fh, off, size).unwrap();
+                let end = (off + u64::from(size)).min(of.size);
+                assert!(got[..] == whole[off as usize..end as usize], "{mode:?}: read {size} at {off} differs");
+                if let ReadData::Shared(..) = got {
+                    shared += 1;
+                    // Only a range of one chunk of the origin's bytes may come shared.
+                    assert!(off >= audio_at, "{mode:?}: a read at {off} touching the header came shared");
+                }
+            }
+        }
+        assert!(shared > 0, "{mode:?}: no read was served without a copy");
+        core.release(fh);
+        // A fresh stream of small sequential reads: memory keeps only the chunks near
+        // the reader, not the 20+ it passed.
+        let (fh, of) = core.open(ino).unwrap();
+        let mut pos = 0;
+        while pos < of.size {
+            let got = core.read(fh, pos, 16 << 10).unwrap();
+            assert!(got[..] == whole[pos as usize..pos as usize + got.len()], "{mode:?}: stream at {pos}");
+            pos += got.len() as u64;
+        }
+        core.release(fh);
+        let cache = core.cache().expect("a chunk cache");
+        cache.flush();
+        let held = cache.memory_chunks();
+        assert!(held <= 4 + 3, "{mode:?}: {held} chunks still in memory after a stream of {}", len.div_ceil(cs));
+    }
+}
+
+#[test]
+fn kill_9_during_a_cache_fill_never_leaves_a_torn_chunk() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("music");
+    // ~10 MB of FLAC: ~160 chunks of 64 KiB to fill.
+    let big = noise_flac(t.path(), &lib, 60);
     let want = std::fs::read(&big).unwrap();
     let server = S3Server::start(t.path(), None);
     server.put_dir("music", "lib", &lib);

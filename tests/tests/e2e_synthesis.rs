@@ -65,7 +65,7 @@ fn synthesized_files_round_trip_and_pass_their_validators() {
         // The layout assembled in memory, without FUSE.
         let ino = core.with_tree(|t| t.resolve(served).map(|n| n.ino)).expect("in the tree");
         let (fh, of) = core.open(ino).unwrap();
-        let expected = core.read_file(&of, 0, u32::try_from(of.size).unwrap()).unwrap();
+        let expected = core.read_file(&of, 0, u32::try_from(of.size).unwrap()).unwrap().into_vec();
         core.release(fh);
         assert_eq!(fs::metadata(&sp).unwrap().len(), expected.len() as u64, "size before any read: {served}");
         let got = fs::read(&sp).unwrap();
