@@ -115,7 +115,11 @@ impl ChunkBuf {
     ///
     /// # Errors
     /// `fill`'s error.
-    pub fn fill<E>(pool: &Arc<BufPool>, len: usize, fill: impl FnOnce(&mut [u8]) -> Result<usize, E>) -> Result<Self, E> {
+    pub fn fill<E>(
+        pool: &Arc<BufPool>,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, E>,
+    ) -> Result<Self, E> {
         let mut b = pool.take(len);
         let n = fill(&mut b.capacity_mut()[..len])?;
         b.len = n.min(len);
@@ -209,10 +213,8 @@ impl ChunkReader {
     }
 
     fn read_with(&self, path: &Path, direct: bool) -> io::Result<ChunkBuf> {
-        let mut f = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(if direct { libc::O_DIRECT } else { 0 })
-            .open(path)?;
+        let mut f =
+            std::fs::OpenOptions::new().read(true).custom_flags(if direct { libc::O_DIRECT } else { 0 }).open(path)?;
         let size = usize::try_from(f.metadata()?.len()).map_err(|_| io::Error::other("chunk file too large"))?;
         // Read one block more than the size: a file that grew is noticed (its hash
         // then fails), and `O_DIRECT` wants whole blocks anyway.
@@ -253,8 +255,17 @@ mod tests {
     #[test]
     fn buffers_are_aligned_and_recycled_up_to_the_limit() {
         let pool = BufPool::new(10_000, 2);
-        let bufs: Vec<ChunkBuf> =
-            (0..3).map(|i| ChunkBuf::fill(&pool, 10_000, |b| Ok::<_, ()>({ b.fill(i); 9_000 })).unwrap()).collect();
+        let bufs: Vec<ChunkBuf> = (0..3)
+            .map(|i| {
+                ChunkBuf::fill(&pool, 10_000, |b| {
+                    Ok::<_, ()>({
+                        b.fill(i);
+                        9_000
+                    })
+                })
+                .unwrap()
+            })
+            .collect();
         for (i, b) in bufs.iter().enumerate() {
             assert_eq!(b.as_ptr() as usize % ALIGN, 0);
             assert_eq!(b.len(), 9_000);

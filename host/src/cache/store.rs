@@ -494,8 +494,9 @@ impl ChunkStore {
                 let name = f.file_name().to_string_lossy().into_owned();
                 let h = unhex(&name);
                 if h.as_ref().is_none_or(|h| !known.contains(h.as_slice())) {
-                    let whole =
-                        h.is_some_and(|h| self.reader.read(&f.path()).is_ok_and(|d| blake3::hash(&d).as_bytes()[..] == h[..]));
+                    let whole = h.is_some_and(|h| {
+                        self.reader.read(&f.path()).is_ok_and(|d| blake3::hash(&d).as_bytes()[..] == h[..])
+                    });
                     let list = if whole { &mut out.unindexed } else { &mut out.corrupt };
                     list.push(f.path().display().to_string());
                     let _ = fs::remove_file(f.path());
