@@ -31,10 +31,10 @@ export AWS_ACCESS_KEY_ID=bench AWS_SECRET_ACCESS_KEY=bench-secret
 mkdir -p "$W/lib/big" "$W/lib/pre"
 # Half-scale white noise: ~0.19 MB/s of 24-bit/96 kHz stereo FLAC.
 secs=$(( BIG * 1000 / 195 ))
-sox -n -r 96000 -b 24 -c 2 "$W/lib/big/big.flac" synth "$secs" whitenoise vol 0.5
+sox -V1 -n -r 96000 -b 24 -c 2 "$W/lib/big/big.flac" synth "$secs" whitenoise vol 0.5
 n=$(( PRE / 100 )); [ "$n" -ge 1 ] || n=1
 for i in $(seq "$n"); do   # distinct noise per file: nothing deduplicates
-  sox -n -r 96000 -b 24 -c 2 "$W/lib/pre/p$i.flac" synth 512 whitenoise vol 0.5
+  sox -V1 -n -r 96000 -b 24 -c 2 "$W/lib/pre/p$i.flac" synth 512 whitenoise vol 0.5
   metaflac --set-tag="TITLE=p$i" "$W/lib/pre/p$i.flac"
 done
 python3 tests/scripts/s3.py put "$EP" music big "$W/lib/big" >/dev/null
@@ -91,9 +91,16 @@ else echo "s3fs not installed: skipped"; fi
 # 2. Warm: a fresh mount on the filled cache vs the local copy.
 fusermount3 -u "$W/mnt1"; sleep 0.5
 "$BIN" mount --manifest "$W/m1/m.toml" "$W/mnt1" 2>"$W/mount2.log" & PIDS+=($!); waitmnt "$W/mnt1"
-drop; warm=$(rate "$F")
-drop; local_rate=$(rate "$W/lib/big/big.flac")
-echo "warm read  musefs cache: $warm MB/s; local copy: $local_rate MB/s -> $(python3 -c "print(f'{$warm/$local_rate:.2f}')")x"
+# Five interleaved pairs (the local disk's speed wanders between runs); medians compared.
+warms=(); locals=()
+for _ in 1 2 3 4 5; do
+  drop; warms+=("$(rate "$F")")
+  drop; locals+=("$(rate "$W/lib/big/big.flac")")
+done
+median() { printf '%s\n' "$@" | sort -n | sed -n 3p; }
+warm=$(median "${warms[@]}"); local_rate=$(median "${locals[@]}")
+echo "warm read  musefs cache: ${warms[*]} MB/s; local copy: ${locals[*]} MB/s"
+echo "warm read  medians: musefs $warm MB/s, local $local_rate MB/s -> $(python3 -c "print(f'{$warm/$local_rate:.2f}')")x"
 fusermount3 -u "$W/mnt1"; sleep 0.5
 grep -h 'chunk cache:' "$W/mount2.log" | tail -1 | sed 's/^.*chunk cache:/second mount: /'
 
