@@ -220,9 +220,6 @@ impl ChunkReader {
         // then fails), and `O_DIRECT` wants whole blocks anyway.
         let want = round_up(size + 1);
         let mut b = self.pool.take(want);
-        if b.raw.cap < want {
-            b = ChunkBuf { raw: Raw::new(want), len: 0, pool: None };
-        }
         let n = read_full(&mut f, &mut b.capacity_mut()[..want], direct)?;
         b.len = n;
         Ok(b)

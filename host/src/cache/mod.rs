@@ -24,9 +24,15 @@
 //! page-cache data stays at about two chunks however long a prefetch runs; if a wait
 //! ever stalls (> 2 s), it stops waiting for a while and logs it.
 //!
-//! Read-ahead: [`CachedFile`] detects sequential reads per open handle and fetches the
-//! next `readahead` chunks on a bounded pool of fetch threads; the verified chunks live
-//! in a memory LRU with its own byte budget.
+//! Read-ahead: [`CachedFile`] detects sequential reads per open handle and loads the
+//! next `readahead` chunks on a bounded pool of fetch threads (fetches in order, stored
+//! chunks up to three at once); the verified chunks live in a memory LRU with its own
+//! byte budget, and the chunks a sequential reader has passed leave it at once
+//! (drop-behind), so one stream does not flush it.
+//!
+//! Warm reads: chunk files are read with `O_DIRECT` into pooled, page-aligned buffers
+//! (see [`buf`]), and a read inside one chunk is answered with the chunk itself
+//! ([`CachedFile::read_shared`]), so the bytes are copied once, into the kernel.
 
 pub mod buf;
 pub mod store;
