@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-10000}
 cargo build --release --workspace -q
-cargo build --release -p musefs --examples -q
+cargo build --release -p musefs-core --examples -q
 BIN=$PWD/target/release/musefs
 W=$(mktemp -d /tmp/musefs-bench.XXXXXX)
 MNT=$W/mnt

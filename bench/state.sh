@@ -16,7 +16,7 @@ cd "$(dirname "$0")/.."
 SIZES=${SIZES:-"10000 100000 1000000"}
 SYNC_N=${SYNC_N:-100000}
 cargo build --release --workspace -q
-cargo build --release -p musefs --examples -q
+cargo build --release -p musefs-core --examples -q
 BIN=$PWD/target/release/musefs
 SYNTH=$PWD/target/release/examples/synth_catalog
 W=$(mktemp -d /tmp/musefs-state-bench.XXXXXX)

@@ -1,4 +1,8 @@
 //! Formats: how to read tags and lay out a served file for one audio container.
+#![allow(
+    unsafe_code,
+    reason = "FFI: `#[sabi_trait]` expands to the unsafe vtable glue of the plugin boundary"
+)]
 
 use std::io;
 

@@ -47,9 +47,7 @@
 //!   [`SegmentKind`], ...), so new values never break old code.
 //! - A breaking change bumps [`ABI_VERSION`]; the host then refuses old plugins by name.
 
-#![warn(missing_docs)]
-// `#[sabi_trait]` expands to impls inside constants; that is how abi_stable works.
-#![allow(non_local_definitions)]
+#![deny(missing_docs)]
 
 pub mod error;
 pub mod format;

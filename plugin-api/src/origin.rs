@@ -3,6 +3,10 @@
 //! A plugin author implements [`Origin`], [`Lister`] and [`Handle`]: plain Rust traits
 //! with `Result`s. The FFI-safe traits [`FfiOrigin`], [`FfiLister`] and [`FfiHandle`]
 //! are what crosses the boundary; the adapters here bridge the two and catch panics.
+#![allow(
+    unsafe_code,
+    reason = "FFI: `#[sabi_trait]` expands to the unsafe vtable glue of the plugin boundary"
+)]
 
 // `len` of the generated `FfiHandle_TO` is an object's length, not a collection's:
 // no `is_empty` is added to the ABI for a lint.

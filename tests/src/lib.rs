@@ -122,8 +122,7 @@ impl Mount {
     /// Sends SIGTERM and waits for a clean exit; returns the exit status code.
     pub fn stop(mut self) -> Option<i32> {
         let mut child = self.child.take().unwrap();
-        // SAFETY: sending a signal to our own child process by its PID.
-        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        signal(child.id(), "TERM");
         let start = Instant::now();
         loop {
             if let Some(s) = child.try_wait().unwrap() {
@@ -306,3 +305,9 @@ pub fn assert_random_preads(path: &Path, expected: &[u8], seed: &mut u64, n: usi
     }
 }
 pub mod servers;
+
+/// Sends signal `name` (`TERM`, `USR1`, ...) to process `pid` with kill(1).
+pub fn signal(pid: u32, name: &str) {
+    let ok = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().is_ok_and(|s| s.success());
+    assert!(ok, "kill -{name} {pid} failed");
+}

@@ -293,7 +293,7 @@ fn flac_audio_start(b: &[u8]) -> u64 {
 /// chunks it has passed from memory, so it does not flush the memory cache.
 #[test]
 fn cached_reads_are_exact_at_every_chunk_boundary_and_streams_drop_behind() {
-    use musefs::serve::ReadData;
+    use musefs_core::serve::ReadData;
     let t = tempfile::tempdir().unwrap();
     let lib = t.path().join("music");
     let want = std::fs::read(noise_flac(t.path(), &lib, 10)).unwrap();
@@ -302,27 +302,27 @@ fn cached_reads_are_exact_at_every_chunk_boundary_and_streams_drop_behind() {
     let manifest = write_manifest(t.path(), &s3_origin(&server, true), "sync_interval = \"off\"\nwatch = false");
     scan(&manifest);
     let tree = ls_long(&manifest)[0].0.clone();
-    let plugins = musefs::plugins::Plugins::load_dir(&musefs_tests::target_dir()).unwrap();
+    let plugins = musefs_core::plugins::Plugins::load_dir(&musefs_tests::target_dir()).unwrap();
     let cs: u64 = 64 << 10;
     let len = want.len() as u64;
     assert!(len > 20 * cs, "the file should span many chunks: {len}");
     let mut seed = 0x5eed_u64;
-    for mode in [musefs::manifest::Mode::Passthrough, musefs::manifest::Mode::Synthesis] {
-        let mut m = musefs::manifest::Manifest::load(&manifest).unwrap();
+    for mode in [musefs_core::manifest::Mode::Passthrough, musefs_core::manifest::Mode::Synthesis] {
+        let mut m = musefs_core::manifest::Manifest::load(&manifest).unwrap();
         m.mode = mode;
-        let core = musefs::mount::build_core(&m, &plugins).unwrap();
+        let core = musefs_core::assemble::build_core(&m, &plugins).unwrap();
         let ino = core.with_tree(|t| t.resolve(&tree).map(|n| n.ino)).expect("in the tree");
         let (fh, of) = core.open(ino).unwrap();
         // The reference: the whole file in one read (always assembled).
         let whole = core.read(fh, 0, u32::try_from(of.size).unwrap()).unwrap().into_vec();
         assert_eq!(whole.len() as u64, of.size);
-        if mode == musefs::manifest::Mode::Passthrough {
+        if mode == musefs_core::manifest::Mode::Passthrough {
             assert!(whole == want, "passthrough bytes differ from the original");
         }
         // Where the audio (an origin range) starts in the served file: the audio is the
         // original's, after a header of another size.
         let audio_at =
-            if mode == musefs::manifest::Mode::Passthrough { 0 } else { of.size - (len - flac_audio_start(&want)) };
+            if mode == musefs_core::manifest::Mode::Passthrough { 0 } else { of.size - (len - flac_audio_start(&want)) };
         let mut offsets = vec![0, 1, cs - 1, cs, cs + 1, 5 * cs - 7, of.size - 1];
         offsets.extend((0..40).map(|_| musefs_tests::lcg(&mut seed) % of.size));
         let mut shared = 0;
@@ -387,7 +387,7 @@ fn kill_9_during_a_cache_fill_never_leaves_a_torn_chunk() {
         m.kill9();
         let _ = reader.join();
         // The catalog is sound and every chunk the index knows is whole.
-        let cat = musefs::catalog::Catalog::open(&t.path().join("state/catalog.db")).unwrap();
+        let cat = musefs_core::catalog::Catalog::open(&t.path().join("state/catalog.db")).unwrap();
         cat.integrity_check().unwrap();
         drop(cat);
         let out = musefs(&["cache", "verify", "--manifest", &mf]);
@@ -452,8 +452,7 @@ fn a_failing_origin_is_retried_with_backoff_reported_and_never_pruned() {
     // The origin comes back: the next sync (now, on SIGUSR1) succeeds and is reported.
     let server = S3Server::start(t.path(), Some(port));
     server.put_dir("music", "lib", &lib);
-    // SAFETY: sending a signal to our own child process by its PID.
-    unsafe { libc::kill(m.pid() as i32, libc::SIGUSR1) };
+    musefs_tests::signal(m.pid(), "USR1");
     assert!(
         wait_for(60, || {
             let st = String::from_utf8_lossy(&musefs(&["status", "--manifest", &mf]).stdout).into_owned();

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use musefs::catalog::Catalog;
+use musefs_core::catalog::Catalog;
 use musefs_tests::{
     is_fuse_mounted, lcg, ls_long, make_library, musefs, musefs_bin, scan, wait_for, write_manifest, Mount, Unmount,
 };

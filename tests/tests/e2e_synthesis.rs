@@ -7,8 +7,8 @@ use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use musefs::manifest::Manifest;
-use musefs::plugins::Plugins;
+use musefs_core::manifest::Manifest;
+use musefs_core::plugins::Plugins;
 use musefs_tests::{
     assert_random_preads, audio_data, audio_md5, ls_long, make_library, musefs, mutagen_tags, scan, sha256, target_dir,
     validate, wait_for, write_manifest, Mount,
@@ -55,7 +55,7 @@ fn synthesized_files_round_trip_and_pass_their_validators() {
     let m = Mount::start(&lib.manifest, &mnt, &[]);
     let manifest = Manifest::load(&lib.manifest).unwrap();
     let plugins = Plugins::load_dir(&target_dir()).unwrap();
-    let core = musefs::mount::build_core(&manifest, &plugins).unwrap();
+    let core = musefs_core::assemble::build_core(&manifest, &plugins).unwrap();
     let files = ls_long(&lib.manifest);
     assert_eq!(files.len(), 13);
     let mut seed = 7;

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use musefs::plugins::Plugins;
+use musefs_core::plugins::Plugins;
 use musefs_plugin_api::{
     handle_into_ffi, CallCtx, EntryKind, ErrorKind, FormatBox, Handle, PlanMode, PlanRequest, PluginResult, Stat,
     TrackInfo,

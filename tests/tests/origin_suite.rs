@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use musefs::plugins::Plugins;
+use musefs_core::plugins::Plugins;
 use musefs_plugin_api::abi_stable::std_types::RSliceMut;
 use musefs_plugin_api::{CallCtx, EntryKind, ErrorKind, HandleBox, ListRequest, OriginBox, PluginError};
 use musefs_tests::servers::{make_world_readable, S3Server, Sshd};

@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use musefs::plugins::Plugins;
+use musefs_core::plugins::Plugins;
 use musefs_tests::{musefs, target_dir};
 
 #[test]

@@ -1,0 +1,597 @@
+//! The `musefs` command line.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use musefs_core::assemble;
+use musefs_core::catalog::overlay::{ArtEdit, Edit};
+use musefs_core::catalog::Catalog;
+use musefs_core::manifest::Manifest;
+use musefs_core::plugins::{self, Plugins};
+use musefs_core::scanner;
+use musefs_core::state;
+use musefs_core::tree::load::{self as tree_load, SnapshotTarget, TreeSource};
+use musefs_fuse::MountOptions;
+
+mod cache;
+mod progress;
+mod tag;
+
+
+/// musefs: a tag-driven, read-only view of your music library.
+///
+/// Scan origins (local directories, and remote stores through plugins) into a catalog,
+/// then mount a tree rendered from tags by a template, e.g.
+/// `Artist/Album/01 Title.flac`. The original files are never modified.
+#[derive(Parser)]
+#[command(name = "musefs", version, about, long_about)]
+struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args)]
+struct Common {
+    /// The manifest (TOML): origins, template(s), mode, state_dir.
+    #[arg(long, short = 'm', value_name = "FILE")]
+    manifest: PathBuf,
+    /// Load plugins from DIR (default: the manifest's `plugin_dir`, else the directory
+    /// of the musefs binary).
+    #[arg(long, value_name = "DIR")]
+    plugin_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Scan the manifest's origins into the catalog (incremental: unchanged files are skipped).
+    Scan {
+        #[command(flatten)]
+        common: Common,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Mount the rendered tree read-only at MOUNTPOINT; serve until Ctrl-C, SIGTERM or unmount.
+    Mount {
+        #[command(flatten)]
+        common: Common,
+        /// Allow other users to access the mount (needs `user_allow_other` in /etc/fuse.conf unless root).
+        #[arg(long)]
+        allow_other: bool,
+        /// Serve every read through musefs even where the kernel could pass local files through.
+        #[arg(long)]
+        no_kernel_passthrough: bool,
+        /// An existing, empty directory.
+        mountpoint: PathBuf,
+    },
+    /// Show the state directory: its owner (a running mount or scan), readers, the
+    /// catalog, the last sync of each origin, the chunk cache.
+    Status {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Print the rendered tree without mounting.
+    Ls {
+        #[command(flatten)]
+        common: Common,
+        /// Also print each file's origin and path.
+        #[arg(long, short = 'l')]
+        long: bool,
+    },
+    /// Edit tags and art (an overlay in the catalog; the originals are never touched).
+    ///
+    /// PATH is a path in the mounted tree as `musefs ls` prints it (a directory means
+    /// every file below it), ORIGIN:PATH, or a file under a local origin's root. A running
+    /// mount shows the change within its `refresh_interval_ms`.
+    Tag {
+        #[command(subcommand)]
+        command: TagCommand,
+    },
+    /// The chunk cache of remote origins: stats, prefetch, verify, clear.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
+    /// Inspect plugins.
+    Plugins {
+        #[command(subcommand)]
+        command: PluginsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TagCommand {
+    /// Print the tags and pictures a file serves (edited keys are marked).
+    Show {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON (the `export` format) instead.
+        #[arg(long)]
+        json: bool,
+        path: String,
+    },
+    /// Replace the values of keys: `title="New Title" artist=A artist=B`.
+    Set {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        /// KEY=VALUE, repeat a key for several values.
+        #[arg(required = true)]
+        assignments: Vec<String>,
+    },
+    /// Append values to keys: `genre=Jazz`.
+    Add {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        #[arg(required = true)]
+        assignments: Vec<String>,
+    },
+    /// Remove keys (`comment`) or single values (`artist=Beta`).
+    Rm {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        #[arg(required = true)]
+        keys: Vec<String>,
+    },
+    /// Back to the file's own tags: the given keys, or everything (tags and art).
+    Reset {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        keys: Vec<String>,
+    },
+    /// Write the tags of the files under PATH as JSON (to stdout, or --output).
+    Export {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        #[arg(long, short = 'o')]
+        output: Option<PathBuf>,
+    },
+    /// Apply a JSON document from `export`: each listed file's text tags become exactly its.
+    Import {
+        #[command(flatten)]
+        common: Common,
+        file: PathBuf,
+    },
+    /// Cover art.
+    Art {
+        #[command(subcommand)]
+        command: ArtCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ArtCommand {
+    /// Set a picture (replacing pictures of its type) from a JPEG/PNG/GIF/WebP file.
+    Set {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        image: PathBuf,
+        /// Picture type (3 = front cover, 4 = back cover, ...).
+        #[arg(long = "type", default_value_t = 3)]
+        picture_type: u32,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// Remove pictures (of one type, or all).
+    Rm {
+        #[command(flatten)]
+        common: Common,
+        path: String,
+        #[arg(long = "type")]
+        picture_type: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
+enum CacheCommand {
+    /// Chunks and bytes on disk, the budget, dedup, and how many files are fully cached.
+    Stats {
+        #[command(flatten)]
+        common: Common,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Fetch files into the cache so they play offline: tree paths, ORIGIN:PATH, or
+    /// tag queries KEY=VALUE (e.g. `album="Kind of Blue"`).
+    Prefetch {
+        #[command(flatten)]
+        common: Common,
+        /// Only the chunks holding headers and art (pinned: every file opens instantly).
+        #[arg(long)]
+        headers: bool,
+        /// Files fetched at once (each file in order).
+        #[arg(long, default_value_t = 4)]
+        parallel: usize,
+        /// What to fetch (default: everything).
+        targets: Vec<String>,
+    },
+    /// Hash every chunk on disk; remove corrupt or unindexed ones (they are fetched again).
+    Verify {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Remove every cached chunk and manifest.
+    Clear {
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum PluginsCommand {
+    /// List the plugins in a directory: name, kind, version, ABI version, path.
+    List {
+        /// The directory (default: the directory of the musefs binary).
+        #[arg(long, value_name = "DIR")]
+        plugin_dir: Option<PathBuf>,
+    },
+}
+
+fn plugin_dir(cli: Option<&Path>, manifest: Option<&Manifest>) -> PathBuf {
+    cli.map(Path::to_owned).or_else(|| manifest.and_then(|m| m.plugin_dir.clone())).unwrap_or_else(plugins::default_dir)
+}
+
+fn load(common: &Common) -> Result<(Manifest, Plugins)> {
+    let manifest = Manifest::load(&common.manifest)?;
+    let dir = plugin_dir(common.plugin_dir.as_deref(), Some(&manifest));
+    let plugins = Plugins::load_dir(&dir)?;
+    Ok((manifest, plugins))
+}
+
+/// The manifest of a command that attaches to the state directory as a reader.
+fn reader_manifest(command: &Command) -> Option<&Path> {
+    fn m(c: &Common) -> Option<&Path> {
+        Some(c.manifest.as_path())
+    }
+    match command {
+        Command::Ls { common, .. } | Command::Status { common } => m(common),
+        Command::Tag { command } => match command {
+            TagCommand::Show { common, .. }
+            | TagCommand::Set { common, .. }
+            | TagCommand::Add { common, .. }
+            | TagCommand::Rm { common, .. }
+            | TagCommand::Reset { common, .. }
+            | TagCommand::Export { common, .. }
+            | TagCommand::Import { common, .. }
+            | TagCommand::Art { command: ArtCommand::Set { common, .. } | ArtCommand::Rm { common, .. } } => m(common),
+        },
+        Command::Cache { command } => match command {
+            CacheCommand::Stats { common, .. }
+            | CacheCommand::Prefetch { common, .. }
+            | CacheCommand::Verify { common }
+            | CacheCommand::Clear { common } => m(common),
+        },
+        _ => None,
+    }
+}
+
+/// Takes ownership of the manifest's state directory (mount, scan).
+fn own(manifest: &Manifest, mountpoint: Option<&Path>) -> Result<state::Owner> {
+    let (owner, _) = state::StateDir::new(&manifest.state_dir).own(mountpoint)?;
+    owner.start_heartbeat();
+    Ok(owner)
+}
+
+fn run(cli: Cli) -> Result<()> {
+    // Read-only and editing commands attach beside a running owner.
+    let _reader = match reader_manifest(&cli.command) {
+        Some(path) => Some(state::StateDir::new(&Manifest::load(path)?.state_dir).attach()?),
+        None => None,
+    };
+    match cli.command {
+        Command::Scan { common, threads } => {
+            let (manifest, plugins) = load(&common)?;
+            let owner = own(&manifest, None)?;
+            let mut catalog = Catalog::open(&manifest.catalog_path())?;
+            let mut opts = scanner::Options { progress: progress::bar(), ..scanner::Options::default() };
+            if let Some(t) = threads {
+                opts.threads = t.max(1);
+            }
+            let started = std::time::Instant::now();
+            let summary = scanner::scan(&manifest, &plugins, &mut catalog, &opts)?;
+            println!("scan: {summary} in {:.2?}", started.elapsed());
+            // The next mount starts from the tree snapshot instead of rendering the tree.
+            tree_load::refresh_snapshot(&manifest, &catalog)?;
+            catalog.checkpoint()?;
+            drop(catalog);
+            owner.release()?;
+            if summary.failed_origins > 0 {
+                anyhow::bail!("{} origin(s) could not be listed; see the errors above", summary.failed_origins);
+            }
+        }
+        Command::Mount { common, allow_other, no_kernel_passthrough, mountpoint } => {
+            let (manifest, plugins) = load(&common)?;
+            let abs = std::path::absolute(&mountpoint).unwrap_or_else(|_| mountpoint.clone());
+            let owner = own(&manifest, Some(&abs))?;
+            musefs_fuse::check_mountpoint(&mountpoint)?;
+            let (core, source) = assemble::build_core_loaded(&manifest, &plugins)?;
+            let core = Arc::new(core);
+            let snapshot = {
+                let catalog = Catalog::open(&manifest.catalog_path())?;
+                SnapshotTarget::of(&manifest, &catalog)?
+            };
+            let snapshot_saved = (source == TreeSource::Snapshot { applied: 0 }).then(|| core.position());
+            if core.with_tree(|t| t.is_empty()) && manifest.sync_interval.is_none() {
+                tracing::warn!("the catalog is empty: run `musefs scan --manifest {}` first", manifest.path.display());
+            }
+            let manifest = Arc::new(manifest);
+            let syncer = (manifest.sync_interval.is_some() || manifest.watch)
+                .then(|| musefs_core::sync::Syncer::start(manifest.clone(), Arc::new(plugins)));
+            musefs_fuse::run(
+                core,
+                manifest.mode,
+                &mountpoint,
+                &MountOptions {
+                    allow_other,
+                    no_kernel_passthrough,
+                    refresh_interval: Some(manifest.refresh_interval),
+                    snapshot: Some(snapshot),
+                    snapshot_saved,
+                },
+                syncer,
+            )?;
+            // Orderly shutdown: the WAL folded into the database, ownership released.
+            let catalog = Catalog::open(&manifest.catalog_path())?;
+            if let Err(e) = catalog.checkpoint() {
+                tracing::warn!("checkpointing the catalog: {e}");
+            }
+            drop(catalog);
+            owner.release()?;
+            tracing::info!("stopped cleanly");
+        }
+        Command::Status { common } => {
+            let manifest = Manifest::load(&common.manifest)?;
+            print!("{}", musefs_core::status::render(&manifest)?);
+        }
+        Command::Ls { common, long } => {
+            let manifest = Manifest::load(&common.manifest)?;
+            let catalog = Catalog::open(&manifest.catalog_path())?;
+            let tree = tree_load::build_tree(&manifest, &catalog)?;
+            let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            for (path, id) in tree.paths() {
+                use std::io::Write;
+                if long {
+                    let row = catalog.file(id)?.context("catalog changed while listing")?;
+                    writeln!(out, "{path}\t{}:{}", row.origin, row.path)?;
+                } else {
+                    writeln!(out, "{path}")?;
+                }
+            }
+        }
+        Command::Tag { command } => tag(command)?,
+        Command::Cache { command } => cache(command)?,
+        Command::Plugins { command: PluginsCommand::List { plugin_dir: dir } } => {
+            let dir = plugin_dir(dir.as_deref(), None);
+            let p = Plugins::load_dir(&dir)?;
+            println!("{:<12} {:<14} {:<9} {:<4} PATH", "NAME", "KIND", "VERSION", "ABI");
+            for l in &p.loaded {
+                println!(
+                    "{:<12} {:<14} {:<9} {:<4} {}",
+                    l.name,
+                    l.kinds.describe(),
+                    l.version,
+                    l.abi_version,
+                    l.path.display()
+                );
+            }
+            for e in &p.errors {
+                println!("error: {e}");
+            }
+            if p.loaded.is_empty() {
+                anyhow::bail!("no plugins loaded from {}", dir.display());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn cache(command: CacheCommand) -> Result<()> {
+    match command {
+        CacheCommand::Stats { common, json } => {
+            let manifest = Manifest::load(&common.manifest)?;
+            let cache = assemble::open_cache(&manifest)?;
+            let s = cache.store().stats()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&s)?);
+            } else {
+                let mib = |b: u64| b as f64 / 1048576.0;
+                println!("directory:   {}", manifest.cache_dir().display());
+                println!(
+                    "chunks:      {} ({:.1} MiB of {:.1} MiB budget, {:.1} MiB pinned)",
+                    s.chunks,
+                    mib(s.bytes),
+                    mib(s.max_size),
+                    mib(s.pinned_bytes)
+                );
+                println!(
+                    "files:       {} with cached chunks ({:.1} MiB of file data, dedup {:.2}x)",
+                    s.files_with_chunks,
+                    mib(s.logical_bytes),
+                    if s.bytes == 0 { 1.0 } else { s.logical_bytes as f64 / s.bytes as f64 }
+                );
+                for (name, cached, total) in &s.per_origin {
+                    println!("origin {name}: {cached} of {total} file(s) fully cached");
+                }
+            }
+        }
+        CacheCommand::Prefetch { common, headers, parallel, targets } => {
+            let (manifest, plugins) = load(&common)?;
+            let catalog = Catalog::open(&manifest.catalog_path())?;
+            let cache = assemble::open_cache(&manifest)?;
+            let mut ids = Vec::new();
+            if targets.is_empty() {
+                ids = catalog.find_files(None, "")?;
+            }
+            for t in &targets {
+                ids.extend(cache::resolve(&manifest, &catalog, t)?);
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            let bar = indicatif::ProgressBar::new(ids.len() as u64);
+            if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let started = std::time::Instant::now();
+            let sum = cache::prefetch(&manifest, &plugins, &cache, &catalog, &ids, headers, parallel, |n, what| {
+                bar.set_position(n);
+                bar.set_message(what.to_owned());
+            })?;
+            bar.finish_and_clear();
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "prefetch: {} file(s) cached, {:.1} MiB fetched in {secs:.1} s ({:.1} MiB/s), {} local file(s) skipped",
+                sum.files,
+                sum.bytes as f64 / 1048576.0,
+                sum.bytes as f64 / 1048576.0 / secs.max(1e-9),
+                sum.local
+            );
+            for f in &sum.failed {
+                eprintln!("failed: {f}");
+            }
+            if !sum.failed.is_empty() {
+                anyhow::bail!("{} file(s) could not be fetched", sum.failed.len());
+            }
+        }
+        CacheCommand::Verify { common } => {
+            let manifest = Manifest::load(&common.manifest)?;
+            let cache = assemble::open_cache(&manifest)?;
+            let v = cache.store().verify(|_| {})?;
+            for r in &v.corrupt {
+                println!("corrupt, removed: {r}");
+            }
+            for r in &v.unindexed {
+                println!("not indexed (left by an interrupted write), removed: {r}");
+            }
+            println!(
+                "verify: {} chunk(s) checked, {} corrupt removed (fetched again when needed), {} unindexed removed",
+                v.checked,
+                v.corrupt.len(),
+                v.unindexed.len()
+            );
+        }
+        CacheCommand::Clear { common } => {
+            let manifest = Manifest::load(&common.manifest)?;
+            let cache = assemble::open_cache(&manifest)?;
+            let freed = cache.store().clear()?;
+            println!("clear: {:.1} MiB freed", freed as f64 / 1048576.0);
+        }
+    }
+    Ok(())
+}
+
+fn open_for_tags(common: &Common) -> Result<(Manifest, Catalog)> {
+    let manifest = Manifest::load(&common.manifest)?;
+    let catalog = Catalog::open(&manifest.catalog_path())?;
+    Ok((manifest, catalog))
+}
+
+fn edit(common: &Common, path: &str, edits: Vec<Edit>) -> Result<()> {
+    let (manifest, mut catalog) = open_for_tags(common)?;
+    let ids = tag::resolve(&manifest, &catalog, path)?;
+    catalog.apply_edits(&ids, &edits, &[])?;
+    eprintln!("edited {} file(s)", ids.len());
+    Ok(())
+}
+
+fn tag(command: TagCommand) -> Result<()> {
+    match command {
+        TagCommand::Show { common, json, path } => {
+            let (manifest, catalog) = open_for_tags(&common)?;
+            let ids = tag::resolve(&manifest, &catalog, &path)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&tag::export(&catalog, &ids)?)?);
+            } else {
+                for id in ids {
+                    print!("{}", tag::show(&catalog, id)?);
+                }
+            }
+        }
+        TagCommand::Set { common, path, assignments } => {
+            let pairs = tag::parse_assignments(&assignments, false)?;
+            edit(&common, &path, tag::set_edits(&pairs, false))?;
+        }
+        TagCommand::Add { common, path, assignments } => {
+            let pairs = tag::parse_assignments(&assignments, false)?;
+            edit(&common, &path, tag::set_edits(&pairs, true))?;
+        }
+        TagCommand::Rm { common, path, keys } => {
+            let pairs = tag::parse_assignments(&keys, true)?;
+            edit(&common, &path, pairs.into_iter().map(|(key, value)| Edit::Remove { key, value }).collect())?;
+        }
+        TagCommand::Reset { common, path, keys } => {
+            let edits = if keys.is_empty() {
+                vec![Edit::Reset { key: None }]
+            } else {
+                keys.into_iter().map(|k| Edit::Reset { key: Some(k) }).collect()
+            };
+            edit(&common, &path, edits)?;
+        }
+        TagCommand::Export { common, path, output } => {
+            let (manifest, catalog) = open_for_tags(&common)?;
+            let ids = tag::resolve(&manifest, &catalog, &path)?;
+            let text = serde_json::to_string_pretty(&tag::export(&catalog, &ids)?)?;
+            match output {
+                Some(o) => std::fs::write(&o, text + "\n").with_context(|| format!("writing {}", o.display()))?,
+                None => println!("{text}"),
+            }
+        }
+        TagCommand::Import { common, file } => {
+            let (_, mut catalog) = open_for_tags(&common)?;
+            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let doc: tag::Export =
+                serde_json::from_str(&text).with_context(|| format!("{}: not a musefs tag export", file.display()))?;
+            let n = tag::import(&mut catalog, &doc, &file.display().to_string())?;
+            eprintln!("imported: {n} file(s) changed");
+        }
+        TagCommand::Art { command: ArtCommand::Set { common, path, image, picture_type, description } } => {
+            let (manifest, mut catalog) = open_for_tags(&common)?;
+            let ids = tag::resolve(&manifest, &catalog, &path)?;
+            let pic = tag::picture_from_file(&image, picture_type, &description)?;
+            tag::edit_art(&mut catalog, &ids, ArtEdit::Set(pic))?;
+            eprintln!("art set on {} file(s)", ids.len());
+        }
+        TagCommand::Art { command: ArtCommand::Rm { common, path, picture_type } } => {
+            let (manifest, mut catalog) = open_for_tags(&common)?;
+            let ids = tag::resolve(&manifest, &catalog, &path)?;
+            tag::edit_art(&mut catalog, &ids, ArtEdit::Remove(picture_type))?;
+            eprintln!("art removed from {} file(s)", ids.len());
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default = match cli.verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},fuser=warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("musefs: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,302 @@
+//! `musefs tag`: the user's tag and art edits, as an overlay in the catalog.
+//!
+//! Targets are named by a path in the mounted tree (as `musefs ls` prints it; a
+//! directory means every file below it), by `ORIGIN:PATH` (a file or directory in an
+//! origin), or by a path under a local origin's root. Edits never touch the originals;
+//! a running mount picks them up from the catalog's change log.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use musefs_plugin_api::Picture;
+use serde::{Deserialize, Serialize};
+
+use musefs_core::catalog::overlay::{ArtEdit, Edit};
+use musefs_core::catalog::{Catalog, CatalogError};
+use musefs_core::manifest::Manifest;
+
+/// A tag command error.
+#[derive(Debug, thiserror::Error)]
+pub enum TagError {
+    /// The catalog refused or failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// Nothing matches the given path.
+    #[error(
+        "no file matches `{0}`: give a path in the mounted tree (as `musefs ls` prints it), \
+         ORIGIN:PATH, or a file under a local origin's root"
+    )]
+    NoMatch(String),
+    /// An argument is malformed.
+    #[error("{0}")]
+    Usage(String),
+    /// An image or JSON file cannot be used.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// A result of this module.
+pub type Result<T> = std::result::Result<T, TagError>;
+
+/// The files `target` names.
+///
+/// # Errors
+/// [`TagError::NoMatch`] if none.
+pub fn resolve(manifest: &Manifest, catalog: &Catalog, target: &str) -> Result<Vec<i64>> {
+    let tree = musefs_core::tree::load::build_tree(manifest, catalog)?;
+    if let Some(node) = tree.resolve(target.trim_start_matches('/')) {
+        let ids = tree.files_under(node.ino);
+        if !ids.is_empty() {
+            return Ok(ids);
+        }
+    }
+    if let Some((origin, path)) = target.split_once(':') {
+        if manifest.origins.iter().any(|o| o.name == origin) {
+            let ids = catalog.find_files(Some(origin), path)?;
+            if !ids.is_empty() {
+                return Ok(ids);
+            }
+        }
+    }
+    let abs = Path::new(target).canonicalize().ok();
+    if let Some(abs) = abs {
+        for o in &manifest.origins {
+            let cfg: serde_json::Value = serde_json::from_str(&o.config_json).unwrap_or_default();
+            let Some(root) = cfg.get("root").and_then(|r| r.as_str()) else { continue };
+            let Ok(root) = Path::new(root).canonicalize() else { continue };
+            if let Ok(rel) = abs.strip_prefix(&root) {
+                let ids = catalog.find_files(Some(&o.name), &rel.to_string_lossy())?;
+                if !ids.is_empty() {
+                    return Ok(ids);
+                }
+            }
+        }
+    }
+    Err(TagError::NoMatch(target.to_owned()))
+}
+
+/// Parses `KEY=VALUE` arguments; `allow_bare` also accepts a bare `KEY` (value `None`).
+///
+/// # Errors
+/// [`TagError::Usage`] naming the argument.
+pub fn parse_assignments(args: &[String], allow_bare: bool) -> Result<Vec<(String, Option<String>)>> {
+    args.iter()
+        .map(|a| match a.split_once('=') {
+            Some((k, v)) => Ok((k.to_owned(), Some(v.to_owned()))),
+            None if allow_bare => Ok((a.clone(), None)),
+            None => Err(TagError::Usage(format!("`{a}`: expected KEY=VALUE (e.g. title=\"New Title\")"))),
+        })
+        .collect()
+}
+
+/// `set` edits: values grouped by key, in argument order (`artist=A artist=B` sets two values).
+pub fn set_edits(pairs: &[(String, Option<String>)], add: bool) -> Vec<Edit> {
+    let mut by_key: Vec<(String, Vec<String>)> = Vec::new();
+    for (k, v) in pairs {
+        let k = k.trim().to_ascii_lowercase();
+        let v = v.clone().unwrap_or_default();
+        match by_key.iter_mut().find(|(x, _)| *x == k) {
+            Some((_, vals)) => vals.push(v),
+            None => by_key.push((k, vec![v])),
+        }
+    }
+    by_key
+        .into_iter()
+        .map(|(key, values)| if add { Edit::Add { key, values } } else { Edit::Set { key, values } })
+        .collect()
+}
+
+/// One file in the JSON export format.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExportedFile {
+    /// The origin's name.
+    pub origin: String,
+    /// The path in the origin.
+    pub path: String,
+    /// Text tags by canonical key, the overlay applied.
+    pub tags: BTreeMap<String, Vec<String>>,
+    /// The keys the user edited (informational).
+    #[serde(default)]
+    pub edited: Vec<String>,
+}
+
+/// The JSON export document.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Export {
+    /// Format version (1).
+    pub version: u32,
+    /// The files.
+    pub files: Vec<ExportedFile>,
+}
+
+/// The export document for `ids`.
+///
+/// # Errors
+/// Catalog errors.
+pub fn export(catalog: &Catalog, ids: &[i64]) -> Result<Export> {
+    let mut files = Vec::with_capacity(ids.len());
+    for &id in ids {
+        let Some(row) = catalog.file(id)? else { continue };
+        let tags = catalog.effective_text(id)?.into_iter().collect();
+        files.push(ExportedFile { origin: row.origin, path: row.path, tags, edited: catalog.edited(id)?.0 });
+    }
+    Ok(Export { version: 1, files })
+}
+
+/// Applies an export document: each listed file's text tags become exactly the
+/// document's (keys it does not list are removed; binary frames and art are left
+/// alone). All files or none.
+///
+/// # Errors
+/// [`TagError::File`] for an unknown version or a file not in the catalog; edit errors.
+pub fn import(catalog: &mut Catalog, doc: &Export, source: &str) -> Result<usize> {
+    if doc.version != 1 {
+        return Err(TagError::File { path: source.into(), message: format!("unknown version {}", doc.version) });
+    }
+    let mut batch = Vec::with_capacity(doc.files.len());
+    for f in &doc.files {
+        let ids = catalog.find_files(Some(&f.origin), &f.path)?;
+        let Some(&id) = ids.iter().find(|&&id| catalog.file(id).ok().flatten().is_some_and(|r| r.path == f.path))
+        else {
+            return Err(TagError::File {
+                path: source.into(),
+                message: format!("{}:{} is not in the catalog (scan first?)", f.origin, f.path),
+            });
+        };
+        let current = catalog.effective_text(id)?;
+        let mut edits: Vec<Edit> = current
+            .keys()
+            .filter(|k| !f.tags.contains_key(*k))
+            .map(|k| Edit::Remove { key: k.clone(), value: None })
+            .collect();
+        for (k, v) in &f.tags {
+            if current.get(k) != Some(v) {
+                edits.push(Edit::Set { key: k.clone(), values: v.clone() });
+            }
+        }
+        if !edits.is_empty() {
+            batch.push((id, edits, Vec::new()));
+        }
+    }
+    let n = batch.len();
+    catalog.apply_batch(&batch)?;
+    Ok(n)
+}
+
+/// Reads an image file into a picture (JPEG, PNG, GIF or WebP; dimensions from the header).
+///
+/// # Errors
+/// [`TagError::File`] for an unreadable, unknown or oversized image.
+pub fn picture_from_file(path: &Path, picture_type: u32, description: &str) -> Result<Picture> {
+    let err = |message: String| TagError::File { path: path.display().to_string(), message };
+    let data = std::fs::read(path).map_err(|e| err(e.to_string()))?;
+    if data.len() > 16 * 1024 * 1024 - 1024 {
+        return Err(err("larger than 16 MiB, the FLAC picture limit".into()));
+    }
+    let (mime, w, h) = if data.starts_with(b"\x89PNG\r\n\x1a\n") && data.len() >= 24 {
+        let be = |i: usize| u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+        ("image/png", be(16), be(20))
+    } else if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
+        let (w, h) = jpeg_size(&data).unwrap_or((0, 0));
+        ("image/jpeg", w, h)
+    } else if data.starts_with(b"GIF8") && data.len() >= 10 {
+        (
+            "image/gif",
+            u32::from(u16::from_le_bytes([data[6], data[7]])),
+            u32::from(u16::from_le_bytes([data[8], data[9]])),
+        )
+    } else if data.len() >= 12 && &data[..4] == b"RIFF" && &data[8..12] == b"WEBP" {
+        ("image/webp", 0, 0)
+    } else {
+        return Err(err("not a JPEG, PNG, GIF or WebP image".into()));
+    };
+    if picture_type > 20 {
+        return Err(TagError::Usage(format!("picture type {picture_type}: expected 0-20 (3 = front cover)")));
+    }
+    Ok(Picture {
+        picture_type,
+        mime: mime.into(),
+        description: description.into(),
+        width: w,
+        height: h,
+        depth: 24,
+        colors: 0,
+        data: data.into(),
+    })
+}
+
+fn jpeg_size(d: &[u8]) -> Option<(u32, u32)> {
+    let mut i = 2;
+    while i + 9 < d.len() {
+        if d[i] != 0xFF {
+            return None;
+        }
+        let marker = d[i + 1];
+        let len = usize::from(u16::from_be_bytes([d[i + 2], d[i + 3]]));
+        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
+            let h = u32::from(u16::from_be_bytes([d[i + 5], d[i + 6]]));
+            let w = u32::from(u16::from_be_bytes([d[i + 7], d[i + 8]]));
+            return Some((w, h));
+        }
+        i += 2 + len;
+    }
+    None
+}
+
+/// Applies `art` edits to `ids`.
+///
+/// # Errors
+/// Catalog errors.
+pub fn edit_art(catalog: &mut Catalog, ids: &[i64], art: ArtEdit) -> Result<()> {
+    catalog.apply_edits(ids, &[], &[art])?;
+    Ok(())
+}
+
+/// A human-readable listing of one file's tags and pictures.
+///
+/// # Errors
+/// Catalog errors.
+pub fn show(catalog: &Catalog, id: i64) -> Result<String> {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let Some(row) = catalog.file(id)? else { return Ok(s) };
+    let (edited, art_edited) = catalog.edited(id)?;
+    let _ = writeln!(s, "{}:{}", row.origin, row.path);
+    for t in catalog.effective_tags(id)? {
+        let key = if t.key.is_empty() { format!("({})", t.native) } else { t.key.to_string() };
+        let mark = if edited.iter().any(|k| k == t.key.as_str()) { "  [edited]" } else { "" };
+        if t.data.is_empty() {
+            let _ = writeln!(s, "  {key} = {}{mark}", t.value);
+        } else {
+            let _ = writeln!(s, "  {key} : {} [{} bytes binary]{mark}", t.value, t.data.len());
+        }
+    }
+    for k in &edited {
+        if !catalog.effective_tags(id)?.iter().any(|t| t.key.as_str() == k) {
+            let _ = writeln!(s, "  {k} (removed)  [edited]");
+        }
+    }
+    let pics = catalog.effective_pictures(id)?;
+    let mark = if art_edited { "  [edited]" } else { "" };
+    for p in &pics {
+        let _ = writeln!(
+            s,
+            "  picture type {} {} {}x{} {} bytes{}{mark}",
+            p.picture_type,
+            p.mime,
+            p.width,
+            p.height,
+            p.data.len(),
+            if p.description.is_empty() { String::new() } else { format!(" \"{}\"", p.description) }
+        );
+    }
+    if pics.is_empty() && art_edited {
+        let _ = writeln!(s, "  (pictures removed){mark}");
+    }
+    Ok(s)
+}

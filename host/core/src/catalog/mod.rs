@@ -1,0 +1,961 @@
+//! The SQLite catalog: origins, files, tags, pictures, audio properties.
+//!
+//! One database per state directory (`catalog.db`, WAL mode). The schema is versioned
+//! with `PRAGMA user_version` and upgraded by the migrations in [`MIGRATIONS`]; a
+//! catalog written by a newer musefs is refused with a clear error, never touched.
+//!
+//! File rows keep their id across rescans (an update is an upsert on
+//! `(origin, path)`), so inode numbers derived from them are stable. Tags carry a
+//! `source`: [`SOURCE_FILE`] for what the file says, [`SOURCE_USER`] for the user's
+//! overlay; a rescan replaces only the former.
+//!
+//! The overlay (see [`overlay`]) works key by key: a key listed in `overrides` for a file
+//! takes its values from the user's rows only (none = the key is removed); pictures
+//! likewise, all at once, through `art_overrides`. Every change to what a file serves
+//! (a scan that rewrote it, an edit, a removal) bumps the file's `gen` and appends its id
+//! to the `changes` log, which a running mount polls to refresh its tree incrementally.
+
+pub mod overlay;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use musefs_plugin_api::{Stat, TrackInfo};
+use rusqlite::{params, Connection, OptionalExtension, Transaction};
+
+use crate::util::now_secs;
+
+/// Tags read from the file.
+pub const SOURCE_FILE: i64 = 0;
+/// Tags set by the user (an overlay that wins over the file's own values per key).
+pub const SOURCE_USER: i64 = 1;
+
+/// The migrations; `MIGRATIONS[i]` upgrades schema version `i` to `i + 1`.
+pub const MIGRATIONS: &[&str] = &[
+    r"
+CREATE TABLE origins (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL
+);
+CREATE TABLE files (
+    id INTEGER PRIMARY KEY,
+    origin_id INTEGER NOT NULL REFERENCES origins(id) ON DELETE CASCADE,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    mtime_ns INTEGER,
+    etag TEXT,
+    plugin TEXT NOT NULL,
+    format TEXT NOT NULL,
+    extension TEXT NOT NULL,
+    audio_offset INTEGER NOT NULL,
+    audio_len INTEGER NOT NULL,
+    codec TEXT NOT NULL,
+    duration_ms INTEGER NOT NULL,
+    sample_rate INTEGER NOT NULL,
+    channels INTEGER NOT NULL,
+    bits_per_sample INTEGER NOT NULL,
+    bitrate INTEGER NOT NULL,
+    regions TEXT NOT NULL,
+    extra TEXT NOT NULL,
+    scanned_at INTEGER NOT NULL,
+    UNIQUE (origin_id, path)
+);
+CREATE TABLE tags (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    source INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    key TEXT NOT NULL,
+    native TEXT NOT NULL,
+    value TEXT NOT NULL,
+    data BLOB,
+    PRIMARY KEY (file_id, source, seq)
+) WITHOUT ROWID;
+CREATE INDEX tags_by_key ON tags(key, file_id);
+CREATE TABLE pictures (
+    id INTEGER PRIMARY KEY,
+    hash BLOB NOT NULL UNIQUE,
+    mime TEXT NOT NULL,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    depth INTEGER NOT NULL,
+    colors INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE TABLE file_pictures (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    source INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    picture_id INTEGER NOT NULL REFERENCES pictures(id),
+    picture_type INTEGER NOT NULL,
+    description TEXT NOT NULL,
+    PRIMARY KEY (file_id, source, seq)
+) WITHOUT ROWID;
+CREATE INDEX file_pictures_by_picture ON file_pictures(picture_id);
+",
+    r"
+ALTER TABLE files ADD COLUMN gen INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE overrides (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    key TEXT NOT NULL,
+    PRIMARY KEY (file_id, key)
+) WITHOUT ROWID;
+CREATE TABLE art_overrides (
+    file_id INTEGER PRIMARY KEY REFERENCES files(id) ON DELETE CASCADE
+);
+CREATE TABLE changes (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    file_id INTEGER NOT NULL,
+    at INTEGER NOT NULL
+);
+",
+    r"
+CREATE TABLE cache_chunks (
+    hash BLOB PRIMARY KEY,
+    size INTEGER NOT NULL,
+    last_used INTEGER NOT NULL,
+    pinned INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+CREATE TABLE cache_manifest (
+    file_id INTEGER NOT NULL REFERENCES files(id) ON DELETE CASCADE,
+    idx INTEGER NOT NULL,
+    stamp TEXT NOT NULL,
+    chunk_size INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (file_id, idx)
+) WITHOUT ROWID;
+CREATE INDEX cache_manifest_by_hash ON cache_manifest(hash);
+",
+    r"
+CREATE TABLE origin_sync (
+    origin TEXT PRIMARY KEY,
+    started_at INTEGER NOT NULL,
+    finished_at INTEGER,
+    ok INTEGER NOT NULL,
+    summary TEXT NOT NULL,
+    error TEXT,
+    failures INTEGER NOT NULL DEFAULT 0
+) WITHOUT ROWID;
+",
+    r"
+CREATE TABLE meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+INSERT INTO meta (key, value) VALUES ('catalog_id', lower(hex(randomblob(16))));
+",
+];
+
+/// The last sync (scan) of one origin, as `musefs status` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRecord {
+    /// The origin's name.
+    pub origin: String,
+    /// When the last sync started (ms since the epoch).
+    pub started_at: i64,
+    /// When it finished (`None`: running, or the process died during it).
+    pub finished_at: Option<i64>,
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What it did (`added 3 / updated 0 / ...`).
+    pub summary: String,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Failures in a row.
+    pub failures: i64,
+}
+
+/// The schema version this build writes.
+pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
+
+/// A catalog error.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// SQLite failed.
+    #[error("catalog {path}: {source}")]
+    Sqlite {
+        /// The database file.
+        path: PathBuf,
+        /// The SQLite error.
+        source: rusqlite::Error,
+    },
+    /// `PRAGMA integrity_check` found problems.
+    #[error("catalog {path} is damaged: {problems}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// What SQLite reported.
+        problems: String,
+    },
+    /// The catalog was written by a newer musefs.
+    #[error(
+        "catalog {path} has schema version {found}, but this musefs knows only up to {known}: \
+         it was written by a newer musefs; upgrade musefs or point `state_dir` elsewhere"
+    )]
+    TooNew {
+        /// The database file.
+        path: PathBuf,
+        /// Its schema version.
+        found: i64,
+        /// The newest this build knows.
+        known: i64,
+    },
+    /// An edit was refused (bad key or value); nothing was written.
+    #[error("{0}")]
+    InvalidEdit(String),
+    /// The state directory cannot be created.
+    #[error("cannot create state directory {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// A catalog result.
+pub type Result<T> = std::result::Result<T, CatalogError>;
+
+/// The catalog's view of one file, as the scanner compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownFile {
+    /// The file id.
+    pub id: i64,
+    /// Size at the last scan.
+    pub size: u64,
+    /// Modification time at the last scan.
+    pub mtime_ns: Option<i64>,
+    /// ETag at the last scan.
+    pub etag: Option<String>,
+}
+
+/// One file as the serving core needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileRow {
+    /// The file id.
+    pub id: i64,
+    /// Its origin's name.
+    pub origin: String,
+    /// Its path in the origin.
+    pub path: String,
+    /// Size at the last scan.
+    pub size: u64,
+    /// Modification time at the last scan.
+    pub mtime_ns: Option<i64>,
+    /// ETag at the last scan.
+    pub etag: Option<String>,
+    /// The format plugin that read it.
+    pub plugin: String,
+    /// The extension to serve it with.
+    pub extension: String,
+    /// Bumped each time what the file serves may change (rescan, edit).
+    pub gen: i64,
+    /// Where the audio starts (the header, art included, lies before).
+    pub audio_offset: u64,
+}
+
+/// A file with the tag values a tree build needs.
+#[derive(Debug, Clone)]
+pub struct TreeFile {
+    /// The file row.
+    pub file: FileRow,
+    /// `(key, value)` pairs, the user's overlay applied, in order.
+    pub tags: Vec<(String, String)>,
+    /// Whether the file serves at least one picture.
+    pub has_picture: bool,
+}
+
+/// One stored tag row: `(source, key, native, value, is_binary)`.
+pub type StoredTag = (i64, String, String, String, bool);
+
+/// The catalog.
+pub struct Catalog {
+    pub(crate) conn: Connection,
+    path: PathBuf,
+}
+
+/// The version stamp of a file as one string (size, mtime, ETag): what the chunk cache's
+/// manifests are valid for.
+pub fn stamp_string(size: u64, mtime_ns: Option<i64>, etag: Option<&str>) -> String {
+    format!("{size}:{}:{}", mtime_ns.map_or_else(|| "-".to_owned(), |m| m.to_string()), etag.unwrap_or("-"))
+}
+
+
+impl Catalog {
+    /// Opens (creating if needed) the catalog at `path` and brings its schema up to date.
+    ///
+    /// # Errors
+    /// [`CatalogError::TooNew`] for a catalog from a newer musefs; SQLite errors.
+    pub fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|source| CatalogError::StateDir { path: dir.to_owned(), source })?;
+        }
+        let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite { path: path.to_owned(), source })?;
+        let mut cat = Self { conn, path: path.to_owned() };
+        cat.setup()?;
+        Ok(cat)
+    }
+
+    pub(crate) fn err(&self) -> impl Fn(rusqlite::Error) -> CatalogError + '_ {
+        move |source| CatalogError::Sqlite { path: self.path.clone(), source }
+    }
+
+    fn setup(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
+        self.conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(&e)?;
+        self.conn
+            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
+            .map_err(&e)?;
+        let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(&e)?;
+        if version > SCHEMA_VERSION {
+            return Err(CatalogError::TooNew { path: self.path.clone(), found: version, known: SCHEMA_VERSION });
+        }
+        for v in version..SCHEMA_VERSION {
+            let tx = self.conn.transaction().map_err(&e)?;
+            tx.execute_batch(MIGRATIONS[v as usize]).map_err(&e)?;
+            tx.pragma_update(None, "user_version", v + 1).map_err(&e)?;
+            tx.commit().map_err(&e)?;
+        }
+        Ok(())
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The schema version of the open database.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn schema_version(&self) -> Result<i64> {
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// This catalog's identity: random, fixed when the catalog was created (or upgraded
+    /// to schema 5). Files derived from the catalog (the tree snapshot) carry it, so a
+    /// catalog deleted and rebuilt never matches what was derived from the old one.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn catalog_id(&self) -> Result<String> {
+        self.conn.query_row("SELECT value FROM meta WHERE key = 'catalog_id'", [], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// Records that a sync of `origin` started.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sync_started(&self, origin: &str, at_ms: i64) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO origin_sync(origin, started_at, finished_at, ok, summary, error, failures)
+                 VALUES (?1, ?2, NULL, 0, 'running', NULL, 0)
+                 ON CONFLICT(origin) DO UPDATE SET started_at = excluded.started_at, finished_at = NULL",
+                params![origin, at_ms],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Records how a sync of `origin` ended (`error`: `None` if it succeeded).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sync_finished(&self, origin: &str, at_ms: i64, summary: &str, error: Option<&str>) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE origin_sync SET finished_at = ?2, ok = ?3, summary = ?4, error = ?5,
+                 failures = CASE WHEN ?3 THEN 0 ELSE failures + 1 END WHERE origin = ?1",
+                params![origin, at_ms, error.is_none(), summary, error],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    /// The last sync of every origin.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn sync_records(&self) -> Result<Vec<SyncRecord>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT origin, started_at, finished_at, ok, summary, error, failures FROM origin_sync ORDER BY origin",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map([], |r| {
+                Ok(SyncRecord {
+                    origin: r.get(0)?,
+                    started_at: r.get(1)?,
+                    finished_at: r.get(2)?,
+                    ok: r.get(3)?,
+                    summary: r.get(4)?,
+                    error: r.get(5)?,
+                    failures: r.get(6)?,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+
+    /// Checkpoints the WAL into the database and truncates it (at orderly shutdown).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn checkpoint(&self) -> Result<()> {
+        self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(self.err())
+    }
+
+    /// `PRAGMA integrity_check`: `Ok(())` or the problems found.
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::Corrupt`] listing the problems.
+    pub fn integrity_check(&self) -> Result<()> {
+        let mut st = self.conn.prepare("PRAGMA integrity_check").map_err(self.err())?;
+        let msgs: Vec<String> = st
+            .query_map([], |r| r.get(0))
+            .map_err(self.err())?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(self.err())?;
+        if msgs == ["ok"] {
+            Ok(())
+        } else {
+            Err(CatalogError::Corrupt { path: self.path.clone(), problems: msgs.join("; ") })
+        }
+    }
+
+    /// The id of origin `name`, registering it if new.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn origin_id(&self, name: &str, kind: &str) -> Result<i64> {
+        self.conn
+            .execute(
+                "INSERT INTO origins(name, kind) VALUES (?1, ?2) ON CONFLICT(name) DO UPDATE SET kind = excluded.kind",
+                params![name, kind],
+            )
+            .map_err(self.err())?;
+        self.conn.query_row("SELECT id FROM origins WHERE name = ?1", [name], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// The files of an origin at or below `paths` (origin-relative) with their stamps.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn known_files_under(&self, origin_id: i64, paths: &[String]) -> Result<HashMap<String, KnownFile>> {
+        // `path = p` or `p/` <= path < `p0` ('0' follows '/'): an index range per path.
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT id, path, size, mtime_ns, etag FROM files
+                 WHERE origin_id = ?1 AND (path = ?2 OR (path >= ?2 || '/' AND path < ?2 || '0'))",
+            )
+            .map_err(self.err())?;
+        let mut out = HashMap::new();
+        for p in paths {
+            let rows = st
+                .query_map(params![origin_id, p], |r| {
+                    Ok((
+                        r.get::<_, String>(1)?,
+                        KnownFile {
+                            id: r.get(0)?,
+                            size: r.get::<_, i64>(2)? as u64,
+                            mtime_ns: r.get(3)?,
+                            etag: r.get(4)?,
+                        },
+                    ))
+                })
+                .map_err(self.err())?;
+            for row in rows {
+                let (path, k) = row.map_err(self.err())?;
+                out.insert(path, k);
+            }
+        }
+        Ok(out)
+    }
+
+    /// Every file of an origin, by path.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn known_files(&self, origin_id: i64) -> Result<HashMap<String, KnownFile>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT id, path, size, mtime_ns, etag FROM files WHERE origin_id = ?1")
+            .map_err(self.err())?;
+        let rows = st
+            .query_map([origin_id], |r| {
+                Ok((
+                    r.get::<_, String>(1)?,
+                    KnownFile { id: r.get(0)?, size: r.get::<_, i64>(2)? as u64, mtime_ns: r.get(3)?, etag: r.get(4)? },
+                ))
+            })
+            .map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+
+    /// Writes a batch of scanned files in one transaction (insert or update; the user's
+    /// overlay is kept). Returns the file ids.
+    ///
+    /// # Errors
+    /// SQLite errors; the whole batch is rolled back.
+    pub fn write_batch(&mut self, origin_id: i64, batch: &[(String, Stat, String, TrackInfo)]) -> Result<Vec<i64>> {
+        let path = self.path.clone();
+        let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&e)?;
+        let mut ids = Vec::with_capacity(batch.len());
+        for (rel, stat, plugin, info) in batch {
+            ids.push(write_one(&tx, origin_id, rel, stat, plugin, info).map_err(&e)?);
+        }
+        tx.commit().map_err(&e)?;
+        Ok(ids)
+    }
+
+    /// Removes files by id (their tags and picture links go with them) and pictures no
+    /// file uses any more.
+    ///
+    /// # Errors
+    /// SQLite errors; nothing is removed then.
+    pub fn remove_files(&mut self, ids: &[i64]) -> Result<()> {
+        let path = self.path.clone();
+        let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&e)?;
+        {
+            let mut st = tx.prepare("DELETE FROM files WHERE id = ?1").map_err(&e)?;
+            for id in ids {
+                st.execute([id]).map_err(&e)?;
+                log_change(&tx, *id).map_err(&e)?;
+            }
+        }
+        tx.execute("DELETE FROM pictures WHERE id NOT IN (SELECT picture_id FROM file_pictures)", []).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(())
+    }
+
+    /// One file by id.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn file(&self, id: i64) -> Result<Option<FileRow>> {
+        // On every open: a cached statement.
+        self.conn
+            .prepare_cached(
+                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen, f.audio_offset
+                 FROM files f JOIN origins o ON o.id = f.origin_id WHERE f.id = ?1",
+            )
+            .and_then(|mut st| st.query_row([id], file_row).optional())
+            .map_err(self.err())
+    }
+
+    /// The files (all, or just `only`) that serve at least one picture, the overlay applied.
+    fn files_with_pictures(&self, only: Option<i64>) -> Result<Vec<i64>> {
+        const SERVED: &str = "fp.source = CASE WHEN EXISTS (SELECT 1 FROM art_overrides a WHERE a.file_id = fp.file_id)
+                              THEN 1 ELSE 0 END";
+        // Two statements, not `?1 IS NULL OR file_id = ?1`: with the OR, SQLite scans the
+        // whole table even for one file, which made every changed file of a sync cost a
+        // full scan of `file_pictures`.
+        let (sql, arg) = match only {
+            Some(id) => {
+                (format!("SELECT DISTINCT fp.file_id FROM file_pictures fp WHERE fp.file_id = ?1 AND {SERVED}"), id)
+            }
+            None => (format!("SELECT DISTINCT fp.file_id FROM file_pictures fp WHERE ?1 = 0 AND {SERVED}"), 0),
+        };
+        let mut st = self.conn.prepare_cached(&sql).map_err(self.err())?;
+        let rows = st.query_map([arg], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+
+    /// One file as the tree needs it (`None` if it is not in the catalog).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn tree_file(&self, id: i64, keys: &[String]) -> Result<Option<TreeFile>> {
+        let Some(file) = self.file(id)? else { return Ok(None) };
+        let has_picture = !self.files_with_pictures(Some(id))?.is_empty();
+        let mut tags = Vec::new();
+        for t in self.effective_tags(id)? {
+            if t.data.is_empty() && keys.iter().any(|k| k == t.key.as_str()) {
+                tags.push((t.key.into_string(), t.value.into_string()));
+            }
+        }
+        Ok(Some(TreeFile { file, tags, has_picture }))
+    }
+
+    /// Every `(file id, key)` the user's overlay controls (few: only edited files).
+    fn overridden_keys(&self) -> Result<std::collections::HashSet<(i64, String)>> {
+        let mut st = self.conn.prepare("SELECT file_id, key FROM overrides").map_err(self.err())?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+
+    /// Every file with the values of `keys` (the user's overlay replacing the file's own
+    /// values key by key), ordered by origin name and path.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn tree_files(&self, keys: &[String]) -> Result<Vec<TreeFile>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen, f.audio_offset
+                 FROM files f JOIN origins o ON o.id = f.origin_id ORDER BY o.name, f.path",
+            )
+            .map_err(self.err())?;
+        let mut files: Vec<TreeFile> = st
+            .query_map([], |r| Ok(TreeFile { file: file_row(r)?, tags: Vec::new(), has_picture: false }))
+            .map_err(self.err())?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(self.err())?;
+        if files.is_empty() {
+            return Ok(files);
+        }
+        let index: crate::util::InoMap<usize> = files.iter().enumerate().map(|(i, f)| (f.file.id as u64, i)).collect();
+        for id in self.files_with_pictures(None)? {
+            if let Some(&i) = index.get(&(id as u64)) {
+                files[i].has_picture = true;
+            }
+        }
+        if keys.is_empty() {
+            return Ok(files);
+        }
+        let placeholders = vec!["?"; keys.len()].join(",");
+        // `+key`: scan the table in its primary-key order (file, source, seq) instead of
+        // going through the key index and sorting every row (half the time at 100k files).
+        let sql = format!(
+            "SELECT file_id, source, key, value FROM tags WHERE +key IN ({placeholders}) AND data IS NULL
+             ORDER BY file_id, source, seq"
+        );
+        let overridden = self.overridden_keys()?;
+        let mut st = self.conn.prepare(&sql).map_err(self.err())?;
+        let mut rows = st.query(rusqlite::params_from_iter(keys.iter())).map_err(self.err())?;
+        // Per file, the file's rows come first, then the user's: once a key has user
+        // values the file's values for it are dropped; so are those of a key the user
+        // removed (listed in `overrides` with no user rows).
+        let mut current = -1i64;
+        let (mut own, mut user) = (Vec::<(String, String)>::new(), Vec::<(String, String)>::new());
+        let mut flush = |id: i64, own: &mut Vec<(String, String)>, user: &mut Vec<(String, String)>| {
+            let Some(&i) = index.get(&(id as u64)) else {
+                own.clear();
+                user.clear();
+                return;
+            };
+            let tags = &mut files[i].tags;
+            for (k, v) in own.drain(..) {
+                let replaced = user.iter().any(|(uk, _)| *uk == k);
+                if !replaced && (overridden.is_empty() || !overridden.contains(&(id, k.clone()))) {
+                    tags.push((k, v));
+                }
+            }
+            tags.append(user);
+        };
+        while let Some(r) = rows.next().map_err(self.err())? {
+            let (id, source, key, value): (i64, i64, String, String) = (
+                r.get(0).map_err(self.err())?,
+                r.get(1).map_err(self.err())?,
+                r.get(2).map_err(self.err())?,
+                r.get(3).map_err(self.err())?,
+            );
+            if id != current {
+                flush(current, &mut own, &mut user);
+                current = id;
+            }
+            if source == SOURCE_USER {
+                user.push((key, value));
+            } else {
+                own.push((key, value));
+            }
+        }
+        flush(current, &mut own, &mut user);
+        Ok(files)
+    }
+
+    /// Counts of files, tags and pictures.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn counts(&self) -> Result<(u64, u64, u64)> {
+        let q = |sql: &str| self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(self.err());
+        Ok((q("SELECT count(*) FROM files")?, q("SELECT count(*) FROM tags")?, q("SELECT count(*) FROM pictures")?))
+    }
+
+    /// The tags of one file as stored.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn file_tags(&self, id: i64) -> Result<Vec<StoredTag>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT source, key, native, value, data IS NOT NULL FROM tags WHERE file_id = ?1 ORDER BY source, seq",
+            )
+            .map_err(self.err())?;
+        let rows =
+            st.query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))).map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+}
+
+/// Replaces the pictures of `file_id` from `source` with `pics` (image bytes stored once
+/// by their BLAKE3 hash), in the caller's transaction.
+pub(crate) fn link_pictures(
+    tx: &Transaction<'_>,
+    file_id: i64,
+    source: i64,
+    pics: &[musefs_plugin_api::Picture],
+) -> rusqlite::Result<()> {
+    tx.prepare_cached("DELETE FROM file_pictures WHERE file_id = ?1 AND source = ?2")?
+        .execute(params![file_id, source])?;
+    for (seq, pic) in pics.iter().enumerate() {
+        let hash = blake3::hash(pic.data.as_slice());
+        tx.prepare_cached(
+            "INSERT INTO pictures (hash, mime, width, height, depth, colors, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (hash) DO NOTHING",
+        )?
+        .execute(params![
+            hash.as_bytes().as_slice(),
+            pic.mime.as_str(),
+            pic.width,
+            pic.height,
+            pic.depth,
+            pic.colors,
+            pic.data.as_slice()
+        ])?;
+        let pid: i64 = tx
+            .prepare_cached("SELECT id FROM pictures WHERE hash = ?1")?
+            .query_row([hash.as_bytes().as_slice()], |r| r.get(0))?;
+        tx.prepare_cached(
+            "INSERT INTO file_pictures (file_id, source, seq, picture_id, picture_type, description)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![file_id, source, seq as i64, pid, pic.picture_type, pic.description.as_str()])?;
+    }
+    Ok(())
+}
+
+/// Appends `file_id` to the change log (in the caller's transaction).
+pub(crate) fn log_change(tx: &Transaction<'_>, file_id: i64) -> rusqlite::Result<()> {
+    tx.prepare_cached("INSERT INTO changes (file_id, at) VALUES (?1, ?2)")?.execute(params![file_id, now_secs()])?;
+    Ok(())
+}
+
+pub(crate) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
+    Ok(FileRow {
+        id: r.get(0)?,
+        origin: r.get(1)?,
+        path: r.get(2)?,
+        size: r.get::<_, i64>(3)? as u64,
+        mtime_ns: r.get(4)?,
+        etag: r.get(5)?,
+        plugin: r.get(6)?,
+        extension: r.get(7)?,
+        gen: r.get(8)?,
+        audio_offset: r.get::<_, i64>(9)? as u64,
+    })
+}
+
+fn write_one(
+    tx: &Transaction<'_>,
+    origin_id: i64,
+    rel: &str,
+    stat: &Stat,
+    plugin: &str,
+    info: &TrackInfo,
+) -> rusqlite::Result<i64> {
+    let regions: Vec<serde_json::Value> = info
+        .regions
+        .iter()
+        .map(|r| serde_json::json!({ "kind": r.kind.as_str(), "offset": r.offset, "len": r.len }))
+        .collect();
+    let extra: serde_json::Map<String, serde_json::Value> =
+        info.extra.iter().map(|kv| (kv.key.to_string(), kv.value.as_str().into())).collect();
+    let p = &info.props;
+    // Cached statements: this runs once per scanned file.
+    let id: i64 = tx.prepare_cached(
+        "INSERT INTO files (origin_id, path, size, mtime_ns, etag, plugin, format, extension, audio_offset, audio_len,
+                            codec, duration_ms, sample_rate, channels, bits_per_sample, bitrate, regions, extra, scanned_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+         ON CONFLICT (origin_id, path) DO UPDATE SET
+            size = excluded.size, mtime_ns = excluded.mtime_ns, etag = excluded.etag, plugin = excluded.plugin,
+            format = excluded.format, extension = excluded.extension, audio_offset = excluded.audio_offset,
+            audio_len = excluded.audio_len, codec = excluded.codec, duration_ms = excluded.duration_ms,
+            sample_rate = excluded.sample_rate, channels = excluded.channels,
+            bits_per_sample = excluded.bits_per_sample, bitrate = excluded.bitrate, regions = excluded.regions,
+            extra = excluded.extra, scanned_at = excluded.scanned_at, gen = files.gen + 1
+         RETURNING id",
+    )?.query_row(
+        params![
+            origin_id,
+            rel,
+            stat.size as i64,
+            stat.mtime_ns.into_option(),
+            stat.etag.clone().into_option().map(|s| s.into_string()),
+            plugin,
+            info.format.as_str(),
+            info.extension.as_str(),
+            info.audio_offset as i64,
+            info.audio_len as i64,
+            p.codec.as_str(),
+            p.duration_ms as i64,
+            p.sample_rate,
+            p.channels,
+            p.bits_per_sample,
+            p.bitrate,
+            serde_json::Value::Array(regions).to_string(),
+            serde_json::Value::Object(extra).to_string(),
+            now_secs(),
+        ],
+        |r| r.get(0),
+    )?;
+    log_change(tx, id)?;
+    // Cached chunks of another version of this file are stale (evicted first).
+    let stamp =
+        stamp_string(stat.size, stat.mtime_ns.into_option(), stat.etag.as_ref().map(|e| e.as_str()).into_option());
+    tx.prepare_cached("DELETE FROM cache_manifest WHERE file_id = ?1 AND stamp != ?2")?.execute(params![id, stamp])?;
+    tx.prepare_cached("DELETE FROM tags WHERE file_id = ?1 AND source = ?2")?.execute(params![id, SOURCE_FILE])?;
+    {
+        let mut st = tx.prepare_cached(
+            "INSERT INTO tags (file_id, source, seq, key, native, value, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for (seq, t) in info.tags.iter().enumerate() {
+            let data: Option<&[u8]> = if t.data.is_empty() { None } else { Some(t.data.as_slice()) };
+            st.execute(params![
+                id,
+                SOURCE_FILE,
+                seq as i64,
+                t.key.as_str(),
+                t.native.as_str(),
+                t.value.as_str(),
+                data
+            ])?;
+        }
+    }
+    link_pictures(tx, id, SOURCE_FILE, &info.pictures)?;
+    Ok(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use musefs_plugin_api::{AudioProps, EntryKind, Picture, Tag};
+
+    use super::*;
+
+    fn info(title: &str, cover: &[u8]) -> TrackInfo {
+        TrackInfo {
+            format: "flac".into(),
+            extension: "flac".into(),
+            tags: vec![
+                Tag::text("title", "TITLE", title),
+                Tag::text("artist", "ARTIST", "A"),
+                Tag::text("artist", "ARTIST", "B"),
+            ]
+            .into(),
+            pictures: vec![Picture {
+                picture_type: 3,
+                mime: "image/png".into(),
+                description: "".into(),
+                width: 1,
+                height: 1,
+                depth: 24,
+                colors: 0,
+                data: cover.to_vec().into(),
+            }]
+            .into(),
+            props: AudioProps {
+                codec: "flac".into(),
+                duration_ms: 1000,
+                sample_rate: 44100,
+                channels: 2,
+                bits_per_sample: 16,
+                bitrate: 1,
+            },
+            audio_offset: 10,
+            audio_len: 100,
+            regions: Vec::new().into(),
+            extra: Vec::new().into(),
+        }
+    }
+
+    fn stat(size: u64) -> Stat {
+        Stat { kind: EntryKind::FILE, size, mtime_ns: Some(5).into(), etag: None.into() }
+    }
+
+    #[test]
+    fn upsert_keeps_ids_dedups_pictures_and_overlay_wins() {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&d.path().join("c.db")).unwrap();
+        let o = c.origin_id("main", "local").unwrap();
+        let ids = c
+            .write_batch(
+                o,
+                &[
+                    ("a.flac".into(), stat(110), "flac".into(), info("One", b"img")),
+                    ("b.flac".into(), stat(110), "flac".into(), info("Two", b"img")),
+                ],
+            )
+            .unwrap();
+        assert_eq!(c.counts().unwrap(), (2, 6, 1), "one picture row for two files");
+        let again = c.write_batch(o, &[("a.flac".into(), stat(111), "flac".into(), info("Uno", b"img2"))]).unwrap();
+        assert_eq!(again[0], ids[0], "an update keeps the file id");
+        c.conn.execute("INSERT INTO tags VALUES (?1, 1, 0, 'title', 'TITLE', 'Edited', NULL)", [ids[1]]).unwrap();
+        let files = c.tree_files(&["title".into(), "artist".into()]).unwrap();
+        let titles: Vec<Vec<_>> = files
+            .iter()
+            .map(|f| f.tags.iter().filter(|(k, _)| k == "title").map(|(_, v)| v.clone()).collect())
+            .collect();
+        assert_eq!(titles, vec![vec!["Uno".to_owned()], vec!["Edited".to_owned()]]);
+        assert_eq!(files[0].tags.iter().filter(|(k, _)| k == "artist").count(), 2);
+        c.remove_files(&[ids[0]]).unwrap();
+        assert_eq!(c.counts().unwrap(), (1, 4, 1), "the unused picture is gone");
+    }
+
+    #[test]
+    fn every_earlier_schema_version_migrates_to_the_current_one() {
+        for from in 0..SCHEMA_VERSION {
+            let t = tempfile::tempdir().unwrap();
+            let path = t.path().join("catalog.db");
+            {
+                // A catalog as version `from` of musefs left it, with data in it.
+                let conn = Connection::open(&path).unwrap();
+                conn.execute_batch("PRAGMA journal_mode=WAL;").unwrap();
+                for m in &MIGRATIONS[..from as usize] {
+                    conn.execute_batch(m).unwrap();
+                }
+                conn.pragma_update(None, "user_version", from).unwrap();
+                if from >= 1 {
+                    conn.execute("INSERT INTO origins(name, kind) VALUES ('music', 'local')", []).unwrap();
+                }
+            }
+            let cat = Catalog::open(&path).unwrap_or_else(|e| panic!("from version {from}: {e}"));
+            assert_eq!(cat.schema_version().unwrap(), SCHEMA_VERSION, "from version {from}");
+            cat.integrity_check().unwrap();
+            if from >= 1 {
+                assert_eq!(cat.origin_id("music", "local").unwrap(), 1, "data kept from version {from}");
+            }
+            // Every table of the current schema is usable.
+            cat.sync_started("music", 1).unwrap();
+            cat.sync_finished("music", 2, "added 0", None).unwrap();
+            assert_eq!(cat.sync_records().unwrap().len(), 1);
+            cat.counts().unwrap();
+            assert_eq!(cat.catalog_id().unwrap().len(), 32, "from version {from}");
+        }
+    }
+
+    #[test]
+    fn a_newer_catalog_is_refused_and_left_alone() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.db");
+        drop(Catalog::open(&p).unwrap());
+        let conn = Connection::open(&p).unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+        drop(conn);
+        let e = Catalog::open(&p).err().unwrap();
+        assert!(matches!(e, CatalogError::TooNew { .. }), "{e}");
+        assert!(e.to_string().contains("newer musefs"));
+        let conn = Connection::open(&p).unwrap();
+        let v: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, SCHEMA_VERSION + 1);
+    }
+}

@@ -1,0 +1,743 @@
+//! The user's overlay: edits applied over a file's own tags and pictures.
+//!
+//! Tag edits work key by key (canonical keys, as templates use them). Once a key is
+//! edited, its values come from the user's rows only, in the user's order, placed where
+//! the file's first value of that key was (keeping the format's native name for it, so
+//! `TXXX:MY FIELD` or `ALBUM ARTIST` stay as the file wrote them); a removed key is an
+//! override with no values. Pictures are overridden as a whole list. `reset` drops the
+//! override and the file's own values show again: they are never modified.
+
+use std::collections::{HashMap, HashSet};
+
+use musefs_plugin_api::{AudioProps, KeyValue, Picture, Region, Tag, TrackInfo};
+use rusqlite::{params, OptionalExtension, Transaction};
+
+use crate::util::now_secs;
+use super::{link_pictures, log_change, Catalog, CatalogError, Result, SOURCE_FILE, SOURCE_USER};
+
+/// Longest accepted key, in bytes.
+pub const MAX_KEY: usize = 64;
+/// Longest accepted value, in bytes.
+pub const MAX_VALUE: usize = 1 << 20;
+
+/// One tag edit.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Edit {
+    /// Replace every value of `key` with `values` (the user's order).
+    Set {
+        /// The key.
+        key: String,
+        /// Its new values.
+        values: Vec<String>,
+    },
+    /// Append `values` to the current values of `key`.
+    Add {
+        /// The key.
+        key: String,
+        /// The values to append.
+        values: Vec<String>,
+    },
+    /// Remove `key` entirely, or only the given value of it.
+    Remove {
+        /// The key.
+        key: String,
+        /// Only this value, if given.
+        value: Option<String>,
+    },
+    /// Back to the file's own values: of `key`, or of every key and the pictures.
+    Reset {
+        /// The key, or everything.
+        key: Option<String>,
+    },
+}
+
+/// One picture edit.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ArtEdit {
+    /// Replace the pictures of `picture.picture_type` with `picture` (placed first for a front cover).
+    Set(Picture),
+    /// Remove the pictures of a type, or all.
+    Remove(Option<u32>),
+}
+
+/// Checks and normalises (lower-cases) a tag key.
+///
+/// # Errors
+/// [`CatalogError::InvalidEdit`] naming what is wrong.
+pub fn normalize_key(key: &str) -> Result<String> {
+    let k = key.trim().to_ascii_lowercase();
+    let bad = |why: &str| CatalogError::InvalidEdit(format!("invalid tag key `{key}`: {why}"));
+    if k.is_empty() {
+        return Err(bad("it is empty"));
+    }
+    if k.len() > MAX_KEY {
+        return Err(bad(&format!("longer than {MAX_KEY} bytes")));
+    }
+    if let Some(c) = k.chars().find(|c| !(' '..='}').contains(c) || *c == '=' || *c == ':') {
+        return Err(bad(&format!(
+            "character {c:?} is not allowed (keys are printable ASCII without `=` or `:`, e.g. `title`, `albumartist`, `replaygain_track_gain`)"
+        )));
+    }
+    Ok(k)
+}
+
+/// Checks a tag value.
+///
+/// # Errors
+/// [`CatalogError::InvalidEdit`] naming the key and what is wrong.
+pub fn check_value(key: &str, value: &str) -> Result<()> {
+    if value.len() > MAX_VALUE {
+        return Err(CatalogError::InvalidEdit(format!("value of `{key}` is longer than {MAX_VALUE} bytes")));
+    }
+    if value.contains('\0') {
+        return Err(CatalogError::InvalidEdit(format!("value of `{key}` contains a NUL character")));
+    }
+    Ok(())
+}
+
+fn normalize_edit(e: &Edit) -> Result<Edit> {
+    Ok(match e {
+        Edit::Set { key, values } | Edit::Add { key, values } => {
+            let k = normalize_key(key)?;
+            for v in values {
+                check_value(&k, v)?;
+            }
+            if matches!(e, Edit::Set { .. }) {
+                Edit::Set { key: k, values: values.clone() }
+            } else {
+                Edit::Add { key: k, values: values.clone() }
+            }
+        }
+        Edit::Remove { key, value } => Edit::Remove { key: normalize_key(key)?, value: value.clone() },
+        Edit::Reset { key } => Edit::Reset { key: key.as_deref().map(normalize_key).transpose()? },
+    })
+}
+
+/// A batch of changed file ids from the change log.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Changed files (added, rewritten, edited or removed), each once.
+    pub files: Vec<i64>,
+    /// The sequence number to ask from next time.
+    pub last: i64,
+    /// Log entries after the asked-for point were pruned: rebuild everything.
+    pub gap: bool,
+}
+
+struct Row {
+    key: String,
+    native: String,
+    value: String,
+    data: Option<Vec<u8>>,
+}
+
+impl Row {
+    fn tag(&self) -> Tag {
+        Tag {
+            key: self.key.as_str().into(),
+            native: self.native.as_str().into(),
+            value: self.value.as_str().into(),
+            data: self.data.clone().unwrap_or_default().into(),
+        }
+    }
+}
+
+fn rows(tx: &rusqlite::Connection, file_id: i64, source: i64) -> rusqlite::Result<Vec<Row>> {
+    let mut st =
+        tx.prepare_cached("SELECT key, native, value, data FROM tags WHERE file_id = ?1 AND source = ?2 ORDER BY seq")?;
+    let it = st.query_map(params![file_id, source], |r| {
+        Ok(Row { key: r.get(0)?, native: r.get(1)?, value: r.get(2)?, data: r.get(3)? })
+    })?;
+    it.collect()
+}
+
+fn overrides(conn: &rusqlite::Connection, file_id: i64) -> rusqlite::Result<HashSet<String>> {
+    let mut st = conn.prepare_cached("SELECT key FROM overrides WHERE file_id = ?1")?;
+    let it = st.query_map([file_id], |r| r.get(0))?;
+    it.collect()
+}
+
+fn effective(conn: &rusqlite::Connection, file_id: i64) -> rusqlite::Result<Vec<Tag>> {
+    let own = rows(conn, file_id, SOURCE_FILE)?;
+    let over = overrides(conn, file_id)?;
+    if over.is_empty() {
+        return Ok(own.iter().map(Row::tag).collect());
+    }
+    let user = rows(conn, file_id, SOURCE_USER)?;
+    let mut out = Vec::with_capacity(own.len() + user.len());
+    let mut placed: HashSet<&str> = HashSet::new();
+    for r in &own {
+        if !over.contains(&r.key) {
+            out.push(r.tag());
+            continue;
+        }
+        if placed.insert(r.key.as_str()) {
+            for u in user.iter().filter(|u| u.key == r.key) {
+                let mut t = u.tag();
+                if t.native.is_empty() && r.data.is_none() {
+                    t.native = r.native.as_str().into();
+                }
+                out.push(t);
+            }
+        }
+    }
+    for u in &user {
+        if !placed.contains(u.key.as_str()) && over.contains(&u.key) {
+            out.push(u.tag());
+        }
+    }
+    Ok(out)
+}
+
+fn pictures(conn: &rusqlite::Connection, file_id: i64, source: i64) -> rusqlite::Result<Vec<Picture>> {
+    let mut st = conn.prepare_cached(
+        "SELECT fp.picture_type, p.mime, fp.description, p.width, p.height, p.depth, p.colors, p.data
+         FROM file_pictures fp JOIN pictures p ON p.id = fp.picture_id
+         WHERE fp.file_id = ?1 AND fp.source = ?2 ORDER BY fp.seq",
+    )?;
+    let it = st.query_map(params![file_id, source], |r| {
+        Ok(Picture {
+            picture_type: r.get(0)?,
+            mime: r.get::<_, String>(1)?.into(),
+            description: r.get::<_, String>(2)?.into(),
+            width: r.get(3)?,
+            height: r.get(4)?,
+            depth: r.get(5)?,
+            colors: r.get(6)?,
+            data: r.get::<_, Vec<u8>>(7)?.into(),
+        })
+    })?;
+    it.collect()
+}
+
+fn art_overridden(conn: &rusqlite::Connection, file_id: i64) -> rusqlite::Result<bool> {
+    conn.prepare_cached("SELECT 1 FROM art_overrides WHERE file_id = ?1")?
+        .query_row([file_id], |_| Ok(()))
+        .optional()
+        .map(|o| o.is_some())
+}
+
+fn effective_pictures(conn: &rusqlite::Connection, file_id: i64) -> rusqlite::Result<Vec<Picture>> {
+    let source = if art_overridden(conn, file_id)? { SOURCE_USER } else { SOURCE_FILE };
+    pictures(conn, file_id, source)
+}
+
+/// Stores `pics` as the user's picture list of a file (deduplicated by hash).
+fn write_user_pictures(tx: &Transaction<'_>, file_id: i64, pics: &[Picture]) -> rusqlite::Result<()> {
+    tx.execute("INSERT OR IGNORE INTO art_overrides (file_id) VALUES (?1)", [file_id])?;
+    link_pictures(tx, file_id, SOURCE_USER, pics)
+}
+
+/// Replaces the user's values of `key` (making it overridden).
+fn write_key(tx: &Transaction<'_>, file_id: i64, key: &str, values: &[String]) -> rusqlite::Result<()> {
+    tx.execute("DELETE FROM tags WHERE file_id = ?1 AND source = ?2 AND key = ?3", params![file_id, SOURCE_USER, key])?;
+    tx.execute("INSERT OR IGNORE INTO overrides (file_id, key) VALUES (?1, ?2)", params![file_id, key])?;
+    let next: i64 = tx.query_row(
+        "SELECT coalesce(max(seq), -1) + 1 FROM tags WHERE file_id = ?1 AND source = ?2",
+        params![file_id, SOURCE_USER],
+        |r| r.get(0),
+    )?;
+    for (i, v) in values.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO tags (file_id, source, seq, key, native, value, data) VALUES (?1, ?2, ?3, ?4, '', ?5, NULL)",
+            params![file_id, SOURCE_USER, next + i as i64, key, v],
+        )?;
+    }
+    Ok(())
+}
+
+fn reset(tx: &Transaction<'_>, file_id: i64, key: Option<&str>) -> rusqlite::Result<()> {
+    match key {
+        Some(k) => {
+            tx.execute(
+                "DELETE FROM tags WHERE file_id = ?1 AND source = ?2 AND key = ?3",
+                params![file_id, SOURCE_USER, k],
+            )?;
+            tx.execute("DELETE FROM overrides WHERE file_id = ?1 AND key = ?2", params![file_id, k])?;
+        }
+        None => {
+            tx.execute("DELETE FROM tags WHERE file_id = ?1 AND source = ?2", params![file_id, SOURCE_USER])?;
+            tx.execute("DELETE FROM overrides WHERE file_id = ?1", [file_id])?;
+            tx.execute("DELETE FROM file_pictures WHERE file_id = ?1 AND source = ?2", params![file_id, SOURCE_USER])?;
+            tx.execute("DELETE FROM art_overrides WHERE file_id = ?1", [file_id])?;
+        }
+    }
+    Ok(())
+}
+
+impl Catalog {
+    /// The tags a file serves: its own with the user's overlay applied, in order.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn effective_tags(&self, file_id: i64) -> Result<Vec<Tag>> {
+        effective(&self.conn, file_id).map_err(self.err())
+    }
+
+    /// The pictures a file serves (the user's list if art was edited).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn effective_pictures(&self, file_id: i64) -> Result<Vec<Picture>> {
+        effective_pictures(&self.conn, file_id).map_err(self.err())
+    }
+
+    /// The keys the user's overlay controls for a file, and whether its art is overridden.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn edited(&self, file_id: i64) -> Result<(Vec<String>, bool)> {
+        let conn = &self.conn;
+        let f = || -> rusqlite::Result<(Vec<String>, bool)> {
+            let mut keys: Vec<String> = overrides(conn, file_id)?.into_iter().collect();
+            keys.sort();
+            Ok((keys, art_overridden(conn, file_id)?))
+        };
+        f().map_err(self.err())
+    }
+
+    /// Files of origin `origin` (or any origin) whose path is `path` or lies below it.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn find_files(&self, origin: Option<&str>, path: &str) -> Result<Vec<i64>> {
+        let path = path.trim_matches('/');
+        let prefix = format!("{path}/");
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT f.id FROM files f JOIN origins o ON o.id = f.origin_id
+                 WHERE (?1 IS NULL OR o.name = ?1)
+                   AND (f.path = ?2 OR ?2 = '' OR substr(f.path, 1, length(?3)) = ?3)
+                 ORDER BY o.name, f.path",
+            )
+            .map_err(self.err())?;
+        let rows = st.query_map(params![origin, path, prefix], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+
+    /// Whether the file has any user edit (tags or art).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn is_edited(&self, file_id: i64) -> Result<bool> {
+        let conn = &self.conn;
+        let f = || -> rusqlite::Result<bool> {
+            Ok(!overrides(conn, file_id)?.is_empty() || art_overridden(conn, file_id)?)
+        };
+        f().map_err(self.err())
+    }
+
+    /// The scan's record of a file (format, audio range, regions, props, extra), without
+    /// tags and pictures; `None` if the file is not in the catalog.
+    ///
+    /// # Errors
+    /// SQLite errors, or a corrupt regions/extra column.
+    pub fn track_info(&self, file_id: i64) -> Result<Option<TrackInfo>> {
+        let row = self
+            .conn
+            .prepare_cached(
+                "SELECT format, extension, audio_offset, audio_len, codec, duration_ms, sample_rate, channels,
+                        bits_per_sample, bitrate, regions, extra FROM files WHERE id = ?1",
+            )
+            .and_then(|mut st| {
+                st.query_row([file_id], |r| {
+                    Ok((
+                        (r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, i64>(3)?),
+                        AudioProps {
+                            codec: r.get::<_, String>(4)?.into(),
+                            duration_ms: r.get::<_, i64>(5)? as u64,
+                            sample_rate: r.get(6)?,
+                            channels: r.get(7)?,
+                            bits_per_sample: r.get(8)?,
+                            bitrate: r.get(9)?,
+                        },
+                        r.get::<_, String>(10)?,
+                        r.get::<_, String>(11)?,
+                    ))
+                })
+                .optional()
+            })
+            .map_err(self.err())?;
+        let Some(((format, extension, audio_offset, audio_len), props, regions, extra)) = row else {
+            return Ok(None);
+        };
+        let corrupt = |what: &str| CatalogError::InvalidEdit(format!("catalog row of file {file_id}: corrupt {what}"));
+        let regions: Vec<serde_json::Value> = serde_json::from_str(&regions).map_err(|_| corrupt("regions"))?;
+        let regions = regions
+            .iter()
+            .map(|r| {
+                Some(Region {
+                    kind: r.get("kind")?.as_str()?.into(),
+                    offset: r.get("offset")?.as_u64()?,
+                    len: r.get("len")?.as_u64()?,
+                })
+            })
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| corrupt("regions"))?;
+        let extra: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&extra).map_err(|_| corrupt("extra"))?;
+        let extra = extra
+            .iter()
+            .map(|(k, v)| KeyValue { key: k.as_str().into(), value: v.as_str().unwrap_or_default().into() })
+            .collect::<Vec<_>>();
+        Ok(Some(TrackInfo {
+            format: format.into(),
+            extension: extension.into(),
+            tags: Vec::new().into(),
+            pictures: Vec::new().into(),
+            props,
+            audio_offset: audio_offset as u64,
+            audio_len: audio_len as u64,
+            regions: regions.into(),
+            extra: extra.into(),
+        }))
+    }
+
+    /// Applies tag and picture edits to every file of `files`, all in one transaction:
+    /// either every file gets every edit, or nothing is written. Each edited file's
+    /// generation is bumped and logged as changed.
+    ///
+    /// # Errors
+    /// [`CatalogError::InvalidEdit`] for a bad key or value (checked before anything is
+    /// written) or an unknown file; SQLite errors.
+    pub fn apply_edits(&mut self, files: &[i64], edits: &[Edit], art: &[ArtEdit]) -> Result<()> {
+        let batch: Vec<(i64, Vec<Edit>, Vec<ArtEdit>)> =
+            files.iter().map(|&f| (f, edits.to_vec(), art.to_vec())).collect();
+        self.apply_batch(&batch)
+    }
+
+    /// Applies per-file edits `(file id, tag edits, picture edits)` in one transaction.
+    ///
+    /// # Errors
+    /// As for [`apply_edits`](Self::apply_edits).
+    pub fn apply_batch(&mut self, batch: &[(i64, Vec<Edit>, Vec<ArtEdit>)]) -> Result<()> {
+        let mut checked = Vec::with_capacity(batch.len());
+        for (file_id, edits, art) in batch {
+            let mut norm = Vec::with_capacity(edits.len());
+            for e in edits {
+                norm.push(normalize_edit(e)?);
+            }
+            checked.push((*file_id, norm, art));
+        }
+        let path = self.path.clone();
+        let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&e)?;
+        for (file_id, norm, art) in &checked {
+            let file_id = *file_id;
+            let exists: Option<i64> =
+                tx.query_row("SELECT id FROM files WHERE id = ?1", [file_id], |r| r.get(0)).optional().map_err(&e)?;
+            if exists.is_none() {
+                return Err(CatalogError::InvalidEdit(format!("file {file_id} is not in the catalog")));
+            }
+            for edit in norm {
+                let current = |tx: &Transaction<'_>, key: &str| -> rusqlite::Result<Vec<String>> {
+                    Ok(effective(tx, file_id)?
+                        .into_iter()
+                        .filter(|t| t.key.as_str() == key && t.data.is_empty())
+                        .map(|t| t.value.into_string())
+                        .collect())
+                };
+                match edit {
+                    Edit::Set { key, values } => write_key(&tx, file_id, key, values).map_err(&e)?,
+                    Edit::Add { key, values } => {
+                        let mut all = current(&tx, key).map_err(&e)?;
+                        all.extend(values.iter().cloned());
+                        write_key(&tx, file_id, key, &all).map_err(&e)?;
+                    }
+                    Edit::Remove { key, value } => {
+                        let mut all = current(&tx, key).map_err(&e)?;
+                        match value {
+                            Some(v) => all.retain(|x| x != v),
+                            None => all.clear(),
+                        }
+                        write_key(&tx, file_id, key, &all).map_err(&e)?;
+                    }
+                    Edit::Reset { key } => reset(&tx, file_id, key.as_deref()).map_err(&e)?,
+                }
+            }
+            if !art.is_empty() {
+                let mut pics = effective_pictures(&tx, file_id).map_err(&e)?;
+                for a in art.iter() {
+                    match a {
+                        ArtEdit::Set(p) => {
+                            pics.retain(|q| q.picture_type != p.picture_type);
+                            if p.picture_type == 3 {
+                                pics.insert(0, p.clone());
+                            } else {
+                                pics.push(p.clone());
+                            }
+                        }
+                        ArtEdit::Remove(None) => pics.clear(),
+                        ArtEdit::Remove(Some(t)) => pics.retain(|q| q.picture_type != *t),
+                    }
+                }
+                write_user_pictures(&tx, file_id, &pics).map_err(&e)?;
+            }
+            tx.execute("UPDATE files SET gen = gen + 1 WHERE id = ?1", [file_id]).map_err(&e)?;
+            log_change(&tx, file_id).map_err(&e)?;
+        }
+        tx.execute("DELETE FROM pictures WHERE id NOT IN (SELECT picture_id FROM file_pictures)", []).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(())
+    }
+
+    /// The newest change log sequence number (0 if none).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn last_change(&self) -> Result<i64> {
+        // The log's AUTOINCREMENT counter, not max(seq): it survives a prune that
+        // emptied the log, so a position taken before the prune is never mistaken for
+        // the current one.
+        self.conn
+            .query_row(
+                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0),
+                            coalesce((SELECT max(seq) FROM changes), 0))",
+                [],
+                |r| r.get(0),
+            )
+            .map_err(self.err())
+    }
+
+    /// Files changed after sequence number `after`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn changes_since(&self, after: i64) -> Result<Changes> {
+        let min: Option<i64> =
+            self.conn.query_row("SELECT min(seq) FROM changes", [], |r| r.get(0)).map_err(self.err())?;
+        let max = self.last_change()?;
+        if max <= after {
+            return Ok(Changes { files: Vec::new(), last: after.max(max), gap: false });
+        }
+        // Entries after `after` were pruned: the log no longer says what changed.
+        let gap = min.is_none_or(|m| m > after + 1);
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT DISTINCT file_id FROM changes WHERE seq > ?1 AND seq <= ?2")
+            .map_err(self.err())?;
+        let files = st
+            .query_map(params![after, max], |r| r.get(0))
+            .map_err(self.err())?
+            .collect::<std::result::Result<Vec<i64>, _>>()
+            .map_err(self.err())?;
+        Ok(Changes { files, last: max, gap })
+    }
+
+    /// Drops change log entries older than `age_secs` (a mount that lagged that far
+    /// rebuilds its tree instead; see [`Changes::gap`]).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn prune_changes(&self, age_secs: i64) -> Result<usize> {
+        self.conn.execute("DELETE FROM changes WHERE at < ?1", [now_secs() - age_secs]).map_err(self.err())
+    }
+
+    /// The tag values (text only) of one file by key, the overlay applied: `key -> values`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn effective_text(&self, file_id: i64) -> Result<HashMap<String, Vec<String>>> {
+        let mut m: HashMap<String, Vec<String>> = HashMap::new();
+        for t in self.effective_tags(file_id)? {
+            if t.data.is_empty() && !t.key.is_empty() {
+                m.entry(t.key.into_string()).or_default().push(t.value.into_string());
+            }
+        }
+        Ok(m)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use musefs_plugin_api::{AudioProps, EntryKind, Stat};
+
+    use super::*;
+
+    fn info(tags: Vec<Tag>, pics: usize) -> TrackInfo {
+        TrackInfo {
+            format: "mp3".into(),
+            extension: "mp3".into(),
+            tags: tags.into(),
+            pictures: (0..pics)
+                .map(|i| Picture {
+                    picture_type: 3 + i as u32,
+                    mime: "image/png".into(),
+                    data: vec![i as u8; 4].into(),
+                    ..Picture::default()
+                })
+                .collect::<Vec<_>>()
+                .into(),
+            props: AudioProps::default(),
+            audio_offset: 0,
+            audio_len: 1,
+            regions: Vec::new().into(),
+            extra: Vec::new().into(),
+        }
+    }
+
+    fn setup() -> (tempfile::TempDir, Catalog, i64) {
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&d.path().join("c.db")).unwrap();
+        let o = c.origin_id("o", "local").unwrap();
+        let tags = vec![
+            Tag::text("title", "TIT2", "T"),
+            Tag::text("my_field", "TXXX:MY FIELD", "x"),
+            Tag::text("artist", "TPE1", "A"),
+            Tag::binary("", "PRIV", "3 bytes", vec![1, 2, 3]),
+        ];
+        let stat = Stat { kind: EntryKind::FILE, size: 1, mtime_ns: Some(1).into(), etag: None.into() };
+        let id = c.write_batch(o, &[("a.mp3".into(), stat, "mp3".into(), info(tags, 2))]).unwrap()[0];
+        (d, c, id)
+    }
+
+    fn view(c: &Catalog, id: i64) -> Vec<(String, String, String)> {
+        c.effective_tags(id)
+            .unwrap()
+            .iter()
+            .map(|t| (t.key.to_string(), t.native.to_string(), t.value.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn edits_replace_in_place_keep_native_names_and_reset() {
+        let (_d, mut c, id) = setup();
+        let gen0 = c.file(id).unwrap().unwrap().gen;
+        c.apply_edits(
+            &[id],
+            &[
+                Edit::Set { key: "My_Field".into(), values: vec!["y".into(), "z".into()] },
+                Edit::Add { key: "artist".into(), values: vec!["B".into()] },
+                Edit::Set { key: "mood".into(), values: vec!["calm".into()] },
+                Edit::Remove { key: "title".into(), value: None },
+            ],
+            &[ArtEdit::Remove(Some(4))],
+        )
+        .unwrap();
+        let v = view(&c, id);
+        let s = |a: &str, b: &str, x: &str| (a.to_owned(), b.to_owned(), x.to_owned());
+        assert_eq!(
+            v,
+            vec![
+                s("my_field", "TXXX:MY FIELD", "y"),
+                s("my_field", "TXXX:MY FIELD", "z"),
+                s("artist", "TPE1", "A"),
+                s("artist", "TPE1", "B"),
+                s("", "PRIV", "3 bytes"),
+                s("mood", "", "calm"),
+            ],
+            "values in place, native names kept, a removed key gone, new keys appended"
+        );
+        assert_eq!(c.effective_pictures(id).unwrap().len(), 1);
+        assert!(c.file(id).unwrap().unwrap().gen > gen0, "an edit bumps the generation");
+        let (keys, art) = c.edited(id).unwrap();
+        assert_eq!(keys, vec!["artist", "mood", "my_field", "title"]);
+        assert!(art);
+        // The file's own tags are still recorded: reset brings them back.
+        c.apply_edits(&[id], &[Edit::Reset { key: None }], &[]).unwrap();
+        assert_eq!(view(&c, id).len(), 4);
+        assert_eq!(c.effective_pictures(id).unwrap().len(), 2);
+        assert!(!c.is_edited(id).unwrap());
+    }
+
+    #[test]
+    fn invalid_edits_write_nothing() {
+        let (_d, mut c, id) = setup();
+        let before = c.last_change().unwrap();
+        for bad in ["", "a=b", "ti:tle", "x\u{1}"] {
+            let e = c.apply_edits(&[id], &[Edit::Set { key: bad.into(), values: vec!["v".into()] }], &[]).unwrap_err();
+            assert!(e.to_string().contains("invalid tag key"), "{e}");
+        }
+        let e = c
+            .apply_edits(
+                &[id],
+                &[
+                    Edit::Set { key: "title".into(), values: vec!["ok".into()] },
+                    Edit::Set { key: "comment".into(), values: vec!["a\0b".into()] },
+                ],
+                &[],
+            )
+            .unwrap_err();
+        assert!(e.to_string().contains("NUL"), "{e}");
+        assert!(c.apply_edits(&[id, 999], &[Edit::Set { key: "title".into(), values: vec![] }], &[]).is_err());
+        assert_eq!(view(&c, id)[0].2, "T", "the batch was rolled back");
+        assert_eq!(c.last_change().unwrap(), before);
+    }
+
+    #[test]
+    fn the_change_log_lists_each_file_once_and_reports_gaps() {
+        let (_d, mut c, id) = setup();
+        let start = c.last_change().unwrap();
+        assert!(start > 0, "the scan logged the file");
+        c.apply_edits(&[id], &[Edit::Set { key: "title".into(), values: vec!["1".into()] }], &[]).unwrap();
+        c.apply_edits(&[id], &[Edit::Set { key: "title".into(), values: vec!["2".into()] }], &[]).unwrap();
+        let ch = c.changes_since(start).unwrap();
+        assert_eq!((ch.files.clone(), ch.gap), (vec![id], false));
+        assert_eq!(c.changes_since(ch.last).unwrap().files, Vec::<i64>::new());
+        c.remove_files(&[id]).unwrap();
+        assert_eq!(c.changes_since(ch.last).unwrap().files, vec![id], "removals are logged");
+        c.conn.execute("UPDATE changes SET at = 0 WHERE seq <= ?1", [ch.last]).unwrap();
+        c.prune_changes(3600).unwrap();
+        assert!(c.changes_since(start).unwrap().gap, "a pruned log is reported as a gap");
+    }
+
+    #[test]
+    fn the_bulk_tree_load_agrees_with_the_per_file_one_under_edits() {
+        // tree_files (mount, one pass over every tag) and tree_file (refresh, one file)
+        // must resolve the overlay identically, key by key.
+        let (_d, mut c, a) = setup();
+        let o = c.origin_id("o", "local").unwrap();
+        let stat = Stat { kind: EntryKind::FILE, size: 1, mtime_ns: Some(1).into(), etag: None.into() };
+        let tags =
+            vec![Tag::text("title", "TIT2", "U"), Tag::text("artist", "TPE1", "X"), Tag::text("artist", "TPE1", "Y")];
+        let ids = c
+            .write_batch(
+                o,
+                &[
+                    ("b.mp3".into(), stat.clone(), "mp3".into(), info(tags.clone(), 2)),
+                    ("c.mp3".into(), stat, "mp3".into(), info(tags, 2)),
+                ],
+            )
+            .unwrap();
+        let (b, untouched) = (ids[0], ids[1]);
+        c.apply_edits(&[a], &[Edit::Set { key: "artist".into(), values: vec!["New".into(), "Two".into()] }], &[])
+            .unwrap();
+        c.apply_edits(&[b], &[Edit::Remove { key: "artist".into(), value: None }], &[]).unwrap();
+        c.apply_edits(&[b], &[Edit::Add { key: "title".into(), values: vec!["Also".into()] }], &[]).unwrap();
+        let keys: Vec<String> = vec!["artist".into(), "title".into()];
+        let sorted = |mut v: Vec<(String, String)>| {
+            v.sort();
+            v
+        };
+        let bulk = c.tree_files(&keys).unwrap();
+        assert_eq!(bulk.len(), 3);
+        for f in &bulk {
+            let one = c.tree_file(f.file.id, &keys).unwrap().unwrap();
+            assert_eq!(sorted(f.tags.clone()), sorted(one.tags.clone()), "file {}", f.file.id);
+        }
+        let get = |id: i64| sorted(bulk.iter().find(|f| f.file.id == id).unwrap().tags.clone());
+        let pair = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+        assert_eq!(get(a), vec![pair("artist", "New"), pair("artist", "Two"), pair("title", "T")]);
+        assert_eq!(get(b), vec![pair("title", "Also"), pair("title", "U")]);
+        assert_eq!(get(untouched), vec![pair("artist", "X"), pair("artist", "Y"), pair("title", "U")]);
+    }
+
+    #[test]
+    fn a_log_pruned_to_empty_still_reports_the_gap() {
+        // Regression: the position came from max(seq), so once a prune emptied the log a
+        // tree snapshot taken before the changes looked up to date.
+        let (_d, mut c, id) = setup();
+        let snapshot_at = c.last_change().unwrap();
+        c.apply_edits(&[id], &[Edit::Set { key: "title".into(), values: vec!["later".into()] }], &[]).unwrap();
+        let now = c.last_change().unwrap();
+        assert!(now > snapshot_at);
+        c.conn.execute("UPDATE changes SET at = 0", []).unwrap();
+        c.prune_changes(3600).unwrap();
+        assert_eq!(c.last_change().unwrap(), now, "the position survives the prune");
+        let ch = c.changes_since(snapshot_at).unwrap();
+        assert!(ch.gap && ch.last == now, "{ch:?}");
+        let ch = c.changes_since(now).unwrap();
+        assert!(!ch.gap && ch.files.is_empty(), "{ch:?}");
+    }
+}

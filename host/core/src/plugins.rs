@@ -1,0 +1,245 @@
+//! Loading plugins from a directory.
+//!
+//! Every `*.so` file in the directory is tried with
+//! `abi_stable::library::lib_header_from_path` (not `RootModule::load_from_file`, which
+//! caches one module per interface type and so would load only one plugin). A file that
+//! is not a plugin, was built for another ABI generation or with a mismatched layout, or
+//! repeats a name already loaded is reported with its path; the others still load.
+
+use std::path::{Path, PathBuf};
+
+use musefs_plugin_api::{FormatBox, OriginBox, PluginKinds, PluginModRef, ABI_VERSION};
+
+/// A plugin that loaded.
+#[derive(Clone)]
+pub struct LoadedPlugin {
+    /// Its name.
+    pub name: String,
+    /// Its own version.
+    pub version: String,
+    /// What it provides.
+    pub kinds: PluginKinds,
+    /// One line about it.
+    pub description: String,
+    /// The ABI generation it was built for.
+    pub abi_version: u32,
+    /// Where it was loaded from.
+    pub path: PathBuf,
+    module: PluginModRef,
+}
+
+impl std::fmt::Debug for LoadedPlugin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedPlugin").field("name", &self.name).field("path", &self.path).finish()
+    }
+}
+
+/// A file that did not load, and why.
+#[derive(Debug, Clone)]
+pub struct LoadError {
+    /// The file.
+    pub path: PathBuf,
+    /// Why.
+    pub message: String,
+}
+
+impl std::fmt::Display for LoadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "plugin {}: {}", self.path.display(), self.message)
+    }
+}
+
+/// An error creating an origin or a format.
+#[derive(Debug, thiserror::Error)]
+pub enum PluginsError {
+    /// The plugin directory is missing or unreadable.
+    #[error("plugin directory {path}: {source}")]
+    Dir {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// No loaded plugin has that name and kind.
+    #[error("no {kind} plugin named `{name}` in {dir} (loaded: {loaded}){hint}")]
+    Missing {
+        /// `origin` or `format`.
+        kind: &'static str,
+        /// The requested name.
+        name: String,
+        /// The plugin directory.
+        dir: String,
+        /// What did load.
+        loaded: String,
+        /// Load errors that might explain it.
+        hint: String,
+    },
+    /// The plugin's factory refused.
+    #[error("plugin `{name}` ({path}): {source}")]
+    Factory {
+        /// The plugin name.
+        name: String,
+        /// Its file.
+        path: PathBuf,
+        /// Its error.
+        source: musefs_plugin_api::PluginError,
+    },
+}
+
+/// The plugins of one directory.
+#[derive(Debug, Default)]
+pub struct Plugins {
+    /// The directory.
+    pub dir: PathBuf,
+    /// What loaded, in file-name order.
+    pub loaded: Vec<LoadedPlugin>,
+    /// What did not.
+    pub errors: Vec<LoadError>,
+}
+
+/// The default plugin directory: the directory of the running binary, where cargo puts
+/// the plugin libraries it builds alongside it.
+pub fn default_dir() -> PathBuf {
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.canonicalize().ok())
+        .and_then(|p| p.parent().map(Path::to_owned))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn load_one(path: &Path) -> Result<LoadedPlugin, String> {
+    let header = abi_stable::library::lib_header_from_path(path).map_err(|e| {
+        let text = e.to_string();
+        if text.contains("symbol") || text.contains("undefined") || text.contains("Could not find") {
+            format!("not a musefs plugin (no abi_stable root module): {}", text.lines().next().unwrap_or(""))
+        } else {
+            format!("cannot load: {}", text.trim())
+        }
+    })?;
+    let module = header.init_root_module::<PluginModRef>().map_err(|e| {
+        let full = e.to_string();
+        tracing::debug!("plugin {}: full layout report:\n{full}", path.display());
+        format!("incompatible with this musefs (plugin ABI generation {ABI_VERSION}): {}", summarize(&full))
+    })?;
+    let abi = module.abi_version();
+    if abi != ABI_VERSION {
+        return Err(format!(
+            "built for plugin ABI version {abi}, this musefs speaks version {ABI_VERSION}: rebuild it"
+        ));
+    }
+    let info = (module.info())();
+    Ok(LoadedPlugin {
+        name: info.name.into_string(),
+        version: info.version.into_string(),
+        kinds: info.kinds,
+        description: info.description.into_string(),
+        abi_version: abi,
+        path: path.to_owned(),
+        module,
+    })
+}
+
+/// abi_stable's layout reports run to hundreds of lines; its verdict is the text after
+/// the last `Error:`. Collapse that to one line (the full report is logged at debug).
+fn summarize(report: &str) -> String {
+    let tail = report.rsplit_once("Error:").map_or(report, |(_, t)| t);
+    let line = tail.split_whitespace().collect::<Vec<_>>().join(" ");
+    let line = if line.is_empty() { report.lines().next().unwrap_or("").to_owned() } else { line };
+    let mut short: String = line.chars().take(300).collect();
+    if short.len() < line.len() {
+        short.push_str("...");
+    }
+    format!("type layout mismatch: {short} (run with -v for the full report)")
+}
+
+impl Plugins {
+    /// Loads every `*.so` file in `dir`.
+    ///
+    /// # Errors
+    /// [`PluginsError::Dir`] if the directory cannot be read; individual files that fail
+    /// are collected in [`errors`](Self::errors).
+    pub fn load_dir(dir: &Path) -> Result<Self, PluginsError> {
+        let read = std::fs::read_dir(dir).map_err(|source| PluginsError::Dir { path: dir.to_owned(), source })?;
+        let mut files: Vec<PathBuf> = read
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "so") && p.is_file())
+            .collect();
+        files.sort();
+        let mut me = Self { dir: dir.to_owned(), ..Self::default() };
+        for path in files {
+            match load_one(&path) {
+                Ok(p) => {
+                    if let Some(first) = me.loaded.iter().find(|q| q.name == p.name) {
+                        me.errors.push(LoadError {
+                            path: path.clone(),
+                            message: format!(
+                                "a plugin named `{}` is already loaded from {}; this one is ignored",
+                                p.name,
+                                first.path.display()
+                            ),
+                        });
+                    } else {
+                        me.loaded.push(p);
+                    }
+                }
+                Err(message) => me.errors.push(LoadError { path, message }),
+            }
+        }
+        for e in &me.errors {
+            tracing::warn!("{e}");
+        }
+        Ok(me)
+    }
+
+    fn find(&self, name: &str, kind: PluginKinds, what: &'static str) -> Result<&LoadedPlugin, PluginsError> {
+        self.loaded.iter().find(|p| p.name == name && p.kinds.contains(kind)).ok_or_else(|| {
+            let loaded: Vec<_> = self.loaded.iter().map(|p| format!("{} ({})", p.name, p.kinds.describe())).collect();
+            let hint = if self.errors.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "; files that failed to load: {}",
+                    self.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+                )
+            };
+            PluginsError::Missing {
+                kind: what,
+                name: name.to_owned(),
+                dir: self.dir.display().to_string(),
+                loaded: if loaded.is_empty() { "none".into() } else { loaded.join(", ") },
+                hint,
+            }
+        })
+    }
+
+    /// Creates an origin with plugin `kind` from its JSON configuration.
+    ///
+    /// # Errors
+    /// [`PluginsError::Missing`] or the plugin's own refusal.
+    pub fn new_origin(&self, kind: &str, config_json: &str) -> Result<OriginBox, PluginsError> {
+        let p = self.find(kind, PluginKinds::ORIGIN, "origin")?;
+        (p.module.new_origin())(config_json.into()).into_result().map_err(|source| PluginsError::Factory {
+            name: p.name.clone(),
+            path: p.path.clone(),
+            source,
+        })
+    }
+
+    /// Creates every format plugin's format, `(plugin name, format)`.
+    ///
+    /// # Errors
+    /// A plugin's refusal.
+    pub fn formats(&self) -> Result<Vec<(String, FormatBox)>, PluginsError> {
+        let mut out = Vec::new();
+        for p in self.loaded.iter().filter(|p| p.kinds.contains(PluginKinds::FORMAT)) {
+            let f = (p.module.new_format())("{}".into()).into_result().map_err(|source| PluginsError::Factory {
+                name: p.name.clone(),
+                path: p.path.clone(),
+                source,
+            })?;
+            out.push((p.name.clone(), f));
+        }
+        Ok(out)
+    }
+}

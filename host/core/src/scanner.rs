@@ -1,0 +1,452 @@
+//! Scanning origins into the catalog.
+//!
+//! Per origin: list every file whose extension a format plugin claims; skip those
+//! whose size and mtime (and ETag) match the catalog; read the rest in parallel on all
+//! cores (each worker opens the file, probes the formats with the head bytes and lets
+//! the best one read it); write results in batched transactions from one writer;
+//! prune files that are gone. A file that cannot be read is skipped with one warning
+//! naming it and the reason. If an origin cannot be listed completely, nothing of it is
+//! pruned: an unreachable server never empties the catalog.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use musefs_plugin_api::{CallCtx, Entry, FormatBox, ListRequest, OriginBox, Stat, TrackInfo, PROBE_HEAD_LEN};
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::progress::Progress;
+use crate::manifest::{Manifest, OriginSpec};
+use crate::plugins::{Plugins, PluginsError};
+
+/// How many files one catalog transaction holds at most.
+const BATCH: usize = 500;
+/// The longest read files wait for their commit.
+const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// What a scan did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    /// New files.
+    pub added: u64,
+    /// Changed files, read again.
+    pub updated: u64,
+    /// Files whose stamp was unchanged.
+    pub unchanged: u64,
+    /// Files gone from their origin, removed from the catalog.
+    pub removed: u64,
+    /// Files that could not be read (each was warned about).
+    pub failed: u64,
+    /// Origins that could not be listed (nothing of them was pruned).
+    pub failed_origins: u64,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "added {} / updated {} / unchanged {} / removed {} / failed {}",
+            self.added, self.updated, self.unchanged, self.removed, self.failed
+        )?;
+        if self.failed_origins > 0 {
+            write!(f, " ({} origin(s) could not be listed)", self.failed_origins)?;
+        }
+        Ok(())
+    }
+}
+
+/// A scan error that stops the scan.
+#[derive(Debug, thiserror::Error)]
+pub enum ScanError {
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// A plugin could not be created.
+    #[error(transparent)]
+    Plugin(#[from] PluginsError),
+}
+
+/// Options for a scan.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Worker threads (default: all cores).
+    pub threads: usize,
+    /// Where progress is reported (default: nowhere).
+    pub progress: Arc<dyn Progress>,
+    /// Only these origins (default: all).
+    pub only: Option<Vec<String>>,
+    /// Raised to stop the scan early (orderly shutdown): what was read is kept,
+    /// nothing is pruned.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Per origin name, the only paths (origin-relative files or directories, with
+    /// everything below them) to reconcile; an origin not in the map is scanned whole.
+    /// Files under a listed path that are gone are removed; nothing else is touched.
+    /// (The background sync passes the paths inotify reported.)
+    pub scope: HashMap<String, Vec<String>>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            threads: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            progress: crate::progress::silent(),
+            only: None,
+            stop: None,
+            scope: HashMap::new(),
+        }
+    }
+}
+
+/// `paths` without duplicates and without paths below another one of them; `None` if
+/// one of them is the root (scan everything).
+pub fn minimal_paths(paths: &[String]) -> Option<Vec<String>> {
+    let set: HashSet<&str> = paths.iter().map(|p| p.trim_matches('/')).collect();
+    if set.contains("") {
+        return None;
+    }
+    let covered = |p: &str| p.match_indices('/').any(|(i, _)| set.contains(&p[..i]));
+    let mut out: Vec<String> = set.iter().filter(|p| !covered(p)).map(|p| (*p).to_owned()).collect();
+    out.sort();
+    Some(out)
+}
+
+impl Options {
+    fn stopped(&self) -> bool {
+        self.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed))
+    }
+}
+
+impl Summary {
+    fn add(&mut self, o: &Summary) {
+        self.added += o.added;
+        self.updated += o.updated;
+        self.unchanged += o.unchanged;
+        self.removed += o.removed;
+        self.failed += o.failed;
+        self.failed_origins += o.failed_origins;
+    }
+
+    /// Whether the scan changed the catalog.
+    pub fn changed(&self) -> bool {
+        self.added + self.updated + self.removed > 0
+    }
+}
+
+use crate::util::{lock, now_ms};
+
+fn same_stamp(known: &crate::catalog::KnownFile, s: &Stat) -> bool {
+    known.size == s.size
+        && known.mtime_ns == s.mtime_ns.into_option()
+        && known.etag.as_deref() == s.etag.as_ref().map(|e| e.as_str()).into_option()
+}
+
+/// Scans every origin of the manifest.
+///
+/// # Errors
+/// Catalog failures and plugins that cannot be created; per-file problems are counted
+/// in the summary instead.
+pub fn scan(
+    manifest: &Manifest,
+    plugins: &Plugins,
+    catalog: &mut Catalog,
+    opts: &Options,
+) -> Result<Summary, ScanError> {
+    let formats = plugins.formats()?;
+    let mut claimed = HashSet::new();
+    for (_, f) in &formats {
+        claimed.extend(f.extensions().into_iter().map(|e| e.into_string().to_ascii_lowercase()));
+    }
+    let mut total = Summary::default();
+    for spec in &manifest.origins {
+        if opts.only.as_ref().is_some_and(|only| !only.contains(&spec.name)) {
+            continue;
+        }
+        if opts.stopped() {
+            break;
+        }
+        catalog.sync_started(&spec.name, now_ms())?;
+        let mut one = Summary::default();
+        let res = plugins
+            .new_origin(&spec.kind, &spec.config_json)
+            .map_err(ScanError::from)
+            .and_then(|origin| scan_origin(manifest, spec, &origin, &formats, &claimed, catalog, opts, &mut one));
+        let error = match &res {
+            Ok(None) if opts.stopped() => Some("interrupted (shutting down); nothing was pruned".to_owned()),
+            Ok(None) => None,
+            Ok(Some(e)) => Some(e.clone()),
+            Err(e) => Some(e.to_string()),
+        };
+        catalog.sync_finished(&spec.name, now_ms(), &one.to_string(), error.as_deref())?;
+        total.add(&one);
+        res?;
+    }
+    Ok(total)
+}
+
+fn extension_of(path: &str) -> String {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default()
+}
+
+fn list_all(origin: &OriginBox, manifest: &Manifest, dir: &str) -> Result<Vec<Entry>, musefs_plugin_api::PluginError> {
+    let ctx = CallCtx::with_timeout(manifest.read_timeout);
+    let mut lister = origin.list(&ctx, &ListRequest { dir: dir.into(), recursive: true }).into_result()?;
+    let mut out = Vec::new();
+    loop {
+        let page = lister.next_page(&ctx, 1000).into_result()?;
+        if page.is_empty() {
+            return Ok(out);
+        }
+        out.extend(page);
+    }
+}
+
+/// The files at or below each of `paths`: a file is stat'ed, a directory (or, on an
+/// object store, a prefix) listed; a path that does not exist contributes nothing.
+fn list_paths(
+    origin: &OriginBox,
+    manifest: &Manifest,
+    paths: &[String],
+) -> Result<Vec<Entry>, musefs_plugin_api::PluginError> {
+    use musefs_plugin_api::{EntryKind, ErrorKind};
+    let mut out = Vec::new();
+    for p in paths {
+        let ctx = CallCtx::with_timeout(manifest.read_timeout);
+        match origin.stat(&ctx, p.as_str().into()).into_result() {
+            Ok(stat) if stat.kind == EntryKind::FILE => out.push(Entry { path: p.as_str().into(), stat }),
+            Ok(_) => out.extend(list_all(origin, manifest, p)?),
+            Err(e) if e.kind == ErrorKind::NOT_FOUND => match list_all(origin, manifest, p) {
+                Ok(v) => out.extend(v),
+                Err(e) if e.kind == ErrorKind::NOT_FOUND => {}
+                Err(e) => return Err(e),
+            },
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn scan_origin(
+    manifest: &Manifest,
+    spec: &OriginSpec,
+    origin: &OriginBox,
+    formats: &[(String, FormatBox)],
+    claimed: &HashSet<String>,
+    catalog: &mut Catalog,
+    opts: &Options,
+    total: &mut Summary,
+) -> Result<Option<String>, ScanError> {
+    let started = Instant::now();
+    let origin_id = catalog.origin_id(&spec.name, &spec.kind)?;
+    let scope = opts.scope.get(&spec.name).and_then(|p| minimal_paths(p));
+    let (known, listed) = match &scope {
+        Some(paths) => (catalog.known_files_under(origin_id, paths)?, list_paths(origin, manifest, paths)),
+        None => (catalog.known_files(origin_id)?, list_all(origin, manifest, "")),
+    };
+    let entries = match listed {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::error!("origin `{}`: listing failed, nothing of it is updated or pruned: {e}", spec.name);
+            total.failed_origins += 1;
+            return Ok(Some(format!("listing failed: {e}")));
+        }
+    };
+    let mut seen = HashSet::with_capacity(entries.len());
+    let mut work = Vec::new();
+    for e in entries {
+        if !claimed.contains(&extension_of(&e.path)) {
+            continue;
+        }
+        let path = e.path.into_string();
+        match known.get(&path) {
+            Some(k) if same_stamp(k, &e.stat) => total.unchanged += 1,
+            _ => work.push(path.clone()),
+        }
+        seen.insert(path);
+    }
+    let gone: Vec<i64> = known.iter().filter(|(p, _)| !seen.contains(*p)).map(|(_, k)| k.id).collect();
+
+    let bar = &opts.progress;
+    bar.start(&format!("scanning {}", spec.name), work.len() as u64);
+
+    let queue = Mutex::new(work.into_iter());
+    let (tx, rx) = mpsc::sync_channel::<(String, Result<(Stat, String, TrackInfo), String>)>(BATCH * 2);
+    let threads = opts.threads.max(1);
+    let mut write_err = None;
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            let tx = tx.clone();
+            let queue = &queue;
+            s.spawn(move || loop {
+                if opts.stopped() {
+                    break;
+                }
+                let next = lock(queue).next();
+                let Some(path) = next else { break };
+                let res = read_file(manifest, origin, formats, &path);
+                if tx.send((path, res)).is_err() {
+                    break;
+                }
+            });
+        }
+        drop(tx);
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut last_commit = Instant::now();
+        for (path, res) in rx {
+            bar.advance(1);
+            match res {
+                Ok((stat, plugin, info)) => {
+                    if known.contains_key(&path) {
+                        total.updated += 1;
+                    } else {
+                        total.added += 1;
+                    }
+                    batch.push((path, stat, plugin, info));
+                    // Commit every BATCH files or every COMMIT_EVERY: a scan that is
+                    // killed resumes from its last commit, not from zero.
+                    if (batch.len() >= BATCH || last_commit.elapsed() >= COMMIT_EVERY) && write_err.is_none() {
+                        if let Err(e) = catalog.write_batch(origin_id, &batch) {
+                            write_err = Some(e);
+                        }
+                        batch.clear();
+                        last_commit = Instant::now();
+                    }
+                }
+                Err(reason) => {
+                    total.failed += 1;
+                    bar.suspend(&mut || tracing::warn!("skipping {}:{path}: {reason}", spec.name));
+                }
+            }
+        }
+        if !batch.is_empty() && write_err.is_none() {
+            if let Err(e) = catalog.write_batch(origin_id, &batch) {
+                write_err = Some(e);
+            }
+        }
+    });
+    bar.finish();
+    if let Some(e) = write_err {
+        return Err(e.into());
+    }
+    if opts.stopped() {
+        tracing::info!("origin `{}`: scan interrupted; what was read is kept", spec.name);
+        return Ok(None);
+    }
+    catalog.remove_files(&gone)?;
+    total.removed += gone.len() as u64;
+    // The change log only needs to cover what a running mount has not polled yet; a
+    // mount that lagged longer rebuilds its tree.
+    catalog.prune_changes(CHANGE_LOG_RETENTION_SECS)?;
+    match &scope {
+        Some(paths) => tracing::info!(
+            "origin `{}`: {} changed path(s) synced in {:.2?}: {total}",
+            spec.name,
+            paths.len(),
+            started.elapsed()
+        ),
+        None => tracing::info!("origin `{}` scanned in {:.2?}: {total}", spec.name, started.elapsed()),
+    }
+    Ok(None)
+}
+
+/// How long change log entries are kept (a week).
+pub const CHANGE_LOG_RETENTION_SECS: i64 = 7 * 24 * 3600;
+
+/// Opens, probes and reads one file. `Err` is the reason it is skipped.
+fn read_file(
+    manifest: &Manifest,
+    origin: &OriginBox,
+    formats: &[(String, FormatBox)],
+    path: &str,
+) -> Result<(Stat, String, TrackInfo), String> {
+    let ctx = CallCtx::with_timeout(manifest.read_timeout);
+    let handle = origin.open(&ctx, path.into()).into_result().map_err(|e| e.to_string())?;
+    let len = handle.len();
+    if len == 0 {
+        return Err("empty file".into());
+    }
+    let mut head = vec![0u8; PROBE_HEAD_LEN.min(len as usize)];
+    let mut done = 0;
+    while done < head.len() {
+        let n = handle
+            .read_at(&ctx, done as u64, abi_stable::std_types::RSliceMut::from_mut_slice(&mut head[done..]))
+            .into_result()
+            .map_err(|e| e.to_string())?;
+        if n == 0 {
+            break;
+        }
+        done += n;
+    }
+    head.truncate(done);
+    let ext = extension_of(path);
+    let best = formats
+        .iter()
+        .map(|(name, f)| (f.probe(head.as_slice().into(), ext.as_str().into()), name, f))
+        .filter(|(score, _, _)| *score > 0)
+        .max_by_key(|(score, _, _)| *score);
+    let Some((_, name, format)) = best else {
+        return Err("not a recognised audio file (no format plugin claims it)".into());
+    };
+    let info = format.read(&ctx, &handle).into_result().map_err(|e| format!("{name}: {e}"))?;
+    if info.audio_offset + info.audio_len > len {
+        return Err(format!(
+            "{name}: audio range {}+{} lies past the end ({len} bytes)",
+            info.audio_offset, info.audio_len
+        ));
+    }
+    Ok((handle.stat(), name.clone(), info))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(p: &[&str]) -> Vec<String> {
+        p.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn changed_paths_are_reduced_to_the_topmost_ones() {
+        assert_eq!(
+            minimal_paths(&v(&["a/x.flac", "a", "a b/c", "a/y/z", "b/c.flac", "b/c.flac", "bb"])),
+            Some(v(&["a", "a b/c", "b/c.flac", "bb"]))
+        );
+        assert_eq!(minimal_paths(&v(&["x/", "/x/y"])), Some(v(&["x"])));
+        assert_eq!(minimal_paths(&v(&["a", ""])), None, "the root means everything");
+        assert_eq!(minimal_paths(&[]), Some(Vec::new()));
+    }
+
+    #[test]
+    fn known_files_under_a_path_are_its_subtree_only() {
+        use musefs_plugin_api::{EntryKind, Stat, TrackInfo};
+        let d = tempfile::tempdir().unwrap();
+        let mut c = Catalog::open(&d.path().join("c.db")).unwrap();
+        let o = c.origin_id("o", "local").unwrap();
+        let stat = Stat { kind: EntryKind::FILE, size: 1, mtime_ns: Some(1).into(), etag: None.into() };
+        let info = TrackInfo {
+            format: "flac".into(),
+            extension: "flac".into(),
+            tags: Vec::new().into(),
+            pictures: Vec::new().into(),
+            props: Default::default(),
+            audio_offset: 0,
+            audio_len: 1,
+            regions: Vec::new().into(),
+            extra: Vec::new().into(),
+        };
+        let paths = ["a/1.flac", "a/b/2.flac", "a b/3.flac", "a.flac", "ab/4.flac", "a0/5.flac", "z/a/6.flac"];
+        let batch: Vec<_> =
+            paths.iter().map(|p| ((*p).to_owned(), stat.clone(), "flac".to_owned(), info.clone())).collect();
+        c.write_batch(o, &batch).unwrap();
+        let mut got: Vec<String> = c.known_files_under(o, &v(&["a"])).unwrap().into_keys().collect();
+        got.sort();
+        assert_eq!(got, v(&["a/1.flac", "a/b/2.flac"]));
+        let mut got: Vec<String> = c.known_files_under(o, &v(&["a.flac", "z"])).unwrap().into_keys().collect();
+        got.sort();
+        assert_eq!(got, v(&["a.flac", "z/a/6.flac"]));
+        assert!(c.known_files_under(o, &v(&["nothing"])).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,899 @@
+//! The serving core: everything a mount does, testable without FUSE.
+//!
+//! `open` resolves a tree node to its catalog row, opens the original through its
+//! origin plugin, checks the stamp (size, mtime, ETag) against the catalog, and asks the
+//! format plugin for the layout plan once. `read` only splices the plan's segments:
+//! literal bytes are copied, origin ranges are read with `read_at` into the reply
+//! buffer. A plan whose size differs from the size announced in `getattr`, a changed or
+//! vanished original, or a short read is an error (EIO at the FUSE edge), never wrong
+//! bytes. For local origins the stamp is checked again after every read that touched the
+//! original, so bytes of an original changed mid-read are not returned.
+//!
+//! In synthesis mode the served size is the plan's size: layouts are kept in a header
+//! cache keyed by `(file id, generation)` with a byte budget (LRU), so `getattr` and
+//! `open` do not ask the plugin again; the generation changes with every edit or rescan.
+//! An open handle keeps the layout it opened with (a snapshot), so it never serves a mix
+//! of an old header and a new layout. [`Core::refresh`] applies the catalog's change log
+//! to the tree and returns what the kernel must forget.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use abi_stable::std_types::{RSliceMut, RVec};
+use musefs_plugin_api::{
+    AudioProps, CallCtx, ErrorKind, FormatBox, HandleBox, OriginBox, PlanMode, PlanRequest, Segment, SegmentKind, Stat,
+    TrackInfo,
+};
+
+use crate::cache::{CachedFile, ChunkCache};
+use crate::catalog::{Catalog, CatalogError, FileRow};
+use crate::manifest::Mode;
+use crate::tree::load::SnapshotTarget;
+use crate::tree::{AttrKind, Inval, NodeAttr, Tree};
+use crate::util::{lock, read, write};
+
+/// An error serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// No such inode or handle.
+    #[error("no such file or directory")]
+    NotFound,
+    /// A directory where a file was expected.
+    #[error("is a directory")]
+    IsDir,
+    /// The original changed or vanished since the scan.
+    #[error("{origin}:{path} changed since it was scanned ({what}); run `musefs scan` to pick it up")]
+    Changed {
+        /// The origin.
+        origin: String,
+        /// The path in the origin.
+        path: String,
+        /// What differs.
+        what: String,
+    },
+    /// The origin or format plugin failed.
+    #[error("{origin}:{path}: {source}")]
+    Plugin {
+        /// The origin.
+        origin: String,
+        /// The path in the origin.
+        path: String,
+        /// The plugin's error.
+        source: musefs_plugin_api::PluginError,
+    },
+    /// The plan is inconsistent (a plugin bug): refusing to serve.
+    #[error("{origin}:{path}: refusing to serve: {what}")]
+    BadPlan {
+        /// The origin.
+        origin: String,
+        /// The path in the origin.
+        path: String,
+        /// What is wrong.
+        what: String,
+    },
+    /// The catalog failed.
+    #[error(transparent)]
+    Catalog(#[from] CatalogError),
+    /// The catalog lost the file (removed by a concurrent scan).
+    #[error("file {0} is no longer in the catalog")]
+    Gone(i64),
+}
+
+impl ServeError {
+    /// The errno reported to the kernel.
+    pub fn errno(&self) -> i32 {
+        match self {
+            Self::NotFound => libc::ENOENT,
+            Self::IsDir => libc::EISDIR,
+            _ => libc::EIO,
+        }
+    }
+}
+
+/// A computed layout: the plan's segments with their start offsets, shared between the
+/// header cache and every open handle.
+#[derive(Debug)]
+pub struct Layout {
+    /// `(start offset in the served file, segment)`, in order, none empty.
+    pub segments: Vec<(u64, Segment)>,
+    /// The served size.
+    pub size: u64,
+    /// The layout is the whole original, unchanged.
+    pub unchanged: bool,
+    bytes: usize,
+}
+
+/// The header cache: layouts by `(file id, generation)`, least recently used evicted
+/// beyond a byte budget (literal bytes, i.e. the synthesized headers, counted).
+struct PlanCache {
+    map: HashMap<(i64, i64), (Arc<Layout>, u64)>,
+    bytes: usize,
+    budget: usize,
+    tick: u64,
+}
+
+impl PlanCache {
+    fn get(&mut self, key: (i64, i64)) -> Option<Arc<Layout>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(&key).map(|(l, t)| {
+            *t = tick;
+            l.clone()
+        })
+    }
+
+    fn put(&mut self, key: (i64, i64), layout: Arc<Layout>) {
+        if layout.bytes > self.budget {
+            return;
+        }
+        self.tick += 1;
+        self.bytes += layout.bytes;
+        if let Some((old, _)) = self.map.insert(key, (layout, self.tick)) {
+            self.bytes -= old.bytes;
+        }
+        while self.bytes > self.budget {
+            let Some((&k, _)) = self.map.iter().min_by_key(|(_, (_, t))| *t) else { break };
+            if let Some((old, _)) = self.map.remove(&k) {
+                self.bytes -= old.bytes;
+            }
+        }
+    }
+
+    fn forget(&mut self, file_id: i64) {
+        let keys: Vec<_> = self.map.keys().filter(|(id, _)| *id == file_id).copied().collect();
+        for k in keys {
+            if let Some((old, _)) = self.map.remove(&k) {
+                self.bytes -= old.bytes;
+            }
+        }
+    }
+}
+
+/// Where an open file's original bytes come from.
+#[derive(Clone)]
+pub enum Source {
+    /// The origin's own handle (local origins, or remote ones with the cache off).
+    Direct(HandleBox),
+    /// The chunk cache (remote origins): the origin is contacted only for missing chunks.
+    Cached(Arc<CachedFile>),
+}
+
+impl Source {
+    /// A handle for a format plugin's plan.
+    fn ffi(&self) -> HandleBox {
+        match self {
+            Self::Direct(h) => h.clone(),
+            Self::Cached(c) => musefs_plugin_api::handle_into_ffi(c.clone()),
+        }
+    }
+}
+
+/// The bytes of one read: owned, or a range of a cached chunk shared without a copy
+/// (the FUSE reply is written straight from it).
+#[derive(Debug)]
+pub enum ReadData {
+    /// Bytes assembled for this read.
+    Owned(Vec<u8>),
+    /// `range` of a verified chunk of the chunk cache.
+    Shared(crate::cache::Chunk, std::ops::Range<usize>),
+}
+
+impl std::ops::Deref for ReadData {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Self::Owned(v) => v,
+            Self::Shared(chunk, range) => &chunk[range.clone()],
+        }
+    }
+}
+
+impl ReadData {
+    /// The bytes as a vector (a copy for a shared chunk).
+    pub fn into_vec(self) -> Vec<u8> {
+        match self {
+            Self::Owned(v) => v,
+            Self::Shared(..) => self.to_vec(),
+        }
+    }
+}
+
+/// An open file: its handle on the original and its layout (a snapshot: an edit made
+/// while the file is open does not change what this handle serves).
+pub struct OpenFile {
+    /// The inode.
+    pub ino: u64,
+    /// The catalog row (`None` for a cover sidecar).
+    pub row: Option<FileRow>,
+    /// The generation served.
+    pub gen: i64,
+    handle: Option<Source>,
+    /// The context of this file's origin calls (one per open, not one per read).
+    ctx: CallCtx,
+    /// Re-check the original's stamp after each read (cheap: a local origin).
+    recheck: bool,
+    layout: Arc<Layout>,
+    /// The served size.
+    pub size: u64,
+    /// For kernel passthrough: a local path holding exactly the served bytes.
+    pub direct_path: Option<String>,
+}
+
+/// Counters for tests, benchmarks and `stats`.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Files opened.
+    pub opens: AtomicU64,
+    /// Bytes served through the daemon.
+    pub bytes_read: AtomicU64,
+    /// Layouts computed by a format plugin.
+    pub plans_built: AtomicU64,
+    /// Layouts found in the header cache.
+    pub plan_hits: AtomicU64,
+    /// Catalog refreshes applied.
+    pub refreshes: AtomicU64,
+}
+
+/// How the core serves.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Passthrough or synthesis.
+    pub mode: Mode,
+    /// The budget of one origin call.
+    pub timeout: Duration,
+    /// `[format.NAME]` options as JSON, by plugin name.
+    pub format_options: HashMap<String, String>,
+    /// Header cache budget in bytes.
+    pub header_cache_bytes: u64,
+    /// The tag keys the templates use (what a tree update needs).
+    pub keys: Vec<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mode: Mode::Passthrough,
+            timeout: Duration::from_secs(30),
+            format_options: HashMap::new(),
+            header_cache_bytes: 64 << 20,
+            keys: Vec::new(),
+        }
+    }
+}
+
+/// The serving core.
+pub struct Core {
+    tree: RwLock<Tree>,
+    catalog: Mutex<Catalog>,
+    origins: HashMap<String, Arc<OriginBox>>,
+    local_origins: HashMap<String, bool>,
+    cache: Option<Arc<ChunkCache>>,
+    formats: HashMap<String, FormatBox>,
+    settings: Settings,
+    plans: Mutex<PlanCache>,
+    /// Served sizes announced, by file id: `(generation, size)`.
+    sizes: Mutex<HashMap<i64, (i64, u64)>>,
+    /// Cover sidecar bytes by directory inode.
+    covers: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    last_change: AtomicI64,
+    handles: RwLock<HashMap<u64, Arc<OpenFile>>>,
+    next_fh: AtomicU64,
+    /// Counters.
+    pub counters: Counters,
+}
+
+fn plan_mode(mode: Mode) -> PlanMode {
+    match mode {
+        Mode::Passthrough => PlanMode::PASSTHROUGH,
+        Mode::Synthesis => PlanMode::SYNTHESIS,
+    }
+}
+
+fn stamp_diffs(row: &FileRow, stat: &Stat) -> Vec<String> {
+    let mut diffs = Vec::new();
+    if stat.size != row.size {
+        diffs.push(format!("size {} -> {}", row.size, stat.size));
+    }
+    if row.mtime_ns.is_some() && stat.mtime_ns.into_option() != row.mtime_ns {
+        diffs.push("mtime differs".to_owned());
+    }
+    if row.etag.is_some() && stat.etag.as_ref().map(|e| e.to_string()).into_option() != row.etag {
+        diffs.push("ETag differs".to_owned());
+    }
+    diffs
+}
+
+impl Core {
+    /// A core over a tree at change-log `position` (changes after it are applied by
+    /// [`Core::refresh`]), the catalog it came from, and the plugins' objects.
+    pub fn new(
+        tree: Tree,
+        position: i64,
+        catalog: Catalog,
+        origins: HashMap<String, OriginBox>,
+        formats: HashMap<String, FormatBox>,
+        settings: Settings,
+    ) -> Self {
+        let local_origins = origins.iter().map(|(k, o)| (k.clone(), o.caps().local)).collect();
+        let origins = origins.into_iter().map(|(k, o)| (k, Arc::new(o))).collect();
+        let budget = usize::try_from(settings.header_cache_bytes).unwrap_or(usize::MAX);
+        Self {
+            tree: RwLock::new(tree),
+            catalog: Mutex::new(catalog),
+            origins,
+            local_origins,
+            cache: None,
+            formats,
+            settings,
+            plans: Mutex::new(PlanCache { map: HashMap::new(), bytes: 0, budget, tick: 0 }),
+            sizes: Mutex::new(HashMap::new()),
+            covers: Mutex::new(HashMap::new()),
+            last_change: AtomicI64::new(position),
+            handles: RwLock::new(HashMap::new()),
+            next_fh: AtomicU64::new(1),
+            counters: Counters::default(),
+        }
+    }
+
+    /// Serves remote origins (those not declaring themselves local) through `cache`.
+    #[must_use]
+    pub fn with_cache(mut self, cache: Arc<ChunkCache>) -> Self {
+        self.cache = Some(cache);
+        self
+    }
+
+    /// The chunk cache, if remote origins are cached.
+    pub fn cache(&self) -> Option<&Arc<ChunkCache>> {
+        self.cache.as_ref()
+    }
+
+    /// Runs `f` on the current tree.
+    pub fn with_tree<R>(&self, f: impl FnOnce(&Tree) -> R) -> R {
+        f(&read(&self.tree))
+    }
+
+    /// The serving mode.
+    pub fn mode(&self) -> Mode {
+        self.settings.mode
+    }
+
+    /// A node's attributes by inode, with the size it serves.
+    pub fn node(&self, ino: u64) -> Option<NodeAttr> {
+        let attr = read(&self.tree).get(ino).map(|n| n.attr())?;
+        Some(self.sized(attr))
+    }
+
+    /// The attributes of the child `name` of `parent`.
+    pub fn lookup(&self, parent: u64, name: &str) -> Option<NodeAttr> {
+        let attr = read(&self.tree).lookup(parent, name).map(|n| n.attr())?;
+        Some(self.sized(attr))
+    }
+
+    /// Fills in the served size: the plan's size in synthesis mode, the cover's size for
+    /// a sidecar. On failure the original's size is announced (and the failure logged):
+    /// opening the file then fails the same way.
+    fn sized(&self, mut attr: NodeAttr) -> NodeAttr {
+        match &mut attr.kind {
+            AttrKind::File { file_id, size, gen, .. } if self.settings.mode == Mode::Synthesis => {
+                match self.served_size(*file_id, *gen) {
+                    Ok(n) => *size = n,
+                    Err(e) => tracing::debug!(
+                        "size of file {file_id}: {e} (announcing the original size; open reports the error)"
+                    ),
+                }
+            }
+            AttrKind::File { .. } => {}
+            AttrKind::Cover { dir, size } => *size = self.cover(*dir).map_or(0, |c| c.len() as u64),
+            AttrKind::Dir => {}
+        }
+        attr
+    }
+
+    fn served_size(&self, file_id: i64, gen: i64) -> Result<u64, ServeError> {
+        if let Some(&(g, n)) = lock(&self.sizes).get(&file_id) {
+            if g >= gen {
+                return Ok(n);
+            }
+        }
+        let row = lock(&self.catalog).file(file_id)?.ok_or(ServeError::Gone(file_id))?;
+        let (handle, stat) = self.open_origin(&row)?;
+        let layout = self.layout(&row, &handle, &stat)?;
+        Ok(layout.size)
+    }
+
+    /// The cover bytes of directory `dir` (its first file with a front cover, else with any picture).
+    fn cover(&self, dir: u64) -> Option<Arc<Vec<u8>>> {
+        if let Some(c) = lock(&self.covers).get(&dir) {
+            return Some(c.clone());
+        }
+        let sources = self.with_tree(|t| t.cover_sources(dir));
+        let catalog = lock(&self.catalog);
+        let mut fallback = None;
+        for id in sources {
+            let pics = match catalog.effective_pictures(id) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::warn!("cover of directory {dir}: {e}");
+                    continue;
+                }
+            };
+            if let Some(p) = pics.iter().find(|p| p.picture_type == 3) {
+                fallback = Some(p.data.to_vec());
+                break;
+            }
+            if fallback.is_none() {
+                fallback = pics.first().map(|p| p.data.to_vec());
+            }
+        }
+        drop(catalog);
+        let bytes = Arc::new(fallback?);
+        lock(&self.covers).insert(dir, bytes.clone());
+        Some(bytes)
+    }
+
+    /// Calls `add(index, attributes, name)` for the entries of directory `ino` from index
+    /// `offset` on (`.` is 0, `..` is 1, then the children in name order) until `add`
+    /// returns `true` (the kernel's buffer is full). Sizes are not filled in (readdir
+    /// does not report them). Nothing is copied but what `add` copies.
+    ///
+    /// # Errors
+    /// [`ServeError::NotFound`] if `ino` is not a directory.
+    pub fn readdir_from(
+        &self,
+        ino: u64,
+        offset: u64,
+        mut add: impl FnMut(u64, NodeAttr, &str) -> bool,
+    ) -> Result<(), ServeError> {
+        let tree = read(&self.tree);
+        let dir = tree.get(ino).map(|n| n.attr()).ok_or(ServeError::NotFound)?;
+        if dir.kind != AttrKind::Dir {
+            return Err(ServeError::NotFound);
+        }
+        let dot =
+            |i| NodeAttr { ino: if i == 0 { dir.ino } else { dir.parent }, parent: dir.parent, kind: AttrKind::Dir };
+        for i in offset..2 {
+            if add(i, dot(i), if i == 0 { "." } else { ".." }) {
+                return Ok(());
+            }
+        }
+        for (i, n) in (2u64..).zip(tree.children(ino)).skip(offset.saturating_sub(2) as usize) {
+            if add(i, n.attr(), &n.name) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The entries of directory `ino` (its own attributes and its children's), in name
+    /// order; [`Core::readdir_from`] is the kernel's paged form.
+    ///
+    /// # Errors
+    /// [`ServeError::NotFound`] if `ino` is not a directory.
+    pub fn readdir(&self, ino: u64) -> Result<(NodeAttr, Vec<(NodeAttr, String)>), ServeError> {
+        let tree = read(&self.tree);
+        let dir = tree.get(ino).map(|n| n.attr()).ok_or(ServeError::NotFound)?;
+        if dir.kind != AttrKind::Dir {
+            return Err(ServeError::NotFound);
+        }
+        Ok((dir, tree.children(ino).into_iter().map(|n| (n.attr(), n.name.clone())).collect()))
+    }
+
+    fn ctx(&self) -> CallCtx {
+        CallCtx::with_timeout(self.settings.timeout)
+    }
+
+    fn plugin_err(row: &FileRow) -> impl Fn(musefs_plugin_api::PluginError) -> ServeError + '_ {
+        move |source| ServeError::Plugin { origin: row.origin.clone(), path: row.path.clone(), source }
+    }
+
+    /// Opens the original of `row` and checks its stamp against the catalog. A remote
+    /// origin served through the chunk cache is not contacted here: its stamp is checked
+    /// when a missing chunk is first fetched, so cached files open with the origin down.
+    fn open_origin(&self, row: &FileRow) -> Result<(Source, Stat), ServeError> {
+        let origin = self.origins.get(&row.origin).ok_or_else(|| ServeError::BadPlan {
+            origin: row.origin.clone(),
+            path: row.path.clone(),
+            what: "its origin is not in the manifest any more".into(),
+        })?;
+        let local = self.local_origins.get(&row.origin).copied().unwrap_or(false);
+        if let (Some(cache), false) = (&self.cache, local) {
+            let pin_below = if cache.store().settings.pin_headers { row.audio_offset.max(1) } else { 0 };
+            let file =
+                cache.file(row, origin.clone(), pin_below, self.settings.timeout).map_err(|e| ServeError::Plugin {
+                    origin: row.origin.clone(),
+                    path: row.path.clone(),
+                    source: musefs_plugin_api::PluginError::new(ErrorKind::IO, e.to_string()),
+                })?;
+            let stat = musefs_plugin_api::Handle::stat(&*file);
+            return Ok((Source::Cached(file), stat));
+        }
+        let handle = origin.open(&self.ctx(), row.path.as_str().into()).into_result().map_err(|e| {
+            if e.kind == ErrorKind::NOT_FOUND {
+                ServeError::Changed { origin: row.origin.clone(), path: row.path.clone(), what: "it is gone".into() }
+            } else {
+                Self::plugin_err(row)(e)
+            }
+        })?;
+        let stat = handle.stat();
+        let diffs = stamp_diffs(row, &stat);
+        if !diffs.is_empty() {
+            return Err(ServeError::Changed {
+                origin: row.origin.clone(),
+                path: row.path.clone(),
+                what: diffs.join(", "),
+            });
+        }
+        Ok((Source::Direct(handle), stat))
+    }
+
+    /// The layout of `row` (from the header cache, or planned by its format plugin).
+    fn layout(&self, row: &FileRow, source: &Source, stat: &Stat) -> Result<Arc<Layout>, ServeError> {
+        let key = (row.id, row.gen);
+        if let Some(l) = lock(&self.plans).get(key) {
+            self.counters.plan_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(l);
+        }
+        let bad = |what: String| ServeError::BadPlan { origin: row.origin.clone(), path: row.path.clone(), what };
+        let format = self
+            .formats
+            .get(&row.plugin)
+            .ok_or_else(|| bad(format!("format plugin `{}` is not loaded", row.plugin)))?;
+        let mode = plan_mode(self.settings.mode);
+        let (info, tags, pictures) = if mode == PlanMode::SYNTHESIS {
+            let catalog = lock(&self.catalog);
+            let info = catalog.track_info(row.id)?.ok_or(ServeError::Gone(row.id))?;
+            (info, catalog.effective_tags(row.id)?, catalog.effective_pictures(row.id)?)
+        } else {
+            let info = TrackInfo {
+                format: "".into(),
+                extension: row.extension.as_str().into(),
+                tags: RVec::new(),
+                pictures: RVec::new(),
+                props: AudioProps::default(),
+                audio_offset: 0,
+                audio_len: row.size,
+                regions: RVec::new(),
+                extra: RVec::new(),
+            };
+            (info, Vec::new(), Vec::new())
+        };
+        let req = PlanRequest {
+            mode,
+            info,
+            tags: tags.into(),
+            pictures: pictures.into(),
+            options: self.settings.format_options.get(&row.plugin).map_or("{}", String::as_str).into(),
+            extra: RVec::new(),
+        };
+        let plan = format.plan(&self.ctx(), &source.ffi(), &req).into_result().map_err(Self::plugin_err(row))?;
+        self.counters.plans_built.fetch_add(1, Ordering::Relaxed);
+        let mut segments = Vec::with_capacity(plan.segments.len());
+        let mut at = 0u64;
+        let mut bytes = 64usize;
+        for s in plan.segments.into_iter() {
+            match s.kind {
+                SegmentKind::LITERAL if s.bytes.len() as u64 == s.len => bytes += s.bytes.len() + 64,
+                SegmentKind::ORIGIN if s.offset.checked_add(s.len).is_some_and(|end| end <= stat.size) => bytes += 64,
+                k => return Err(bad(format!("plan segment {k:?} at {at} is inconsistent"))),
+            }
+            let len = s.len;
+            if len > 0 {
+                segments.push((at, s));
+            }
+            at = at.checked_add(len).ok_or_else(|| bad("plan size overflows".into()))?;
+        }
+        let unchanged = matches!(segments.as_slice(),
+            [(0, s)] if s.kind == SegmentKind::ORIGIN && s.offset == 0 && s.len == stat.size);
+        let layout = Arc::new(Layout { segments, size: at, unchanged, bytes });
+        {
+            let mut sizes = lock(&self.sizes);
+            match sizes.get(&row.id) {
+                Some(&(g, n)) if g == row.gen && n != at => {
+                    return Err(bad(format!(
+                        "the plan is {at} bytes but {n} were announced (a nondeterministic plugin?)"
+                    )));
+                }
+                _ => {
+                    sizes.insert(row.id, (row.gen, at));
+                }
+            }
+        }
+        lock(&self.plans).put(key, layout.clone());
+        Ok(layout)
+    }
+
+    /// Opens a file: original opened and stamp-checked, layout computed (or taken from
+    /// the header cache).
+    ///
+    /// # Errors
+    /// [`ServeError`]; every error is also logged once with the file's name.
+    pub fn open(&self, ino: u64) -> Result<(u64, Arc<OpenFile>), ServeError> {
+        let node = self.with_tree(|t| t.get(ino).map(|n| n.attr())).ok_or(ServeError::NotFound)?;
+        let file = match node.kind {
+            AttrKind::Dir => return Err(ServeError::IsDir),
+            AttrKind::Cover { dir, .. } => {
+                let bytes = self.cover(dir).ok_or(ServeError::NotFound)?;
+                let size = bytes.len() as u64;
+                let layout = Arc::new(Layout {
+                    segments: vec![(0, Segment::literal(bytes.to_vec()))],
+                    size,
+                    unchanged: false,
+                    bytes: bytes.len(),
+                });
+                OpenFile {
+                    ino,
+                    row: None,
+                    gen: 0,
+                    handle: None,
+                    ctx: self.ctx(),
+                    recheck: false,
+                    layout,
+                    size,
+                    direct_path: None,
+                }
+            }
+            AttrKind::File { file_id, .. } => {
+                let row = lock(&self.catalog).file(file_id)?.ok_or(ServeError::Gone(file_id))?;
+                let what = format!("{}:{}", row.origin, row.path);
+                let res = self.open_row(ino, row);
+                if let Err(e) = &res {
+                    tracing::warn!("open {what}: {e}");
+                }
+                res?
+            }
+        };
+        let file = Arc::new(file);
+        let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
+        write(&self.handles).insert(fh, file.clone());
+        self.counters.opens.fetch_add(1, Ordering::Relaxed);
+        Ok((fh, file))
+    }
+
+    fn open_row(&self, ino: u64, row: FileRow) -> Result<OpenFile, ServeError> {
+        let (handle, stat) = self.open_origin(&row)?;
+        let layout = self.layout(&row, &handle, &stat)?;
+        let direct_path = match &handle {
+            Source::Direct(h) if layout.unchanged => h.local_path().into_option().map(|p| p.into_string()),
+            _ => None,
+        };
+        let recheck = self.local_origins.get(&row.origin).copied().unwrap_or(false);
+        Ok(OpenFile {
+            ino,
+            gen: row.gen,
+            row: Some(row),
+            handle: Some(handle),
+            ctx: self.ctx(),
+            recheck,
+            size: layout.size,
+            layout,
+            direct_path,
+        })
+    }
+
+    /// The open file behind `fh`.
+    pub fn handle(&self, fh: u64) -> Option<Arc<OpenFile>> {
+        read(&self.handles).get(&fh).cloned()
+    }
+
+    /// Whether another open handle of `ino` serves a different generation.
+    pub fn mixed_generations(&self, ino: u64, gen: i64) -> bool {
+        read(&self.handles).values().any(|f| f.ino == ino && f.gen != gen)
+    }
+
+    /// Reads up to `size` bytes at `offset` (fewer only at the end of the file).
+    ///
+    /// # Errors
+    /// [`ServeError`] if the handle is unknown or the origin fails or comes up short.
+    pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadData, ServeError> {
+        let file = self.handle(fh).ok_or(ServeError::NotFound)?;
+        let out = self.read_file(&file, offset, size)?;
+        self.counters.bytes_read.fetch_add(out.len() as u64, Ordering::Relaxed);
+        Ok(out)
+    }
+
+    /// [`read`](Self::read) on an [`OpenFile`].
+    ///
+    /// # Errors
+    /// As for `read`; also [`ServeError::Changed`] when the original changed (checked
+    /// after reading, so bytes of a changed original are never returned).
+    pub fn read_file(&self, file: &OpenFile, offset: u64, size: u32) -> Result<ReadData, ServeError> {
+        if offset >= file.size {
+            return Ok(ReadData::Owned(Vec::new()));
+        }
+        let end = (offset + u64::from(size)).min(file.size);
+        if let Some(shared) = Self::read_shared(file, offset, end)? {
+            return Ok(shared);
+        }
+        let mut out = vec![0u8; (end - offset) as usize];
+        let segments = &file.layout.segments;
+        // The first segment that ends after `offset`.
+        let first = segments.partition_point(|(start, s)| start + s.len <= offset);
+        let mut touched_origin = false;
+        for (start, seg) in &segments[first..] {
+            if *start >= end {
+                break;
+            }
+            let from = offset.max(*start);
+            let to = end.min(start + seg.len);
+            let dst = &mut out[(from - offset) as usize..(to - offset) as usize];
+            let within = from - start;
+            match seg.kind {
+                SegmentKind::LITERAL => dst.copy_from_slice(&seg.bytes[within as usize..(within as usize + dst.len())]),
+                _ => {
+                    touched_origin = true;
+                    Self::read_origin(file, seg.offset + within, dst)?;
+                }
+            }
+        }
+        if touched_origin && file.recheck {
+            self.recheck(file)?;
+        }
+        Ok(ReadData::Owned(out))
+    }
+
+    /// The hot path of a cached file: a read inside one origin segment and one chunk is
+    /// answered with the chunk itself, not a copy of it.
+    fn read_shared(file: &OpenFile, offset: u64, end: u64) -> Result<Option<ReadData>, ServeError> {
+        let (Some(Source::Cached(c)), Some(row), false) = (&file.handle, &file.row, file.recheck) else {
+            return Ok(None);
+        };
+        let segments = &file.layout.segments;
+        let i = segments.partition_point(|(start, s)| start + s.len <= offset);
+        let Some((start, seg)) = segments.get(i) else { return Ok(None) };
+        if seg.kind != SegmentKind::ORIGIN || end > start + seg.len {
+            return Ok(None);
+        }
+        let res = c.read_shared(&file.ctx, seg.offset + (offset - start), (end - offset) as usize);
+        match res {
+            Ok(shared) => Ok(shared.map(|(chunk, range)| ReadData::Shared(chunk, range))),
+            Err(e) => {
+                let e = Self::plugin_err(row)(e);
+                tracing::warn!("read: {e}");
+                Err(e)
+            }
+        }
+    }
+
+    fn recheck(&self, file: &OpenFile) -> Result<(), ServeError> {
+        let Some(row) = &file.row else { return Ok(()) };
+        let Some(origin) = self.origins.get(&row.origin) else { return Ok(()) };
+        let diffs = match origin.stat(&file.ctx, row.path.as_str().into()).into_result() {
+            Ok(stat) => stamp_diffs(row, &stat),
+            Err(e) if e.kind == ErrorKind::NOT_FOUND => vec!["it is gone".to_owned()],
+            Err(e) => return Err(Self::plugin_err(row)(e)),
+        };
+        if diffs.is_empty() {
+            return Ok(());
+        }
+        let e = ServeError::Changed { origin: row.origin.clone(), path: row.path.clone(), what: diffs.join(", ") };
+        tracing::warn!("read: {e}");
+        Err(e)
+    }
+
+    fn read_origin(file: &OpenFile, mut pos: u64, mut dst: &mut [u8]) -> Result<(), ServeError> {
+        let (Some(source), Some(row)) = (&file.handle, &file.row) else {
+            return Err(ServeError::NotFound);
+        };
+        let handle = match source {
+            Source::Cached(c) => {
+                return c.read_into(&file.ctx, pos, dst).map_err(|e| {
+                    let e = Self::plugin_err(row)(e);
+                    tracing::warn!("read: {e}");
+                    e
+                });
+            }
+            Source::Direct(h) => h,
+        };
+        while !dst.is_empty() {
+            let n = handle
+                .read_at(&file.ctx, pos, RSliceMut::from_mut_slice(dst))
+                .into_result()
+                .map_err(Self::plugin_err(row))?;
+            if n == 0 {
+                let e = ServeError::Changed {
+                    origin: row.origin.clone(),
+                    path: row.path.clone(),
+                    what: format!("it ends before byte {pos}"),
+                };
+                tracing::warn!("read: {e}");
+                return Err(e);
+            }
+            pos += n as u64;
+            dst = &mut dst[n..];
+        }
+        Ok(())
+    }
+
+    /// Forgets a handle.
+    pub fn release(&self, fh: u64) {
+        write(&self.handles).remove(&fh);
+    }
+
+    /// Number of open handles.
+    pub fn open_handles(&self) -> usize {
+        read(&self.handles).len()
+    }
+
+    /// The change-log position the tree reflects.
+    pub fn position(&self) -> i64 {
+        self.last_change.load(Ordering::Relaxed)
+    }
+
+    /// Saves the tree as `target`'s snapshot; returns the position saved.
+    ///
+    /// # Errors
+    /// Snapshot write errors.
+    pub fn save_snapshot(
+        &self,
+        target: &SnapshotTarget,
+    ) -> Result<i64, crate::tree::snapshot::SnapshotError> {
+        // The catalog lock keeps a refresh from moving the tree between the two reads.
+        let (bytes, position) = {
+            let _catalog = lock(&self.catalog);
+            let position = self.position();
+            let tree = read(&self.tree);
+            (tree.to_snapshot(&target.catalog_id, &target.key, position), position)
+        };
+        crate::tree::snapshot::write(&target.path, &bytes)?;
+        Ok(position)
+    }
+
+    /// Applies the catalog's changes since the last refresh to the tree, incrementally,
+    /// and returns the kernel cache entries made stale. A change log with a gap (pruned
+    /// while this mount lagged) rebuilds the tree.
+    ///
+    /// # Errors
+    /// Catalog errors (the tree is left as it was).
+    pub fn refresh(&self) -> Result<Vec<Inval>, ServeError> {
+        let after = self.last_change.load(Ordering::Relaxed);
+        let catalog = lock(&self.catalog);
+        let changes = catalog.changes_since(after)?;
+        if changes.files.is_empty() && !changes.gap {
+            self.last_change.store(changes.last, Ordering::Relaxed);
+            return Ok(Vec::new());
+        }
+        let mut inval = Vec::new();
+        if changes.gap {
+            tracing::info!("the catalog's change log was pruned past this mount's position: rebuilding the tree");
+            let files = catalog.tree_files(&self.settings.keys)?;
+            let mut tree = write(&self.tree);
+            let rebuilt = tree.rebuild(&files);
+            // Every directory's cached listing, old and new, is suspect.
+            let mut dirs = tree.dir_inodes();
+            dirs.extend(rebuilt.dir_inodes());
+            dirs.sort_unstable();
+            dirs.dedup();
+            *tree = rebuilt;
+            inval.extend(dirs.into_iter().map(Inval::Inode));
+        } else {
+            let mut updates = Vec::with_capacity(changes.files.len());
+            for id in &changes.files {
+                updates.push((*id, catalog.tree_file(*id, &self.settings.keys)?));
+            }
+            let mut tree = write(&self.tree);
+            for (id, f) in &updates {
+                inval.extend(match f {
+                    Some(f) => tree.upsert_file(f),
+                    None => tree.remove_file(*id),
+                });
+            }
+        }
+        drop(catalog);
+        {
+            let mut plans = lock(&self.plans);
+            let mut sizes = lock(&self.sizes);
+            for id in &changes.files {
+                plans.forget(*id);
+                sizes.remove(id);
+            }
+        }
+        lock(&self.covers).clear();
+        self.last_change.store(changes.last, Ordering::Relaxed);
+        self.counters.refreshes.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!("refreshed {} changed file(s)", changes.files.len());
+        Ok(inval)
+    }
+}

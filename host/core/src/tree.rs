@@ -1,0 +1,639 @@
+//! The virtual tree rendered from the catalog by the templates.
+//!
+//! Inode numbers are stable across remounts: a file's inode is derived from its
+//! catalog id and its view, a directory's from a hash of its view and path. Names are
+//! sanitised component by component and collisions are disambiguated deterministically
+//! (files are placed in origin/path order; later ones get ` (2)`, ` (3)`, ...).
+//!
+//! The tree is updated in place when the catalog changes ([`Tree::upsert_file`],
+//! [`Tree::remove_file`]): a file keeps its inode wherever its tags move it, directories
+//! left empty are removed, and each update returns the kernel cache entries it made
+//! stale ([`Inval`]). A directory holding a file with a picture gets a virtual cover
+//! file (its inode derived from the directory's).
+
+pub mod load;
+pub mod snapshot;
+
+use std::collections::BTreeMap;
+
+use crate::catalog::TreeFile;
+use crate::util::InoMap;
+use crate::manifest::View;
+use crate::template::{sanitize_component, truncate_utf8, Fields, RenderOptions};
+
+/// The root directory's inode.
+pub const ROOT: u64 = 1;
+const DIR_BIT: u64 = 1 << 63;
+/// Longest name component in bytes.
+pub const NAME_MAX: usize = 255;
+
+/// What a node is.
+#[derive(Debug, Clone)]
+pub enum NodeKind {
+    /// A directory: children by name.
+    Dir(BTreeMap<String, u64>),
+    /// A file.
+    File {
+        /// Catalog file id.
+        file_id: i64,
+        /// The original's size (the served size in passthrough mode).
+        size: u64,
+        /// Modification time, ns since the epoch.
+        mtime_ns: i64,
+        /// The catalog generation the node was built from.
+        gen: i64,
+        /// Whether the file has a picture (for the cover sidecar).
+        cover: bool,
+    },
+    /// The virtual cover image of directory `dir` (from its first file with a picture).
+    Cover {
+        /// The directory.
+        dir: u64,
+    },
+}
+
+/// One node of the tree.
+#[derive(Debug, Clone)]
+pub struct Node {
+    /// Its inode.
+    pub ino: u64,
+    /// Its parent's inode (the root is its own parent).
+    pub parent: u64,
+    /// Its name.
+    pub name: String,
+    /// Directory or file.
+    pub kind: NodeKind,
+}
+
+/// What a node is, without its children: cheap to copy on the getattr/lookup path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttrKind {
+    /// A directory.
+    Dir,
+    /// A file.
+    File {
+        /// Catalog file id.
+        file_id: i64,
+        /// The original's size.
+        size: u64,
+        /// Modification time, ns since the epoch.
+        mtime_ns: i64,
+        /// The catalog generation.
+        gen: i64,
+    },
+    /// A cover sidecar of directory `dir`.
+    Cover {
+        /// The directory.
+        dir: u64,
+        /// The image size (0 until the serving core fills it in).
+        size: u64,
+    },
+}
+
+/// A node's attributes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeAttr {
+    /// Its inode.
+    pub ino: u64,
+    /// Its parent's inode.
+    pub parent: u64,
+    /// Directory or file.
+    pub kind: AttrKind,
+}
+
+impl Node {
+    /// The node's attributes (no children).
+    pub fn attr(&self) -> NodeAttr {
+        let kind = match self.kind {
+            NodeKind::Dir(_) => AttrKind::Dir,
+            NodeKind::File { file_id, size, mtime_ns, gen, .. } => AttrKind::File { file_id, size, mtime_ns, gen },
+            NodeKind::Cover { dir } => AttrKind::Cover { dir, size: 0 },
+        };
+        NodeAttr { ino: self.ino, parent: self.parent, kind }
+    }
+}
+
+/// A kernel cache entry made stale by a tree update.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Inval {
+    /// The name `name` in directory `parent` appeared, vanished or changed.
+    Entry {
+        /// The directory.
+        parent: u64,
+        /// The name.
+        name: String,
+    },
+    /// The attributes or contents of an inode changed.
+    Inode(u64),
+}
+
+/// The whole tree.
+#[derive(Debug, Default)]
+pub struct Tree {
+    nodes: InoMap<Node>,
+    dir_paths: InoMap<String>,
+    views: Vec<View>,
+    view_roots: Vec<u64>,
+    opts: RenderOptions,
+    cover_name: Option<String>,
+    /// Directories created by the update in progress (reported by `upsert_file`).
+    created: Vec<Inval>,
+}
+
+struct TagFields<'a>(&'a [(String, String)]);
+
+impl Fields for TagFields<'_> {
+    fn values(&self, field: &str) -> Vec<String> {
+        self.0.iter().filter(|(k, _)| k == field).map(|(_, v)| v.clone()).collect()
+    }
+}
+
+fn dir_ino(view: usize, path: &str, taken: &InoMap<Node>) -> u64 {
+    let mut h = blake3::Hasher::new();
+    h.update(&(view as u64).to_le_bytes());
+    h.update(path.as_bytes());
+    let b = h.finalize();
+    let mut ino = (u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes")) | DIR_BIT) & !1;
+    while taken.contains_key(&ino) || taken.contains_key(&cover_ino(ino)) || ino == ROOT {
+        ino = ino.wrapping_add(2) | DIR_BIT;
+    }
+    ino
+}
+
+/// A file's inode in a view.
+pub fn file_ino(view: usize, file_id: i64) -> u64 {
+    ((view as u64 + 1) << 40) + file_id as u64
+}
+
+/// The inode of a directory's cover sidecar.
+pub fn cover_ino(dir: u64) -> u64 {
+    dir ^ COVER_BIT
+}
+
+const COVER_BIT: u64 = 1 << 62;
+
+/// A name not yet used in `children`: `stem ext`, else `stem (2) ext`, ...; all within NAME_MAX.
+fn unique_name(children: &BTreeMap<String, u64>, stem: &str, ext: &str) -> String {
+    let fit = |suffix: &str| {
+        let mut s = stem.to_owned();
+        truncate_utf8(&mut s, NAME_MAX.saturating_sub(suffix.len() + ext.len()));
+        format!("{s}{suffix}{ext}")
+    };
+    let first = fit("");
+    if !children.contains_key(&first) {
+        return first;
+    }
+    (2..).map(|n| fit(&format!(" ({n})"))).find(|c| !children.contains_key(c)).expect("unbounded")
+}
+
+impl Tree {
+    /// Builds the tree of `views` over `files` (which must be in a stable order), with a
+    /// cover sidecar named `cover_name` in every directory holding a file with a picture.
+    pub fn build(files: &[TreeFile], views: &[View], opts: &RenderOptions, cover_name: Option<&str>) -> Self {
+        let mut t = Tree {
+            nodes: InoMap::with_capacity_and_hasher(files.len() * views.len() + 64, Default::default()),
+            dir_paths: InoMap::default(),
+            views: views.to_vec(),
+            view_roots: Vec::new(),
+            opts: opts.clone(),
+            cover_name: cover_name.map(str::to_owned),
+            created: Vec::new(),
+        };
+        t.nodes
+            .insert(ROOT, Node { ino: ROOT, parent: ROOT, name: String::new(), kind: NodeKind::Dir(BTreeMap::new()) });
+        t.dir_paths.insert(ROOT, String::new());
+        for (vi, view) in views.iter().enumerate() {
+            let view_root = match &view.name {
+                None => ROOT,
+                Some(name) => t.mkdir(vi, ROOT, &sanitize_component(name, NAME_MAX)),
+            };
+            t.view_roots.push(view_root);
+            for f in files {
+                t.place(vi, f);
+            }
+        }
+        if t.cover_name.is_some() {
+            let dirs: Vec<u64> =
+                t.nodes.values().filter(|n| matches!(n.kind, NodeKind::Dir(_))).map(|n| n.ino).collect();
+            for d in dirs {
+                t.refresh_cover(d, &mut Vec::new());
+            }
+        }
+        t.created.clear();
+        t
+    }
+
+    /// A new tree over `files` with this tree's views and options.
+    pub fn rebuild(&self, files: &[TreeFile]) -> Tree {
+        Tree::build(files, &self.views, &self.opts, self.cover_name.as_deref())
+    }
+
+    /// Places file `f` in view `vi`; returns its parent directory and name.
+    fn place(&mut self, vi: usize, f: &TreeFile) -> (u64, String) {
+        let rendered = self.views[vi].template.render(&TagFields(&f.tags), &self.opts);
+        let mut comps: Vec<String> = rendered.split('/').map(|c| sanitize_component(c, NAME_MAX)).collect();
+        let leaf = comps.pop().unwrap_or_else(|| "_".into());
+        let mut dir = self.view_roots[vi];
+        for c in comps {
+            dir = self.mkdir(vi, dir, &c);
+        }
+        let ext = if f.file.extension.is_empty() { String::new() } else { format!(".{}", f.file.extension) };
+        let ino = file_ino(vi, f.file.id);
+        let NodeKind::Dir(children) = &self.nodes[&dir].kind else { unreachable!("parents are directories") };
+        let name = unique_name(children, &leaf, &ext);
+        self.attach(dir, &name, ino);
+        self.nodes.insert(
+            ino,
+            Node {
+                ino,
+                parent: dir,
+                name: name.clone(),
+                kind: NodeKind::File {
+                    file_id: f.file.id,
+                    size: f.file.size,
+                    mtime_ns: f.file.mtime_ns.unwrap_or(0),
+                    gen: f.file.gen,
+                    cover: f.has_picture,
+                },
+            },
+        );
+        (dir, name)
+    }
+
+    fn attach(&mut self, parent: u64, name: &str, ino: u64) {
+        if let Some(Node { kind: NodeKind::Dir(children), .. }) = self.nodes.get_mut(&parent) {
+            children.insert(name.to_owned(), ino);
+        }
+    }
+
+    fn detach(&mut self, parent: u64, name: &str) {
+        if let Some(Node { kind: NodeKind::Dir(children), .. }) = self.nodes.get_mut(&parent) {
+            children.remove(name);
+        }
+    }
+
+    /// The directory `name` in `parent`, created if needed; a file already holding the
+    /// name makes the directory take a ` (2)` suffix.
+    fn mkdir(&mut self, view: usize, parent: u64, name: &str) -> u64 {
+        let NodeKind::Dir(children) = &self.nodes[&parent].kind else { unreachable!("parents are directories") };
+        let mut candidate = name.to_owned();
+        let mut n = 1;
+        loop {
+            match children.get(&candidate) {
+                Some(&ino) if matches!(self.nodes[&ino].kind, NodeKind::Dir(_)) => return ino,
+                Some(_) => {
+                    n += 1;
+                    let suffix = format!(" ({n})");
+                    let mut s = name.to_owned();
+                    truncate_utf8(&mut s, NAME_MAX - suffix.len());
+                    candidate = format!("{s}{suffix}");
+                }
+                None => break,
+            }
+        }
+        let parent_path = self.dir_paths.get(&parent).cloned().unwrap_or_default();
+        let path = format!("{parent_path}/{candidate}");
+        let path = if parent == ROOT && self.views.get(view).is_some_and(|v| v.name.is_some()) {
+            candidate.clone()
+        } else {
+            path
+        };
+        let ino = dir_ino(view, &path, &self.nodes);
+        self.nodes.insert(ino, Node { ino, parent, name: candidate.clone(), kind: NodeKind::Dir(BTreeMap::new()) });
+        self.dir_paths.insert(ino, path);
+        self.attach(parent, &candidate, ino);
+        self.created.push(Inval::Entry { parent, name: candidate });
+        ino
+    }
+
+    /// Adds or removes directory `dir`'s cover sidecar as its files say.
+    fn refresh_cover(&mut self, dir: u64, inval: &mut Vec<Inval>) {
+        let Some(name) = self.cover_name.clone() else { return };
+        let Some(NodeKind::Dir(children)) = self.nodes.get(&dir).map(|n| &n.kind) else { return };
+        let ino = cover_ino(dir);
+        let wanted = children
+            .values()
+            .any(|c| matches!(self.nodes.get(c).map(|n| &n.kind), Some(NodeKind::File { cover: true, .. })));
+        let has = children.get(&name) == Some(&ino);
+        let free = !children.contains_key(&name);
+        if wanted && free && !self.nodes.contains_key(&ino) {
+            self.nodes.insert(ino, Node { ino, parent: dir, name: name.clone(), kind: NodeKind::Cover { dir } });
+            self.attach(dir, &name, ino);
+            inval.push(Inval::Entry { parent: dir, name });
+        } else if has && !wanted {
+            self.detach(dir, &name);
+            self.nodes.remove(&ino);
+            inval.push(Inval::Entry { parent: dir, name });
+        } else if has {
+            inval.push(Inval::Inode(ino)); // its content may come from another file now
+        }
+    }
+
+    /// Removes an empty directory and, going up, every parent it leaves empty.
+    fn prune(&mut self, mut dir: u64, inval: &mut Vec<Inval>) {
+        loop {
+            if dir == ROOT || self.view_roots.contains(&dir) {
+                return;
+            }
+            let Some(node) = self.nodes.get(&dir) else { return };
+            let NodeKind::Dir(children) = &node.kind else { return };
+            if !children.is_empty() {
+                return;
+            }
+            let (parent, name) = (node.parent, node.name.clone());
+            self.nodes.remove(&dir);
+            self.dir_paths.remove(&dir);
+            self.detach(parent, &name);
+            inval.push(Inval::Entry { parent, name });
+            dir = parent;
+        }
+    }
+
+    /// Removes file `file_id` from every view.
+    pub fn remove_file(&mut self, file_id: i64) -> Vec<Inval> {
+        let mut inval = Vec::new();
+        for vi in 0..self.views.len() {
+            let ino = file_ino(vi, file_id);
+            let Some(node) = self.nodes.remove(&ino) else { continue };
+            self.detach(node.parent, &node.name);
+            inval.push(Inval::Entry { parent: node.parent, name: node.name });
+            inval.push(Inval::Inode(ino));
+            self.refresh_cover(node.parent, &mut inval);
+            self.prune(node.parent, &mut inval);
+        }
+        inval
+    }
+
+    /// Puts `f` where its (possibly changed) tags place it now, in every view, keeping its
+    /// inodes; returns what the kernel must forget.
+    pub fn upsert_file(&mut self, f: &TreeFile) -> Vec<Inval> {
+        let mut inval = Vec::new();
+        for vi in 0..self.views.len() {
+            let ino = file_ino(vi, f.file.id);
+            let old = self.nodes.remove(&ino);
+            if let Some(n) = &old {
+                self.detach(n.parent, &n.name);
+            }
+            let (dir, name) = self.place(vi, f);
+            inval.push(Inval::Inode(ino));
+            match old {
+                Some(n) if n.parent == dir && n.name == name => {}
+                Some(n) => {
+                    inval.push(Inval::Entry { parent: n.parent, name: n.name.clone() });
+                    inval.push(Inval::Entry { parent: dir, name });
+                    self.refresh_cover(n.parent, &mut inval);
+                    self.prune(n.parent, &mut inval);
+                }
+                None => inval.push(Inval::Entry { parent: dir, name }),
+            }
+            self.refresh_cover(dir, &mut inval);
+        }
+        // New directories on the way: the kernel may hold a cached listing of their
+        // parents, or a negative entry for their names.
+        inval.append(&mut self.created);
+        inval
+    }
+
+    /// A node by inode.
+    pub fn get(&self, ino: u64) -> Option<&Node> {
+        self.nodes.get(&ino)
+    }
+
+    /// The child `name` of directory `parent`.
+    pub fn lookup(&self, parent: u64, name: &str) -> Option<&Node> {
+        match &self.nodes.get(&parent)?.kind {
+            NodeKind::Dir(children) => children.get(name).and_then(|i| self.nodes.get(i)),
+            _ => None,
+        }
+    }
+
+    /// The children of a directory, in name order.
+    pub fn children(&self, ino: u64) -> Vec<&Node> {
+        match self.nodes.get(&ino).map(|n| &n.kind) {
+            Some(NodeKind::Dir(children)) => children.values().filter_map(|i| self.nodes.get(i)).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// The files of directory `dir` that have a picture, in name order.
+    pub fn cover_sources(&self, dir: u64) -> Vec<i64> {
+        self.children(dir)
+            .into_iter()
+            .filter_map(|n| match n.kind {
+                NodeKind::File { file_id, cover: true, .. } => Some(file_id),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The inodes of every directory.
+    pub fn dir_inodes(&self) -> Vec<u64> {
+        self.nodes.values().filter(|n| matches!(n.kind, NodeKind::Dir(_))).map(|n| n.ino).collect()
+    }
+
+    /// Number of nodes.
+    pub fn len(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Whether the tree holds only the root.
+    pub fn is_empty(&self) -> bool {
+        self.nodes.len() <= 1
+    }
+
+    /// The path of a node, relative to the root.
+    pub fn path_of(&self, mut ino: u64) -> Option<String> {
+        let mut parts = Vec::new();
+        while ino != ROOT {
+            let n = self.nodes.get(&ino)?;
+            parts.push(n.name.as_str());
+            ino = n.parent;
+        }
+        parts.reverse();
+        Some(parts.join("/"))
+    }
+
+    /// The node at a relative `/`-separated path (`""` is the root).
+    pub fn resolve(&self, path: &str) -> Option<&Node> {
+        let mut node = self.nodes.get(&ROOT)?;
+        for c in path.split('/').filter(|c| !c.is_empty() && *c != ".") {
+            node = self.lookup(node.ino, c)?;
+        }
+        Some(node)
+    }
+
+    /// The file ids at or below a node.
+    pub fn files_under(&self, ino: u64) -> Vec<i64> {
+        let mut out = Vec::new();
+        let mut stack = vec![ino];
+        while let Some(i) = stack.pop() {
+            match self.nodes.get(&i).map(|n| &n.kind) {
+                Some(NodeKind::File { file_id, .. }) => out.push(*file_id),
+                Some(NodeKind::Dir(children)) => stack.extend(children.values()),
+                _ => {}
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    /// Every file path (relative, `/`-separated) with its file id, depth first in name order.
+    pub fn paths(&self) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        let mut stack = vec![(ROOT, String::new())];
+        while let Some((ino, prefix)) = stack.pop() {
+            let mut kids = self.children(ino);
+            kids.reverse();
+            for n in kids {
+                let p = if prefix.is_empty() { n.name.clone() } else { format!("{prefix}/{}", n.name) };
+                match n.kind {
+                    NodeKind::Dir(_) => stack.push((n.ino, p)),
+                    NodeKind::File { file_id, .. } => out.push((p, file_id)),
+                    NodeKind::Cover { .. } => {}
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::catalog::FileRow;
+    use crate::template::Template;
+
+    pub(super) fn file(id: i64, tags: &[(&str, &str)]) -> TreeFile {
+        TreeFile {
+            file: FileRow {
+                id,
+                origin: "o".into(),
+                path: format!("{id}.flac"),
+                size: 10,
+                mtime_ns: Some(0),
+                etag: None,
+                plugin: "flac".into(),
+                extension: "flac".into(),
+                gen: 0,
+                audio_offset: 0,
+            },
+            tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+            has_picture: id % 2 == 0,
+        }
+    }
+
+    fn view(t: &str) -> Vec<View> {
+        vec![View { name: None, template: Template::parse(t).unwrap() }]
+    }
+
+    #[test]
+    fn collisions_hostile_values_and_stable_inodes() {
+        let files = vec![
+            file(1, &[("artist", "AC/DC"), ("title", "T")]),
+            file(2, &[("artist", "AC/DC"), ("title", "T")]),
+            file(3, &[("artist", ".."), ("title", "../../etc")]),
+            file(4, &[("title", "x")]),
+        ];
+        let t = Tree::build(&files, &view("$artist/$title"), &RenderOptions::default(), None);
+        let paths: Vec<_> = t.paths().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, vec!["AC_DC/T (2).flac", "AC_DC/T.flac", "_/x.flac", "__/.._.._etc.flac"]);
+        let again = Tree::build(&files, &view("$artist/$title"), &RenderOptions::default(), None);
+        let a = t.lookup(ROOT, "AC_DC").unwrap().ino;
+        assert_eq!(a, again.lookup(ROOT, "AC_DC").unwrap().ino);
+        assert_eq!(t.lookup(a, "T.flac").unwrap().ino, again.lookup(a, "T.flac").unwrap().ino);
+    }
+
+    #[test]
+    fn long_names_stay_within_name_max() {
+        let long = "é".repeat(300);
+        let files = vec![file(1, &[("title", &long)]), file(2, &[("title", &long)])];
+        let t = Tree::build(&files, &view("$title"), &RenderOptions::default(), None);
+        for n in t.children(ROOT) {
+            assert!(n.name.len() <= NAME_MAX, "{}", n.name.len());
+            assert!(n.name.ends_with(".flac"));
+        }
+        assert_eq!(t.children(ROOT).len(), 2);
+    }
+
+    #[test]
+    fn a_file_and_a_directory_with_one_name() {
+        let files = vec![file(1, &[("a", "X"), ("b", "")]), file(2, &[("a", "X.flac"), ("b", "y")])];
+        let t = Tree::build(&files, &view("$a[/$b]"), &RenderOptions::default(), None);
+        let paths: Vec<_> = t.paths().into_iter().map(|(p, _)| p).collect();
+        assert_eq!(paths, vec!["X.flac", "X.flac (2)/y.flac"]);
+    }
+}
+
+#[cfg(test)]
+mod update_tests {
+    use super::*;
+    use crate::template::Template;
+
+    fn file(id: i64, artist: &str, title: &str, pic: bool) -> TreeFile {
+        let mut f = super::tests::file(id, &[("artist", artist), ("title", title)]);
+        f.has_picture = pic;
+        f
+    }
+
+    #[test]
+    fn moves_keep_inodes_prune_empty_dirs_and_track_covers() {
+        let views = vec![View { name: None, template: Template::parse("$artist/$title").unwrap() }];
+        let files = vec![file(1, "A", "one", true), file(2, "B", "two", false)];
+        let mut t = Tree::build(&files, &views, &RenderOptions::default(), Some("cover.jpg"));
+        let a = t.lookup(ROOT, "A").unwrap().ino;
+        assert!(t.lookup(a, "cover.jpg").is_some());
+        assert!(t.lookup(t.lookup(ROOT, "B").unwrap().ino, "cover.jpg").is_none());
+        let ino = t.lookup(a, "one.flac").unwrap().ino;
+        // Retag file 1 to artist B: same inode, A (now empty) is gone, B gains the cover.
+        let inval = t.upsert_file(&file(1, "B", "uno", true));
+        let b = t.lookup(ROOT, "B").unwrap().ino;
+        assert_eq!(t.lookup(b, "uno.flac").unwrap().ino, ino);
+        assert!(t.lookup(ROOT, "A").is_none() && t.get(a).is_none());
+        assert!(t.lookup(b, "cover.jpg").is_some());
+        for want in [
+            Inval::Entry { parent: a, name: "one.flac".into() },
+            Inval::Entry { parent: b, name: "uno.flac".into() },
+            Inval::Entry { parent: ROOT, name: "A".into() },
+            Inval::Inode(ino),
+        ] {
+            assert!(inval.contains(&want), "{want:?} in {inval:?}");
+        }
+        // The same tree as a fresh build of the new catalog state.
+        let fresh = Tree::build(
+            &[file(1, "B", "uno", true), file(2, "B", "two", false)],
+            &views,
+            &RenderOptions::default(),
+            Some("cover.jpg"),
+        );
+        assert_eq!(t.paths(), fresh.paths());
+        assert_eq!(t.lookup(ROOT, "B").unwrap().ino, fresh.lookup(ROOT, "B").unwrap().ino);
+        // Removing the only file with a picture removes the sidecar; the last file, the dir.
+        t.remove_file(1);
+        assert!(t.lookup(b, "cover.jpg").is_none());
+        t.remove_file(2);
+        assert!(t.lookup(ROOT, "B").is_none());
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_file_in_new_directories_reports_every_directory_created() {
+        // Regression: directories made on the way were not reported, so the kernel kept
+        // its cached listing of the root (and a negative entry) and never showed them.
+        let views = vec![View { name: None, template: Template::parse("$artist/$album/$title").unwrap() }];
+        let mut t = Tree::build(&[file(1, "A", "one", false)], &views, &RenderOptions::default(), None);
+        let mut f = super::tests::file(2, &[("artist", "New"), ("album", "Disc"), ("title", "x")]);
+        f.has_picture = false;
+        let inval = t.upsert_file(&f);
+        let new = t.lookup(ROOT, "New").unwrap().ino;
+        for want in
+            [Inval::Entry { parent: ROOT, name: "New".into() }, Inval::Entry { parent: new, name: "Disc".into() }]
+        {
+            assert!(inval.contains(&want), "{want:?} in {inval:?}");
+        }
+        // An existing directory is not reported again.
+        let inval = t.upsert_file(&super::tests::file(3, &[("artist", "New"), ("album", "Disc"), ("title", "y")]));
+        assert!(!inval.contains(&Inval::Entry { parent: ROOT, name: "New".into() }), "{inval:?}");
+    }
+}

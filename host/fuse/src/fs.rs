@@ -1,0 +1,237 @@
+//! The FUSE adapter: a thin translation from kernel requests to [`Core`] calls.
+//!
+//! Local files served unchanged are handed to the kernel with FUSE passthrough when the
+//! kernel offers it (reads then never reach this process); otherwise, and for every
+//! other file, reads go through [`Core::read`].
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fuser::{
+    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags, KernelConfig,
+    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
+};
+
+use musefs_core::serve::Core;
+use musefs_core::tree::{AttrKind, NodeAttr};
+use musefs_core::util::lock;
+
+const TTL: Duration = Duration::from_secs(10);
+
+/// The mounted filesystem.
+pub struct MuseFs {
+    core: Arc<Core>,
+    uid: u32,
+    gid: u32,
+    mounted: SystemTime,
+    passthrough_wanted: bool,
+    passthrough: AtomicBool,
+    fallback_logged: AtomicBool,
+    backing: Mutex<Backing>,
+    /// The generation whose pages the kernel may hold, by inode.
+    cached_gen: Mutex<HashMap<u64, i64>>,
+}
+
+/// Kernel backing files. The kernel allows one backing file per inode at a time, so
+/// concurrent opens of one inode share its `BackingId` (weakly held by inode, strongly by
+/// each open handle; the kernel's reference goes when the last handle is released).
+#[derive(Default)]
+struct Backing {
+    by_inode: HashMap<u64, Weak<BackingId>>,
+    by_handle: HashMap<u64, Arc<BackingId>>,
+}
+
+impl MuseFs {
+    /// A filesystem over `core`; `passthrough` asks for kernel passthrough of local files.
+    pub fn new(core: Arc<Core>, passthrough: bool) -> Self {
+        let (uid, gid) = musefs_core::sys::user_ids();
+        Self {
+            core,
+            uid,
+            gid,
+            mounted: SystemTime::now(),
+            passthrough_wanted: passthrough,
+            passthrough: AtomicBool::new(false),
+            fallback_logged: AtomicBool::new(false),
+            backing: Mutex::new(Backing::default()),
+            cached_gen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn attr(&self, n: &NodeAttr) -> FileAttr {
+        let (kind, size, perm, nlink, mtime) = match n.kind {
+            AttrKind::Dir => (FileType::Directory, 0, 0o555, 2, self.mounted),
+            AttrKind::File { size, mtime_ns, .. } => {
+                let t = UNIX_EPOCH + Duration::from_nanos(u64::try_from(mtime_ns).unwrap_or(0));
+                (FileType::RegularFile, size, 0o444, 1, t)
+            }
+            AttrKind::Cover { size, .. } => (FileType::RegularFile, size, 0o444, 1, self.mounted),
+        };
+        FileAttr {
+            ino: INodeNo(n.ino),
+            size,
+            blocks: size.div_ceil(512),
+            atime: mtime,
+            mtime,
+            ctime: mtime,
+            crtime: mtime,
+            kind,
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            flags: 0,
+            blksize: 128 * 1024,
+        }
+    }
+
+    fn log_fallback(&self, why: &str) {
+        if !self.fallback_logged.swap(true, Ordering::Relaxed) {
+            tracing::info!("kernel FUSE passthrough not used ({why}); serving reads through the daemon");
+        }
+    }
+}
+
+impl Filesystem for MuseFs {
+    fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
+        let _ = config.set_max_readahead(1024 * 1024);
+        if self.passthrough_wanted {
+            match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
+                Ok(()) => {
+                    let _ = config.set_max_stack_depth(1);
+                    self.passthrough.store(true, Ordering::Relaxed);
+                    tracing::info!("kernel FUSE passthrough enabled for local files served unchanged");
+                }
+                Err(_) => self.log_fallback("the kernel does not offer it"),
+            }
+        }
+        Ok(())
+    }
+
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        match name.to_str().and_then(|n| self.core.lookup(parent.0, n)) {
+            Some(n) => reply.entry(&TTL, &self.attr(&n), fuser::Generation(0)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        match self.core.node(ino.0) {
+            Some(n) => reply.attr(&TTL, &self.attr(&n)),
+            None => reply.error(Errno::ENOENT),
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
+            reply.error(Errno::from_i32(libc::EROFS));
+            return;
+        }
+        let (fh, file) = match self.core.open(ino.0) {
+            Ok(x) => x,
+            Err(e) => {
+                reply.error(Errno::from_i32(e.errno()));
+                return;
+            }
+        };
+        if self.passthrough.load(Ordering::Relaxed) {
+            if let Some(path) = &file.direct_path {
+                let mut backing = lock(&self.backing);
+                let existing = backing.by_inode.get(&ino.0).and_then(Weak::upgrade);
+                let id = match existing {
+                    Some(id) => Ok(id),
+                    None => std::fs::File::open(path).and_then(|f| reply.open_backing(&f)).map(Arc::new),
+                };
+                match id {
+                    Ok(id) => {
+                        backing.by_inode.insert(ino.0, Arc::downgrade(&id));
+                        reply.opened_passthrough(FileHandle(fh), FopenFlags::empty(), &id);
+                        backing.by_handle.insert(fh, id);
+                        return;
+                    }
+                    Err(e) => {
+                        self.passthrough.store(false, Ordering::Relaxed);
+                        self.log_fallback(&format!("registering a backing file failed: {e}"));
+                    }
+                }
+            }
+        } else if file.direct_path.is_some() {
+            self.log_fallback("not available");
+        }
+        // The page cache is kept across opens while the inode serves one generation (a
+        // changed original is an error, not new bytes). An open of a new generation drops
+        // the cached pages; if a handle of another generation is still open, this one
+        // bypasses the page cache so the two never mix.
+        let flags = {
+            let mut cached = lock(&self.cached_gen);
+            if self.core.mixed_generations(ino.0, file.gen) {
+                FopenFlags::FOPEN_DIRECT_IO
+            } else if cached.insert(ino.0, file.gen) == Some(file.gen) {
+                FopenFlags::FOPEN_KEEP_CACHE
+            } else {
+                FopenFlags::empty()
+            }
+        };
+        reply.opened(FileHandle(fh), flags);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn read(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        match self.core.read(fh.0, offset, size) {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(Errno::from_i32(e.errno())),
+        }
+    }
+
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        {
+            let mut backing = lock(&self.backing);
+            if backing.by_handle.remove(&fh.0).is_some_and(|id| Arc::strong_count(&id) == 1) {
+                backing.by_inode.remove(&ino.0);
+            }
+        }
+        self.core.release(fh.0);
+        reply.ok();
+    }
+
+    fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        // The kernel keeps a directory's entries in its page cache across opens; a tree
+        // update invalidates the directory's inode (see `mount::apply_invalidations`).
+        reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
+    }
+
+    fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        // Offsets: 1 = ".", 2 = "..", 3.. = the children in name order.
+        let res = self.core.readdir_from(ino.0, offset, |i, a, name| {
+            let kind = if a.kind == AttrKind::Dir { FileType::Directory } else { FileType::RegularFile };
+            reply.add(INodeNo(a.ino), i + 1, kind, name)
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Errno::from_i32(e.errno())),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! Mounting a serving core: the FUSE session, signals (SIGINT/SIGTERM unmount,
+//! SIGUSR1 syncs now), the refresh loop that applies catalog changes and tells the
+//! kernel what to forget, and the periodic tree snapshot.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use std::ffi::OsStr;
+
+use musefs_core::assemble::BuildError;
+use musefs_core::manifest::Mode;
+use musefs_core::serve::Core;
+use musefs_core::sync::Syncer;
+use musefs_core::tree::load::SnapshotTarget;
+use musefs_core::tree::Inval;
+
+/// An error building or mounting.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// Assembling the serving core failed (catalog, plugins, chunk cache).
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    /// The mountpoint is unusable.
+    #[error("mountpoint {path}: {message}")]
+    Mountpoint {
+        /// The mountpoint.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// FUSE refused.
+    #[error("mounting at {path} failed: {source} (is fuse3 installed and /dev/fuse accessible?)")]
+    Fuse {
+        /// The mountpoint.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
+}
+
+/// Checks that `path` can be mounted on.
+///
+/// # Errors
+/// [`MountError::Mountpoint`] saying what is wrong.
+pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+    let err = |message: &str| MountError::Mountpoint { path: path.display().to_string(), message: message.to_owned() };
+    let meta = std::fs::metadata(path).map_err(|e| err(&format!("{e} (create the directory first)")))?;
+    if !meta.is_dir() {
+        return Err(err("not a directory"));
+    }
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        let canon = path.canonicalize().unwrap_or_else(|_| path.to_owned());
+        let escaped = canon.to_string_lossy().replace(' ', "\\040");
+        if mounts.lines().any(|l| l.split(' ').nth(1) == Some(escaped.as_str()) && l.contains("fuse")) {
+            return Err(err("a FUSE filesystem is already mounted there (unmount it with `fusermount3 -u`)"));
+        }
+    }
+    Ok(())
+}
+
+/// Mount options.
+#[derive(Debug, Clone, Default)]
+pub struct MountOptions {
+    /// Let other users access the mount (`allow_other`).
+    pub allow_other: bool,
+    /// Never use kernel passthrough (serve every read through the daemon).
+    pub no_kernel_passthrough: bool,
+    /// How often to poll the catalog for changes (`None`: never).
+    pub refresh_interval: Option<Duration>,
+    /// Where to keep the tree snapshot (`None`: never write one).
+    pub snapshot: Option<SnapshotTarget>,
+    /// The position of the snapshot already on disk, if it matches the tree mounted.
+    pub snapshot_saved: Option<i64>,
+}
+
+/// How often a mount rewrites its tree snapshot while the tree changes.
+pub const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+
+/// Writes the snapshot if the tree moved since `saved`.
+fn save_snapshot(core: &Core, target: Option<&SnapshotTarget>, saved: &mut Option<i64>) {
+    let Some(target) = target else { return };
+    if *saved == Some(core.position()) {
+        return;
+    }
+    let started = Instant::now();
+    match core.save_snapshot(target) {
+        Ok(p) => {
+            *saved = Some(p);
+            tracing::debug!("tree snapshot written in {:.2?}", started.elapsed());
+        }
+        Err(e) => tracing::warn!("writing the tree snapshot {}: {e}", target.path.display()),
+    }
+}
+
+/// Tells the kernel to forget stale entries and inodes (errors for entries it never
+/// looked up are expected and ignored).
+fn apply_invalidations(notifier: &fuser::Notifier, inval: &[Inval]) {
+    // A directory whose entries changed: its cached listing (FOPEN_CACHE_DIR) goes too.
+    let mut dirs: Vec<Inval> = inval
+        .iter()
+        .filter_map(|i| if let Inval::Entry { parent, .. } = i { Some(Inval::Inode(*parent)) } else { None })
+        .collect();
+    dirs.sort_by_key(|i| if let Inval::Inode(d) = i { *d } else { 0 });
+    dirs.dedup();
+    for i in inval.iter().chain(dirs.iter()) {
+        let res = match i {
+            Inval::Entry { parent, name } => notifier.inval_entry(fuser::INodeNo(*parent), OsStr::new(name)),
+            Inval::Inode(ino) => notifier.inval_inode(fuser::INodeNo(*ino), 0, 0),
+        };
+        if let Err(e) = res {
+            if e.raw_os_error() != Some(libc::ENOENT) {
+                tracing::debug!("invalidating {i:?}: {e}");
+            }
+        }
+    }
+}
+
+/// Mounts `core` at `mountpoint` and serves until SIGINT/SIGTERM or an external unmount.
+///
+/// # Errors
+/// Mountpoint and FUSE errors.
+pub fn run(
+    core: Arc<Core>,
+    mode: Mode,
+    mountpoint: &Path,
+    opts: &MountOptions,
+    syncer: Option<Syncer>,
+) -> Result<(), MountError> {
+    check_mountpoint(mountpoint)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while shutting down exits at once.
+        signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).ok();
+        signal_hook::flag::register(sig, stop.clone()).ok();
+    }
+    // SIGUSR1: sync every origin now.
+    let sync_now = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGUSR1, sync_now.clone()).ok();
+    let mut cfg = fuser::Config::default();
+    cfg.mount_options = vec![
+        fuser::MountOption::RO,
+        fuser::MountOption::FSName("musefs".into()),
+        fuser::MountOption::Subtype("musefs".into()),
+        fuser::MountOption::NoDev,
+        fuser::MountOption::NoSuid,
+    ];
+    if opts.allow_other {
+        cfg.acl = fuser::SessionACL::All;
+    }
+    cfg.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 2);
+    let passthrough = mode == Mode::Passthrough && !opts.no_kernel_passthrough;
+    let fs = crate::fs::MuseFs::new(core.clone(), passthrough);
+    let session = fuser::spawn_mount(fs, mountpoint, &cfg)
+        .map_err(|source| MountError::Fuse { path: mountpoint.display().to_string(), source })?;
+    tracing::info!("mounted at {} ({:?} mode); Ctrl-C or `fusermount3 -u` to unmount", mountpoint.display(), mode);
+    let notifier = session.notifier();
+    let mut next_refresh = Instant::now();
+    // A tree rendered at mount is saved at once, so the next mount loads it.
+    let mut saved = opts.snapshot_saved;
+    save_snapshot(&core, opts.snapshot.as_ref(), &mut saved);
+    let mut next_save = Instant::now() + SNAPSHOT_EVERY;
+    while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
+        if Instant::now() >= next_save {
+            next_save = Instant::now() + SNAPSHOT_EVERY;
+            save_snapshot(&core, opts.snapshot.as_ref(), &mut saved);
+        }
+        if sync_now.swap(false, Ordering::Relaxed) {
+            match &syncer {
+                Some(s) => s.sync_now(),
+                None => tracing::info!("SIGUSR1: background sync is off (sync_interval = \"off\", watch = false)"),
+            }
+        }
+        if syncer.as_ref().is_some_and(Syncer::take_changed) {
+            next_refresh = Instant::now(); // a sync just wrote: show it now, not at the next poll
+        }
+        if let Some(every) = opts.refresh_interval {
+            if Instant::now() >= next_refresh {
+                next_refresh = Instant::now() + every;
+                match core.refresh() {
+                    Ok(inval) => apply_invalidations(&notifier, &inval),
+                    Err(e) => tracing::warn!("refreshing from the catalog: {e}"),
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50).min(opts.refresh_interval.unwrap_or(Duration::MAX)));
+    }
+    // Orderly shutdown: stop syncing first (a sync in progress stops between files),
+    // then unmount (reads in flight finish; each is bounded by the read timeout).
+    if let Some(s) = syncer {
+        s.stop(Duration::from_secs(10));
+    }
+    if session.guard.is_finished() {
+        tracing::info!("unmounted externally");
+        let _ = session.join();
+    } else {
+        tracing::info!("signal received: unmounting");
+        if let Err(e) = session.umount_and_join() {
+            tracing::warn!("unmount: {e}");
+        }
+    }
+    // The last sync's changes into the tree, then the tree into the snapshot.
+    if opts.refresh_interval.is_some() {
+        if let Err(e) = core.refresh() {
+            tracing::warn!("refreshing from the catalog: {e}");
+        }
+    }
+    save_snapshot(&core, opts.snapshot.as_ref(), &mut saved);
+    if let Some(cache) = core.cache() {
+        cache.flush();
+        tracing::info!("chunk cache: {}", cache.counters.summary());
+    }
+    Ok(())
+}
