@@ -68,8 +68,6 @@ pub fn build_core_loaded(manifest: &Manifest, plugins: &Plugins) -> Result<(Core
 /// # Errors
 /// [`BuildError::Cache`].
 pub fn open_cache(manifest: &Manifest) -> Result<Arc<ChunkCache>, BuildError> {
-    // The catalog must exist and be migrated before the cache opens its own connection.
-    drop(Catalog::open(&manifest.catalog_path())?);
     ChunkCache::open(manifest.cache_dir(), &manifest.catalog_path(), manifest.cache.clone())
         .map_err(BuildError::Cache)
 }

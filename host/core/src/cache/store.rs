@@ -10,10 +10,11 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension};
 
 use super::buf::{BufPool, ChunkBuf, ChunkReader};
 use super::CacheCounters;
+use crate::catalog::chunks::{ChunkIndex, ChunkRecord};
+use crate::catalog::CatalogError;
 use crate::manifest::CacheSettings;
 use crate::util::lock;
 
@@ -35,14 +36,9 @@ pub enum CacheError {
         /// The error.
         source: std::io::Error,
     },
-    /// The catalog failed.
-    #[error("chunk cache index in {path}: {source}")]
-    Sqlite {
-        /// The catalog.
-        path: PathBuf,
-        /// The error.
-        source: rusqlite::Error,
-    },
+    /// The chunk index in the catalog failed.
+    #[error("chunk cache index: {0}")]
+    Index(#[from] CatalogError),
 }
 
 /// What `musefs cache stats` shows.
@@ -82,8 +78,7 @@ enum Msg {
 pub struct ChunkStore {
     pub(crate) settings: CacheSettings,
     dir: PathBuf,
-    db: Arc<Mutex<Connection>>,
-    db_path: PathBuf,
+    db: Arc<Mutex<ChunkIndex>>,
     total: Arc<AtomicU64>,
     /// Hashes of chunks of open files: never evicted (a count per hash).
     protected: Arc<Mutex<HashMap<Hash, u32>>>,
@@ -131,22 +126,16 @@ impl ChunkStore {
                 }
             }
         }
-        let sq = |source| CacheError::Sqlite { path: catalog.to_owned(), source };
-        let conn = Connection::open(catalog).map_err(sq)?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(sq)?;
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
-            .map_err(sq)?;
-        let total: i64 =
-            conn.query_row("SELECT coalesce(sum(size), 0) FROM cache_chunks", [], |r| r.get(0)).map_err(sq)?;
-        let db = Arc::new(Mutex::new(conn));
+        let index = ChunkIndex::open(catalog)?;
+        let total = index.total_bytes()?;
+        let db = Arc::new(Mutex::new(index));
         let (tx, rx) = std::sync::mpsc::sync_channel(8);
         let settings_chunk = usize::try_from(settings.chunk_size).unwrap_or(usize::MAX >> 1);
         let mut store = Self {
             settings,
             dir,
             db,
-            db_path: catalog.to_owned(),
-            total: Arc::new(AtomicU64::new(total as u64)),
+            total: Arc::new(AtomicU64::new(total)),
             protected: Arc::new(Mutex::new(HashMap::new())),
             touched: Arc::new(Mutex::new(HashMap::new())),
             tx: Mutex::new(Some(tx)),
@@ -186,45 +175,13 @@ impl ChunkStore {
         chunk_path(&self.dir, h)
     }
 
-    fn sq(&self) -> impl Fn(rusqlite::Error) -> CacheError + '_ {
-        move |source| CacheError::Sqlite { path: self.db_path.clone(), source }
-    }
-
     /// The manifest of `file` for `stamp`: `n` entries, `None` where unknown. Rows of
     /// another stamp or chunk size are dropped (the file changed, or the chunk size did).
     ///
     /// # Errors
     /// SQLite errors.
     pub fn manifest(&self, file: i64, stamp: &str, n: usize) -> Result<Vec<Option<Hash>>, CacheError> {
-        let db = lock(&self.db);
-        let mut out = vec![None; n];
-        let mut stale = false;
-        {
-            let mut st = db
-                .prepare_cached("SELECT idx, stamp, chunk_size, hash FROM cache_manifest WHERE file_id = ?1")
-                .map_err(self.sq())?;
-            let rows = st
-                .query_map([file], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, i64>(2)?, r.get::<_, Vec<u8>>(3)?))
-                })
-                .map_err(self.sq())?;
-            for row in rows {
-                let (idx, st_, cs, h) = row.map_err(self.sq())?;
-                if st_ != stamp || cs as u64 != self.settings.chunk_size || h.len() != 32 || idx as usize >= n {
-                    stale = true;
-                    continue;
-                }
-                out[idx as usize] = Some(h.try_into().expect("32 bytes"));
-            }
-        }
-        if stale {
-            db.execute(
-                "DELETE FROM cache_manifest WHERE file_id = ?1 AND (stamp != ?2 OR chunk_size != ?3)",
-                params![file, stamp, self.settings.chunk_size as i64],
-            )
-            .map_err(self.sq())?;
-        }
-        Ok(out)
+        Ok(lock(&self.db).manifest(file, stamp, self.settings.chunk_size, n)?)
     }
 
     /// Forgets the manifest of `file` (its chunks are then unreferenced, evicted first).
@@ -232,8 +189,7 @@ impl ChunkStore {
     /// # Errors
     /// SQLite errors.
     pub fn drop_manifest(&self, file: i64) -> Result<(), CacheError> {
-        lock(&self.db).execute("DELETE FROM cache_manifest WHERE file_id = ?1", [file]).map_err(self.sq())?;
-        Ok(())
+        Ok(lock(&self.db).drop_manifest(file)?)
     }
 
     /// Marks chunks as in use by an open file (`on`) or no longer (`!on`).
@@ -301,14 +257,12 @@ impl ChunkStore {
     fn remove_chunk(&self, h: &Hash) {
         let p = self.path_of(h);
         let _ = fs::remove_file(&p);
-        let db = lock(&self.db);
-        if let Ok(Some(size)) = db
-            .query_row("DELETE FROM cache_chunks WHERE hash = ?1 RETURNING size", [h.as_slice()], |r| {
-                r.get::<_, i64>(0)
-            })
-            .optional()
-        {
-            self.total.fetch_sub(size as u64, Ordering::Relaxed);
+        match lock(&self.db).remove_chunk(h) {
+            Ok(Some(size)) => {
+                self.total.fetch_sub(size, Ordering::Relaxed);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!("chunk cache: cannot unindex {}: {e}", p.display()),
         }
     }
 
@@ -340,53 +294,15 @@ impl ChunkStore {
     /// # Errors
     /// SQLite errors.
     pub fn stats(&self) -> Result<CacheStats, CacheError> {
-        let db = lock(&self.db);
-        let (chunks, bytes, pinned): (i64, i64, i64) = db
-            .query_row(
-                "SELECT count(*), coalesce(sum(size),0), coalesce(sum(CASE WHEN pinned THEN size ELSE 0 END),0) FROM cache_chunks",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-            )
-            .map_err(self.sq())?;
-        let (files, logical): (i64, i64) = db
-            .query_row(
-                "SELECT count(DISTINCT m.file_id), coalesce(sum(c.size),0) FROM cache_manifest m
-                 JOIN cache_chunks c ON c.hash = m.hash",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .map_err(self.sq())?;
-        let mut st = db
-            .prepare(
-                "SELECT o.name, f.size, (SELECT count(*) FROM cache_manifest m JOIN cache_chunks c ON c.hash = m.hash
-                                          WHERE m.file_id = f.id)
-                 FROM files f JOIN origins o ON o.id = f.origin_id WHERE o.kind != 'local'",
-            )
-            .map_err(self.sq())?;
-        let mut per: Vec<(String, u64, u64)> = Vec::new();
-        let cs = self.settings.chunk_size;
-        let rows = st
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
-            .map_err(self.sq())?;
-        for row in rows {
-            let (name, size, have) = row.map_err(self.sq())?;
-            let full = (size as u64).div_ceil(cs) == have as u64;
-            match per.iter_mut().find(|p| p.0 == name) {
-                Some(p) => {
-                    p.1 += u64::from(full);
-                    p.2 += 1;
-                }
-                None => per.push((name, u64::from(full), 1)),
-            }
-        }
+        let st = lock(&self.db).stats(self.settings.chunk_size)?;
         Ok(CacheStats {
-            chunks: chunks as u64,
-            bytes: bytes as u64,
-            pinned_bytes: pinned as u64,
+            chunks: st.chunks,
+            bytes: st.bytes,
+            pinned_bytes: st.pinned_bytes,
             max_size: self.settings.max_size,
-            logical_bytes: logical as u64,
-            files_with_chunks: files as u64,
-            per_origin: per,
+            logical_bytes: st.logical_bytes,
+            files_with_chunks: st.files,
+            per_origin: st.per_origin,
         })
     }
 
@@ -399,12 +315,7 @@ impl ChunkStore {
     /// SQLite errors.
     pub fn verify(&self, mut progress: impl FnMut(u64)) -> Result<Verified, CacheError> {
         self.flush();
-        let known: Vec<Vec<u8>> = {
-            let db = lock(&self.db);
-            let mut st = db.prepare("SELECT hash FROM cache_chunks").map_err(self.sq())?;
-            let rows = st.query_map([], |r| r.get(0)).map_err(self.sq())?;
-            rows.collect::<Result<_, _>>().map_err(self.sq())?
-        };
+        let known: Vec<Vec<u8>> = lock(&self.db).hashes()?;
         let mut out = Verified::default();
         for h in &known {
             let Ok(h) = <Hash>::try_from(h.as_slice()) else { continue };
@@ -445,9 +356,7 @@ impl ChunkStore {
     /// SQLite or I/O errors.
     pub fn clear(&self) -> Result<u64, CacheError> {
         self.flush();
-        let db = lock(&self.db);
-        db.execute_batch("DELETE FROM cache_manifest; DELETE FROM cache_chunks;").map_err(self.sq())?;
-        drop(db);
+        lock(&self.db).clear()?;
         let freed = self.total.swap(0, Ordering::Relaxed);
         for shard in fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             if shard.file_name() != "tmp" && shard.path().is_dir() {
@@ -498,7 +407,7 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 /// The writer thread: chunk files, write-behind, index rows, budget.
 struct Writer {
     dir: PathBuf,
-    db: Arc<Mutex<Connection>>,
+    db: Arc<Mutex<ChunkIndex>>,
     total: Arc<AtomicU64>,
     protected: Arc<Mutex<HashMap<Hash, u32>>>,
     touched: Arc<Mutex<HashMap<Hash, i64>>>,
@@ -608,39 +517,24 @@ impl Writer {
         if batch.is_empty() {
             return;
         }
-        let mut added = 0u64;
-        let res = (|| -> rusqlite::Result<()> {
-            let mut db = lock(&self.db);
-            let tx = db.transaction()?;
-            {
-                let mut chunk = tx.prepare_cached(
-                    "INSERT INTO cache_chunks(hash, size, last_used, pinned) VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT(hash) DO UPDATE SET last_used = excluded.last_used, pinned = max(pinned, excluded.pinned)",
-                )?;
-                let mut exists = tx.prepare_cached("SELECT 1 FROM cache_chunks WHERE hash = ?1")?;
-                let mut man = tx.prepare_cached(
-                    "INSERT OR REPLACE INTO cache_manifest(file_id, idx, stamp, chunk_size, hash)
-                     SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM files WHERE id = ?1)",
-                )?;
-                let t = now();
-                for j in batch.iter() {
-                    if !chunk_path(&self.dir, &j.hash).exists() {
-                        continue;
-                    }
-                    let new = exists.query_row([j.hash.as_slice()], |_| Ok(())).optional()?.is_none();
-                    chunk.execute(params![j.hash.as_slice(), j.data.len() as i64, t, j.pinned])?;
-                    if new {
-                        added += j.data.len() as u64;
-                    }
-                    man.execute(params![j.file, j.idx as i64, j.stamp, self.chunk_size as i64, j.hash.as_slice()])?;
-                }
+        // A chunk whose file is gone from disk (a failed write) is not indexed.
+        let records: Vec<ChunkRecord<'_>> = batch
+            .iter()
+            .filter(|j| chunk_path(&self.dir, &j.hash).exists())
+            .map(|j| ChunkRecord {
+                hash: j.hash,
+                size: j.data.len() as u64,
+                file: j.file,
+                idx: j.idx,
+                stamp: &j.stamp,
+                pinned: j.pinned,
+            })
+            .collect();
+        match lock(&self.db).record(&records, self.chunk_size, now()) {
+            Ok(added) => {
+                self.total.fetch_add(added, Ordering::Relaxed);
             }
-            tx.commit()
-        })();
-        if let Err(e) = res {
-            tracing::warn!("chunk cache: cannot index {} chunk(s): {e}", batch.len());
-        } else {
-            self.total.fetch_add(added, Ordering::Relaxed);
+            Err(e) => tracing::warn!("chunk cache: cannot index {} chunk(s): {e}", batch.len()),
         }
         batch.clear();
         self.evict();
@@ -651,19 +545,7 @@ impl Writer {
         if touched.is_empty() {
             return;
         }
-        let res = (|| -> rusqlite::Result<()> {
-            let mut db = lock(&self.db);
-            let tx = db.transaction()?;
-            {
-                let mut st =
-                    tx.prepare_cached("UPDATE cache_chunks SET last_used = max(last_used, ?2) WHERE hash = ?1")?;
-                for (h, t) in &touched {
-                    st.execute(params![h.as_slice(), t])?;
-                }
-            }
-            tx.commit()
-        })();
-        if let Err(e) = res {
+        if let Err(e) = lock(&self.db).touch(&touched) {
             tracing::debug!("chunk cache: cannot record chunk use: {e}");
         }
     }
@@ -676,13 +558,8 @@ impl Writer {
         }
         self.flush_touches();
         let target = self.max_size / 10 * 9;
-        let candidates: Vec<(Vec<u8>, i64)> = {
-            let db = lock(&self.db);
-            let q = "SELECT c.hash, c.size FROM cache_chunks c WHERE c.pinned = 0
-                     ORDER BY EXISTS (SELECT 1 FROM cache_manifest m WHERE m.hash = c.hash), c.last_used LIMIT 4096";
-            let res = db.prepare(q).and_then(|mut st| {
-                st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()
-            });
+        let candidates = {
+            let res = lock(&self.db).eviction_order(4096);
             match res {
                 Ok(c) => c,
                 Err(e) => {
@@ -694,23 +571,21 @@ impl Writer {
         let mut gone = Vec::new();
         {
             let protected = lock(&self.protected);
-            for (h, size) in candidates {
+            for (hash, size) in candidates {
                 if self.total.load(Ordering::Relaxed) <= target {
                     break;
                 }
-                let Ok(hash) = <Hash>::try_from(h.as_slice()) else { continue };
                 if protected.contains_key(&hash) {
                     continue;
                 }
                 let _ = fs::remove_file(chunk_path(&self.dir, &hash));
-                self.total.fetch_sub(size as u64, Ordering::Relaxed);
-                gone.push(h);
+                self.total.fetch_sub(size, Ordering::Relaxed);
+                gone.push(hash);
             }
         }
         self.counters.evicted.fetch_add(gone.len() as u64, Ordering::Relaxed);
-        let db = lock(&self.db);
-        for h in &gone {
-            let _ = db.execute("DELETE FROM cache_chunks WHERE hash = ?1", [h]);
+        if let Err(e) = lock(&self.db).remove_chunks(&gone) {
+            tracing::warn!("chunk cache: cannot unindex evicted chunks: {e}");
         }
         if self.total.load(Ordering::Relaxed) > self.max_size {
             tracing::warn!(

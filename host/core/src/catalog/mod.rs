@@ -15,7 +15,12 @@
 //! (a scan that rewrote it, an edit, a removal) bumps the file's `gen` and appends its id
 //! to the `changes` log, which a running mount polls to refresh its tree incrementally.
 
+pub mod changelog;
+pub mod chunks;
 pub mod overlay;
+
+pub use changelog::Changes;
+use changelog::log_change;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -281,6 +286,17 @@ pub fn stamp_string(size: u64, mtime_ns: Option<i64>, etag: Option<&str>) -> Str
 }
 
 
+/// Opens a connection to the catalog at `path` set up as every catalog connection is:
+/// WAL, `synchronous = NORMAL`, foreign keys on, a 10 s busy timeout (the chunk index's
+/// connection is one too).
+pub(crate) fn connect(path: &Path) -> Result<Connection> {
+    let e = |source| CatalogError::Sqlite { path: path.to_owned(), source };
+    let conn = Connection::open(path).map_err(e)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(e)?;
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;").map_err(e)?;
+    Ok(conn)
+}
+
 impl Catalog {
     /// Opens (creating if needed) the catalog at `path` and brings its schema up to date.
     ///
@@ -290,7 +306,7 @@ impl Catalog {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir).map_err(|source| CatalogError::StateDir { path: dir.to_owned(), source })?;
         }
-        let conn = Connection::open(path).map_err(|source| CatalogError::Sqlite { path: path.to_owned(), source })?;
+        let conn = connect(path)?;
         let mut cat = Self { conn, path: path.to_owned() };
         cat.setup()?;
         Ok(cat)
@@ -303,10 +319,6 @@ impl Catalog {
     fn setup(&mut self) -> Result<()> {
         let path = self.path.clone();
         let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
-        self.conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(&e)?;
-        self.conn
-            .execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;")
-            .map_err(&e)?;
         let version: i64 = self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(&e)?;
         if version > SCHEMA_VERSION {
             return Err(CatalogError::TooNew { path: self.path.clone(), found: version, known: SCHEMA_VERSION });
@@ -736,11 +748,6 @@ pub(crate) fn link_pictures(
 }
 
 /// Appends `file_id` to the change log (in the caller's transaction).
-pub(crate) fn log_change(tx: &Transaction<'_>, file_id: i64) -> rusqlite::Result<()> {
-    tx.prepare_cached("INSERT INTO changes (file_id, at) VALUES (?1, ?2)")?.execute(params![file_id, now_secs()])?;
-    Ok(())
-}
-
 pub(crate) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
         id: r.get(0)?,

@@ -12,7 +12,6 @@ use std::collections::{HashMap, HashSet};
 use musefs_plugin_api::{AudioProps, KeyValue, Picture, Region, Tag, TrackInfo};
 use rusqlite::{params, OptionalExtension, Transaction};
 
-use crate::util::now_secs;
 use super::{link_pictures, log_change, Catalog, CatalogError, Result, SOURCE_FILE, SOURCE_USER};
 
 /// Longest accepted key, in bytes.
@@ -111,17 +110,6 @@ fn normalize_edit(e: &Edit) -> Result<Edit> {
         Edit::Remove { key, value } => Edit::Remove { key: normalize_key(key)?, value: value.clone() },
         Edit::Reset { key } => Edit::Reset { key: key.as_deref().map(normalize_key).transpose()? },
     })
-}
-
-/// A batch of changed file ids from the change log.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Changes {
-    /// Changed files (added, rewritten, edited or removed), each once.
-    pub files: Vec<i64>,
-    /// The sequence number to ask from next time.
-    pub last: i64,
-    /// Log entries after the asked-for point were pruned: rebuild everything.
-    pub gap: bool,
 }
 
 struct Row {
@@ -480,58 +468,6 @@ impl Catalog {
         tx.execute("DELETE FROM pictures WHERE id NOT IN (SELECT picture_id FROM file_pictures)", []).map_err(&e)?;
         tx.commit().map_err(&e)?;
         Ok(())
-    }
-
-    /// The newest change log sequence number (0 if none).
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn last_change(&self) -> Result<i64> {
-        // The log's AUTOINCREMENT counter, not max(seq): it survives a prune that
-        // emptied the log, so a position taken before the prune is never mistaken for
-        // the current one.
-        self.conn
-            .query_row(
-                "SELECT max(coalesce((SELECT seq FROM sqlite_sequence WHERE name = 'changes'), 0),
-                            coalesce((SELECT max(seq) FROM changes), 0))",
-                [],
-                |r| r.get(0),
-            )
-            .map_err(self.err())
-    }
-
-    /// Files changed after sequence number `after`.
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn changes_since(&self, after: i64) -> Result<Changes> {
-        let min: Option<i64> =
-            self.conn.query_row("SELECT min(seq) FROM changes", [], |r| r.get(0)).map_err(self.err())?;
-        let max = self.last_change()?;
-        if max <= after {
-            return Ok(Changes { files: Vec::new(), last: after.max(max), gap: false });
-        }
-        // Entries after `after` were pruned: the log no longer says what changed.
-        let gap = min.is_none_or(|m| m > after + 1);
-        let mut st = self
-            .conn
-            .prepare_cached("SELECT DISTINCT file_id FROM changes WHERE seq > ?1 AND seq <= ?2")
-            .map_err(self.err())?;
-        let files = st
-            .query_map(params![after, max], |r| r.get(0))
-            .map_err(self.err())?
-            .collect::<std::result::Result<Vec<i64>, _>>()
-            .map_err(self.err())?;
-        Ok(Changes { files, last: max, gap })
-    }
-
-    /// Drops change log entries older than `age_secs` (a mount that lagged that far
-    /// rebuilds its tree instead; see [`Changes::gap`]).
-    ///
-    /// # Errors
-    /// SQLite errors.
-    pub fn prune_changes(&self, age_secs: i64) -> Result<usize> {
-        self.conn.execute("DELETE FROM changes WHERE at < ?1", [now_secs() - age_secs]).map_err(self.err())
     }
 
     /// The tag values (text only) of one file by key, the overlay applied: `key -> values`.
