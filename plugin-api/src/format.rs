@@ -1,8 +1,5 @@
 //! Formats: how to read tags and lay out a served file for one audio container.
-#![allow(
-    unsafe_code,
-    reason = "FFI: `#[sabi_trait]` expands to the unsafe vtable glue of the plugin boundary"
-)]
+#![allow(unsafe_code, reason = "FFI: `#[sabi_trait]` expands to the unsafe vtable glue of the plugin boundary")]
 
 use std::io;
 
@@ -29,6 +26,14 @@ pub trait FfiFormat: Send + Sync {
     /// See [`Format::plan`].
     #[sabi(last_prefix_field)]
     fn plan(&self, ctx: &CallCtx, file: &HandleBox, req: &PlanRequest) -> RResult<Plan, PluginError>;
+    // abi-since 2.1 {
+    /// Since 2.1: see [`Format::check_options`]. The default body is what a host gets
+    /// from a plugin built for 2.0: [`UNSUPPORTED`](ErrorKind::UNSUPPORTED).
+    fn check_options(&self, options: RStr<'_>) -> RResult<(), PluginError> {
+        let _ = options;
+        RResult::RErr(PluginError::unsupported("this plugin was built for plugin ABI 2.0: it cannot check its options"))
+    }
+    // abi-since 2.1 }
 }
 
 /// A boxed format as it crosses the boundary.
@@ -69,6 +74,23 @@ pub trait Format: Send + Sync + 'static {
         let _ = req;
         Ok(Plan::passthrough(src.len()))
     }
+    // abi-since 2.1 {
+
+    /// Checks the manifest's `[format.NAME]` options (a JSON object, `{}` when there are
+    /// none) when the manifest is loaded, so a typo is an error at once rather than a
+    /// failure of every open later. The same options then arrive in every
+    /// [`PlanRequest`]. The default accepts only no options.
+    ///
+    /// # Errors
+    /// [`INVALID_INPUT`](crate::ErrorKind::INVALID_INPUT) naming the bad option.
+    fn check_options(&self, options: &str) -> PluginResult<()> {
+        let t = options.trim();
+        if t.is_empty() || t.trim_start_matches('{').trim_end_matches('}').trim().is_empty() {
+            return Ok(());
+        }
+        Err(PluginError::invalid_input(format!("this format takes no options (got {t})")))
+    }
+    // abi-since 2.1 }
 }
 
 /// Wraps a Rust [`Format`] into its FFI form. Used by [`export_plugin!`](crate::export_plugin).
@@ -80,11 +102,11 @@ struct FormatAdapter<T>(T);
 
 impl<T: Format> FfiFormat for FormatAdapter<T> {
     fn extensions(&self) -> RVec<RString> {
-        guard_or(RVec::new(), || self.0.extensions().into_iter().map(RString::from).collect())
+        guard_or("Format::extensions", RVec::new(), || self.0.extensions().into_iter().map(RString::from).collect())
     }
 
     fn probe(&self, head: RSlice<'_, u8>, extension: RStr<'_>) -> u32 {
-        guard_or(0, || self.0.probe(head.as_slice(), extension.as_str()).min(100))
+        guard_or("Format::probe", 0, || self.0.probe(head.as_slice(), extension.as_str()).min(100))
     }
 
     fn read(&self, ctx: &CallCtx, file: &HandleBox) -> RResult<TrackInfo, PluginError> {
@@ -97,6 +119,12 @@ impl<T: Format> FfiFormat for FormatAdapter<T> {
         }
         guard(|| self.0.plan(&Source::new(file.clone(), ctx.clone()), req))
     }
+    // abi-since 2.1 {
+
+    fn check_options(&self, options: RStr<'_>) -> RResult<(), PluginError> {
+        guard(|| self.0.check_options(options.as_str()))
+    }
+    // abi-since 2.1 }
 }
 
 /// A file as a format plugin sees it: random-access reads with the call's context.

@@ -38,22 +38,59 @@
 //!
 //! ## Evolving the ABI
 //!
+//! The version is [`ABI_VERSION`].[`ABI_MINOR`] (now 2.1). A plugin of any minor of the
+//! same generation loads; what an older plugin lacks is reported as unsupported.
+//!
 //! - The root module and every `sabi_trait` vtable are *prefix types*: new functions and
-//!   methods are appended after the field marked `#[sabi(last_prefix_field)]`; a host
-//!   calling a method an older plugin lacks gets `None` / a default and falls back.
+//!   methods are appended after the field marked `#[sabi(last_prefix_field)]`, which
+//!   never moves within a generation. A root-module field an older plugin lacks reads as
+//!   `None` on the host side.
+//! - **A `sabi_trait` method appended later must have a default body.** A method
+//!   appended without a default panics in an older plugin's host (abi_stable calls the
+//!   trait's default for a method missing from an older vtable, and panics when there is
+//!   none). The default says what an old plugin means: usually
+//!   [`UNSUPPORTED`](ErrorKind::UNSUPPORTED). A unit test
+//!   (`appended_methods_have_default_bodies`) enforces this rule.
+//! - Every addition is fenced in the source by `// abi-since X.Y {` ... `// abi-since X.Y }`
+//!   lines (or a trailing `// abi-X.Y-1: replacement`): the end-to-end test
+//!   `an_older_minor_plugin_loads_and_serves` strips the newest fences from a copy of this
+//!   crate, builds a plugin against that copy and loads it in the current host.
 //! - Plain data structs ([`TrackInfo`], [`Tag`], ...) never change. New data travels
 //!   through new methods with new structs, or through the `extra` key/value lists.
-//! - Enumerations are integers with associated constants ([`ErrorKind`],
-//!   [`SegmentKind`], ...), so new values never break old code.
+//! - Enumerations and flag sets are integers with associated constants ([`ErrorKind`],
+//!   [`SegmentKind`], [`OriginCaps`], [`PluginKinds`], ...), so new values never break
+//!   old code; unknown bits and values are ignored or treated as the generic case.
 //! - A breaking change bumps [`ABI_VERSION`]; the host then refuses old plugins by name.
+//!
+//! ## Hidden contracts, written down
+//!
+//! - An origin's factory receives its `[[origin]]` table as JSON *with* `name` and
+//!   `kind` added by the host.
+//! - A format's factory always receives `{}`; its `[format.NAME]` options arrive in
+//!   every [`PlanRequest::options`] and are checked once by [`Format::check_options`]
+//!   when the manifest is loaded.
+//! - A panic is caught at every entry point; in calls that cannot fail (`len`, `stat`,
+//!   `caps`, `probe`, `extensions`, `local_path`) it yields a default *and is logged*
+//!   through the host's logger, naming the call.
+//!
+//! ## Testing a plugin
+//!
+//! The `testing` feature brings in-memory fakes ([`testing::MemOrigin`],
+//! [`testing::MemHandle`], [`testing::ScriptedFormat`]) for plugin authors' tests and
+//! the host's.
 
 #![deny(missing_docs)]
 
+#[doc(hidden)]
+pub mod compat; // abi-2.0:
 pub mod error;
 pub mod format;
 mod guard;
+pub mod host; // abi-2.0:
 pub mod origin;
 pub mod root;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod types;
 
 pub use abi_stable;
@@ -61,11 +98,12 @@ pub use abi_stable;
 pub use error::{ErrorKind, PluginError, PluginResult};
 pub use format::{format_into_ffi, FfiFormat, Format, FormatBox, Source, SourceReader, PROBE_HEAD_LEN};
 pub use guard::{guard, guard_or};
+pub use host::{host_into_ffi, FfiHost, Host, HostBox, LogLevel}; // abi-2.0:
 pub use origin::{
     check_path, handle_into_ffi, origin_into_ffi, FfiHandle, FfiLister, FfiOrigin, Handle, HandleBox, Lister,
     ListerBox, Origin, OriginBox,
 };
-pub use root::{PluginMod, PluginModRef, ABI_VERSION, ABI_VERSION_STRING};
+pub use root::{PluginMod, PluginModRef, ABI_MINOR, ABI_VERSION, ABI_VERSION_STRING};
 pub use types::{
     AudioProps, CallCtx, Entry, EntryKind, KeyValue, ListRequest, OriginCaps, Picture, Plan, PlanMode, PlanRequest,
     PluginInfo, PluginKinds, Region, Segment, SegmentKind, Stat, Tag, TrackInfo,

@@ -3,11 +3,7 @@
 //! A plugin author implements [`Origin`], [`Lister`] and [`Handle`]: plain Rust traits
 //! with `Result`s. The FFI-safe traits [`FfiOrigin`], [`FfiLister`] and [`FfiHandle`]
 //! are what crosses the boundary; the adapters here bridge the two and catch panics.
-#![allow(
-    unsafe_code,
-    reason = "FFI: `#[sabi_trait]` expands to the unsafe vtable glue of the plugin boundary"
-)]
-
+#![allow(unsafe_code, reason = "FFI: `#[sabi_trait]` expands to the unsafe vtable glue of the plugin boundary")]
 // `len` of the generated `FfiHandle_TO` is an object's length, not a collection's:
 // no `is_empty` is added to the ABI for a lint.
 #![allow(clippy::len_without_is_empty)]
@@ -181,7 +177,7 @@ impl<T: Origin> FfiOrigin for OriginAdapter<T> {
     }
 
     fn caps(&self) -> OriginCaps {
-        guard_or(OriginCaps { local: false, local_paths: false }, || self.0.caps())
+        guard_or("Origin::caps", OriginCaps::NONE, || self.0.caps())
     }
 }
 
@@ -198,12 +194,12 @@ struct HandleAdapter(Arc<dyn Handle>);
 
 impl FfiHandle for HandleAdapter {
     fn len(&self) -> u64 {
-        guard_or(0, || self.0.len())
+        guard_or("Handle::len", 0, || self.0.len())
     }
 
     fn stat(&self) -> Stat {
         let fallback = Stat { kind: crate::EntryKind::FILE, size: 0, mtime_ns: ROption::RNone, etag: ROption::RNone };
-        guard_or(fallback, || self.0.stat())
+        guard_or("Handle::stat", fallback, || self.0.stat())
     }
 
     fn read_at(&self, ctx: &CallCtx, offset: u64, buf: RSliceMut<'_, u8>) -> RResult<usize, PluginError> {
@@ -212,6 +208,6 @@ impl FfiHandle for HandleAdapter {
     }
 
     fn local_path(&self) -> ROption<RString> {
-        guard_or(ROption::RNone, || self.0.local_path().map(RString::from).into())
+        guard_or("Handle::local_path", ROption::RNone, || self.0.local_path().map(RString::from).into())
     }
 }

@@ -1,4 +1,5 @@
 //! The root module every plugin library exports, and the export macro.
+#![allow(unsafe_code, reason = "FFI: `#[export_root_module]` and the prefix-type glue of the root module")]
 
 use abi_stable::{
     declare_root_module_statics,
@@ -16,13 +17,23 @@ use crate::types::PluginInfo;
 /// The ABI generation. Plugins built for another generation are refused at load with a
 /// message naming both numbers. Within a generation, the root module and the trait
 /// vtables only ever grow at the end (they are prefix types), so old plugins keep loading.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 2;
 
-/// [`ABI_VERSION`] as the version string `abi_stable` checks at load (major = generation).
-pub const ABI_VERSION_STRING: &str = "1.0.0";
+/// The ABI minor version: what was appended within the generation. A plugin of an older
+/// minor loads and works; the host reports what it lacks (see [`PluginMod`]).
+///
+/// - 2.0: the generation's base (origins, formats, bit-flag [`OriginCaps`](crate::OriginCaps)).
+/// - 2.1: host services ([`PluginMod::set_host`], [`FfiHost`](crate::FfiHost));
+///   [`Format::check_options`](crate::Format::check_options).
+pub const ABI_MINOR: u32 = 1; // abi-2.0: pub const ABI_MINOR: u32 = 0;
+
+/// [`ABI_VERSION`].[`ABI_MINOR`] as the version string `abi_stable` checks at load (the
+/// major must match; any minor loads).
+pub const ABI_VERSION_STRING: &str = "2.1.0"; // abi-2.0: pub const ABI_VERSION_STRING: &str = "2.0.0";
 
 /// The root module: a prefix type, so fields appended after `new_format` in later
-/// versions do not break plugins built before them (the host sees them as absent).
+/// versions do not break plugins built before them (the host sees them as absent:
+/// their accessors return `None`).
 #[repr(C)]
 #[derive(StableAbi)]
 #[sabi(kind(Prefix(prefix_ref = PluginModRef, prefix_fields = PluginMod_Prefix)))]
@@ -32,13 +43,23 @@ pub struct PluginMod {
     pub abi_version: u32,
     /// Name, version, kinds and description.
     pub info: extern "C" fn() -> PluginInfo,
-    /// Creates an origin from its manifest table, serialised as JSON.
+    /// Creates an origin from its manifest `[[origin]]` table, serialised as JSON; the
+    /// host always includes `name` (the origin's name) and `kind` (this plugin's name).
     /// Plugins without origins return [`UNSUPPORTED`](crate::ErrorKind::UNSUPPORTED).
     pub new_origin: extern "C" fn(config: RStr<'_>) -> RResult<OriginBox, PluginError>,
-    /// Creates a format from its options, serialised as JSON.
+    /// Creates the plugin's format. `config` is always `{}` (reserved): per-format
+    /// options from the manifest's `[format.NAME]` arrive with every
+    /// [`PlanRequest`](crate::PlanRequest) and are checked up front by
+    /// [`Format::check_options`](crate::Format::check_options).
     /// Plugins without formats return [`UNSUPPORTED`](crate::ErrorKind::UNSUPPORTED).
     #[sabi(last_prefix_field)]
     pub new_format: extern "C" fn(config: RStr<'_>) -> RResult<FormatBox, PluginError>,
+    // abi-since 2.1 {
+    /// Since 2.1: receives the host's services, once, right after the plugin is loaded
+    /// and before any other call. A host reads it as `Option` (`None` for a 2.0 plugin,
+    /// whose messages then go to stderr).
+    pub set_host: extern "C" fn(host: crate::host::HostBox),
+    // abi-since 2.1 }
 }
 
 impl RootModule for PluginModRef {
@@ -61,7 +82,10 @@ impl RootModule for PluginModRef {
 ///
 /// `origin:` and/or `format:` take a factory `Fn(&str) -> PluginResult<T>` where `T`
 /// implements [`Origin`](crate::Origin) or [`Format`](crate::Format); the string is the
-/// plugin's configuration as JSON. Factories and every trait method are wrapped so a
+/// plugin's configuration as JSON: for an origin its `[[origin]]` table, into which the
+/// host always puts `name` (the origin's name in the manifest) and `kind` (the plugin's
+/// name), so a factory that rejects unknown keys must accept those two; for a format
+/// always `{}` (see [`PluginMod::new_format`]). Factories and every trait method are wrapped so a
 /// panic becomes an error. The crate must be a `cdylib` and depend on `abi_stable`
 /// directly (its export attribute refers to `::abi_stable`).
 #[macro_export]
@@ -112,8 +136,23 @@ macro_rules! export_plugin {
                 })
             }
 
-            $crate::PluginMod { abi_version: $crate::ABI_VERSION, info, new_origin, new_format }
-                .leak_into_prefix()
+            // abi-since 2.1 {
+            extern "C" fn set_host(host: $crate::HostBox) {
+                let _ = $crate::guard(|| {
+                    $crate::host::install(host);
+                    Ok(())
+                });
+            }
+            // abi-since 2.1 }
+
+            $crate::PluginMod {
+                abi_version: $crate::ABI_VERSION,
+                info,
+                new_origin,
+                new_format,
+                set_host, // abi-2.0:
+            }
+            .leak_into_prefix()
         }
     };
 }

@@ -128,15 +128,46 @@ pub struct ListRequest {
     pub recursive: bool,
 }
 
-/// Capabilities an origin declares once.
-#[repr(C)]
-#[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq)]
-pub struct OriginCaps {
+/// Capabilities an origin declares once (bit flags; unknown bits are ignored, so later
+/// versions can add capabilities without breaking older hosts or plugins).
+#[repr(transparent)]
+#[derive(StableAbi, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct OriginCaps(pub u32);
+
+impl OriginCaps {
+    /// No capability.
+    pub const NONE: Self = Self(0);
     /// Reads are local and fast (a local disk): the host serves them directly, without
     /// its chunk cache.
-    pub local: bool,
+    pub const LOCAL: Self = Self(1);
     /// Handles may return a local path for zero-copy (kernel passthrough) serving.
-    pub local_paths: bool,
+    pub const LOCAL_PATHS: Self = Self(2);
+
+    /// Whether all bits of `other` are set.
+    pub fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The names of the known capabilities set, `+`-joined (`local+local_paths`, `none`).
+    pub fn describe(self) -> String {
+        let names: Vec<&str> = [(Self::LOCAL, "local"), (Self::LOCAL_PATHS, "local_paths")]
+            .into_iter()
+            .filter(|(c, _)| self.contains(*c))
+            .map(|(_, n)| n)
+            .collect();
+        if names.is_empty() {
+            "none".to_owned()
+        } else {
+            names.join("+")
+        }
+    }
+}
+
+impl std::ops::BitOr for OriginCaps {
+    type Output = Self;
+    fn bitor(self, rhs: Self) -> Self {
+        Self(self.0 | rhs.0)
+    }
 }
 
 /// One tag value, in the file's own order.

@@ -321,8 +321,11 @@ fn cached_reads_are_exact_at_every_chunk_boundary_and_streams_drop_behind() {
         }
         // Where the audio (an origin range) starts in the served file: the audio is the
         // original's, after a header of another size.
-        let audio_at =
-            if mode == musefs_core::manifest::Mode::Passthrough { 0 } else { of.size - (len - flac_audio_start(&want)) };
+        let audio_at = if mode == musefs_core::manifest::Mode::Passthrough {
+            0
+        } else {
+            of.size - (len - flac_audio_start(&want))
+        };
         let mut offsets = vec![0, 1, cs - 1, cs, cs + 1, 5 * cs - 7, of.size - 1];
         offsets.extend((0..40).map(|_| musefs_tests::lcg(&mut seed) % of.size));
         let mut shared = 0;

@@ -75,10 +75,147 @@ fn incompatible_abi_generation_and_layout_are_refused_by_name() {
     assert_eq!(p.loaded.iter().map(|l| l.name.as_str()).collect::<Vec<_>>(), vec!["ogg"], "the good one still loads");
     let errs: Vec<String> = p.errors.iter().map(ToString::to_string).collect();
     let gen_err = errs.iter().find(|e| e.contains("future_gen.so")).unwrap_or_else(|| panic!("{errs:?}"));
-    assert!(gen_err.contains("ABI version 2") && gen_err.contains("version 1"), "{gen_err}");
+    assert!(gen_err.contains("ABI version 3") && gen_err.contains("version 2"), "{gen_err}");
     let layout_err = errs.iter().find(|e| e.contains("skewed_layout.so")).unwrap_or_else(|| panic!("{errs:?}"));
     assert!(
         layout_err.contains("incompatible") && layout_err.contains("layout mismatch") && layout_err.len() < 600,
         "{layout_err}"
     );
+}
+
+/// A copy of `plugin-api` as it was at ABI 2.0: every `// abi-since 2.1 {...}` fence
+/// removed and every line marked `// abi-2.0: REPLACEMENT` replaced. Returns its folder.
+fn plugin_api_as_of_2_0(out: &std::path::Path) -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api");
+    let dir = out.join("plugin-api-2.0");
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(dir.join("src")).unwrap();
+    for e in fs::read_dir(root.join("src")).unwrap() {
+        let p = e.unwrap().path();
+        let text = fs::read_to_string(&p).unwrap();
+        let mut kept = Vec::new();
+        let mut skipping = false;
+        for line in text.lines() {
+            let t = line.trim();
+            if t == "// abi-since 2.1 {" {
+                skipping = true;
+            } else if t == "// abi-since 2.1 }" {
+                skipping = false;
+            } else if skipping {
+            } else if let Some((_, repl)) = line.split_once("// abi-2.0:") {
+                if !repl.trim().is_empty() {
+                    kept.push(repl.trim().to_owned());
+                }
+            } else {
+                kept.push(line.to_owned());
+            }
+        }
+        assert!(!skipping, "{}: an unclosed abi-since fence", p.display());
+        fs::write(dir.join("src").join(p.file_name().unwrap()), kept.join("\n") + "\n").unwrap();
+    }
+    fs::write(
+        dir.join("Cargo.toml"),
+        "[package]\nname = \"musefs-plugin-api\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+         [dependencies]\nabi_stable = { version = \"0.11.3\", default-features = false }\n\n\
+         [features]\ntesting = []\n\n[workspace]\n",
+    )
+    .unwrap();
+    dir
+}
+
+/// Builds tests/fixtures/old-minor-plugin against the 2.0 copy; returns the library.
+fn build_old_minor_plugin() -> std::path::PathBuf {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = root.join("../target/fixtures");
+    let api = plugin_api_as_of_2_0(&out);
+    let root_rs = fs::read_to_string(api.join("src/root.rs")).unwrap();
+    assert!(root_rs.contains("\"2.0.0\"") && !root_rs.contains("pub set_host"), "the copy still has 2.1 items");
+    let krate = out.join("old-minor-plugin");
+    fs::create_dir_all(&krate).unwrap();
+    fs::write(
+        krate.join("Cargo.toml"),
+        format!(
+            "[package]\nname = \"musefs-old-minor-plugin\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+             [lib]\ncrate-type = [\"cdylib\"]\npath = {:?}\n\n\
+             [dependencies]\nmusefs-plugin-api = {{ path = {:?}, features = [\"testing\"] }}\n\
+             abi_stable = {{ version = \"0.11.3\", default-features = false }}\n\n\
+             [profile.dev.package.\"*\"]\nopt-level = 1\n\n[workspace]\n",
+            root.join("fixtures/old-minor-plugin/src/lib.rs").canonicalize().unwrap().display().to_string(),
+            api.canonicalize().unwrap().display().to_string()
+        ),
+    )
+    .unwrap();
+    let out_dir = out.join("old-minor-target");
+    let built = std::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--manifest-path"])
+        .arg(krate.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(&out_dir)
+        .output()
+        .expect("cargo");
+    assert!(built.status.success(), "building the 2.0 fixture failed: {}", String::from_utf8_lossy(&built.stderr));
+    out_dir.join("debug/libmusefs_old_minor_plugin.so")
+}
+
+#[test]
+fn an_older_minor_plugin_loads_and_serves() {
+    use musefs_plugin_api::testing::toy_file;
+    let lib = build_old_minor_plugin();
+    let t = tempfile::tempdir().unwrap();
+    let plugins = t.path().join("plugins");
+    fs::create_dir_all(&plugins).unwrap();
+    fs::copy(&lib, plugins.join("libmusefs_toy.so")).unwrap();
+    fs::copy(target_dir().join("libmusefs_origin_local.so"), plugins.join("libmusefs_origin_local.so")).unwrap();
+    fs::copy(target_dir().join("libmusefs_format_flac.so"), plugins.join("libmusefs_format_flac.so")).unwrap();
+
+    // The loader: it loads, as 2.0, and what it lacks is named.
+    let p = Plugins::load_dir(&plugins).unwrap();
+    assert!(p.errors.is_empty(), "{:?}", p.errors.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let toy = p.loaded.iter().find(|l| l.name == "toy").expect("the 2.0 plugin loads");
+    assert_eq!((toy.abi_version, toy.abi_minor), (2, 0));
+    assert!(toy.unsupported().iter().any(|u| u.contains("options")), "{:?}", toy.unsupported());
+    let flac = p.loaded.iter().find(|l| l.name == "flac").unwrap();
+    assert_eq!((flac.abi_minor, flac.unsupported().len()), (1, 0));
+    let out = musefs(&["plugins", "list", "--plugin-dir", plugins.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.lines().any(|l| l.starts_with("toy") && l.contains(" 2.0 ")), "{text}");
+    assert!(text.contains("note: toy was built for plugin ABI 2.0; unsupported:"), "{text}");
+    assert!(!text.contains("note: flac"), "{text}");
+
+    // It works: scanned, mounted, served in synthesis mode, edited.
+    let music = t.path().join("music");
+    fs::create_dir_all(&music).unwrap();
+    let audio: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    let original = toy_file(&[("TITLE", "Old Song"), ("ARTIST", "Old Band")], &audio);
+    fs::write(music.join("a.toy"), &original).unwrap();
+    let manifest = musefs_tests::write_manifest(
+        t.path(),
+        &music,
+        &format!(
+            "mode = \"synthesis\"\nrefresh_interval_ms = 100\nplugin_dir = {:?}\ntemplate = \"$artist/$title\"\n[format.toy]\nanything = 1\n",
+            plugins.display().to_string()
+        ),
+    );
+    let bin = musefs_tests::musefs_bin();
+    let scan = std::process::Command::new(&bin).args(["scan", "--manifest"]).arg(&manifest).output().unwrap();
+    let scan_text = format!("{}{}", String::from_utf8_lossy(&scan.stdout), String::from_utf8_lossy(&scan.stderr));
+    assert!(scan.status.success() && scan_text.contains("added 1 /"), "{scan_text}");
+    assert!(scan_text.contains("plugin toy (ABI 2.0) cannot check its [format.toy] options"), "{scan_text}");
+    let mnt = t.path().join("mnt");
+    let m = musefs_tests::Mount::start(&manifest, &mnt, &[]);
+    let served = mnt.join("Old Band/Old Song.toy");
+    assert!(musefs_tests::wait_for(10, || served.exists()), "{}", m.log_text());
+    assert_eq!(fs::read(&served).unwrap(), original, "synthesis with unedited tags gives the original bytes");
+    let edit = std::process::Command::new(&bin)
+        .args(["tag", "set", "--manifest"])
+        .arg(&manifest)
+        .args(["Old Band/Old Song.toy", "title=New Song"])
+        .output()
+        .unwrap();
+    assert!(edit.status.success(), "{}", String::from_utf8_lossy(&edit.stderr));
+    let edited = mnt.join("Old Band/New Song.toy");
+    assert!(musefs_tests::wait_for(10, || edited.exists()), "{}", m.log_text());
+    let bytes = fs::read(&edited).unwrap();
+    assert_eq!(bytes, toy_file(&[("TITLE", "New Song"), ("ARTIST", "Old Band")], &audio));
+    assert_eq!(m.stop(), Some(0));
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use musefs_core::util::lock;
-use musefs_plugin_api::OriginBox;
+use musefs_plugin_api::{OriginBox, OriginCaps};
 
 use musefs_core::cache::ChunkCache;
 use musefs_core::catalog::{Catalog, CatalogError};
@@ -93,7 +93,7 @@ pub fn prefetch(
                 Some(spec) => Some(plugins.new_origin(&spec.kind, &spec.config_json)?),
                 None => None,
             };
-            origins.insert(row.origin.clone(), o.filter(|o| !o.caps().local).map(Arc::new));
+            origins.insert(row.origin.clone(), o.filter(|o| !o.caps().contains(OriginCaps::LOCAL)).map(Arc::new));
         }
         let Some(origin) = origins[&row.origin].clone() else {
             sum.local += 1;

@@ -20,7 +20,6 @@ mod cache;
 mod progress;
 mod tag;
 
-
 /// musefs: a tag-driven, read-only view of your music library.
 ///
 /// Scan origins (local directories, and remote stores through plugins) into a catalog,
@@ -382,9 +381,21 @@ fn run(cli: Cli) -> Result<()> {
                     l.name,
                     l.kinds.describe(),
                     l.version,
-                    l.abi_version,
+                    format!("{}.{}", l.abi_version, l.abi_minor),
                     l.path.display()
                 );
+            }
+            for l in &p.loaded {
+                let lacks = l.unsupported();
+                if !lacks.is_empty() {
+                    println!(
+                        "note: {} was built for plugin ABI {}.{}; unsupported: {}",
+                        l.name,
+                        l.abi_version,
+                        l.abi_minor,
+                        lacks.join("; ")
+                    );
+                }
             }
             for e in &p.errors {
                 println!("error: {e}");

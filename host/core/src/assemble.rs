@@ -39,6 +39,7 @@ pub fn build_core(manifest: &Manifest, plugins: &Plugins) -> Result<Core, BuildE
 /// # Errors
 /// Catalog and plugin errors.
 pub fn build_core_loaded(manifest: &Manifest, plugins: &Plugins) -> Result<(Core, TreeSource), BuildError> {
+    plugins.check_format_options(&manifest.format_options)?;
     let catalog = Catalog::open(&manifest.catalog_path())?;
     let LoadedTree { tree, position, source } = load_tree(manifest, &catalog)?;
     let mut origins = HashMap::new();
@@ -46,7 +47,9 @@ pub fn build_core_loaded(manifest: &Manifest, plugins: &Plugins) -> Result<(Core
         origins.insert(o.name.clone(), plugins.new_origin(&o.kind, &o.config_json)?);
     }
     let formats = plugins.formats()?.into_iter().collect();
-    let any_remote = origins.values().any(|o: &musefs_plugin_api::OriginBox| !o.caps().local);
+    let any_remote = origins
+        .values()
+        .any(|o: &musefs_plugin_api::OriginBox| !o.caps().contains(musefs_plugin_api::OriginCaps::LOCAL));
     let core = Core::new(tree, position, catalog, origins, formats, settings(manifest));
     if any_remote && manifest.cache.enabled {
         let cache = open_cache(manifest)?;
@@ -68,8 +71,7 @@ pub fn build_core_loaded(manifest: &Manifest, plugins: &Plugins) -> Result<(Core
 /// # Errors
 /// [`BuildError::Cache`].
 pub fn open_cache(manifest: &Manifest) -> Result<Arc<ChunkCache>, BuildError> {
-    ChunkCache::open(manifest.cache_dir(), &manifest.catalog_path(), manifest.cache.clone())
-        .map_err(BuildError::Cache)
+    ChunkCache::open(manifest.cache_dir(), &manifest.catalog_path(), manifest.cache.clone()).map_err(BuildError::Cache)
 }
 
 /// The serving settings a manifest asks for.
@@ -82,4 +84,3 @@ pub fn settings(manifest: &Manifest) -> Settings {
         keys: template_keys(manifest),
     }
 }
-

@@ -63,7 +63,8 @@ fn modules_only_use_lower_layers() {
         if own == "lib" || own == "layers" {
             continue;
         }
-        let own_layer = layer(&own).unwrap_or_else(|| panic!("module `{own}` is in no layer: add it to LAYERS and the crate docs"));
+        let own_layer =
+            layer(&own).unwrap_or_else(|| panic!("module `{own}` is in no layer: add it to LAYERS and the crate docs"));
         for name in referenced(&std::fs::read_to_string(f).unwrap()) {
             let Some(l) = layer(&name) else { continue };
             if name != own && l >= own_layer {

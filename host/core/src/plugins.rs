@@ -5,10 +5,16 @@
 //! caches one module per interface type and so would load only one plugin). A file that
 //! is not a plugin, was built for another ABI generation or with a mismatched layout, or
 //! repeats a name already loaded is reported with its path; the others still load.
+#![allow(
+    unsafe_code,
+    reason = "FFI: a plugin of an older ABI minor is initialised after checking it against that minor's frozen layout"
+)]
 
 use std::path::{Path, PathBuf};
 
-use musefs_plugin_api::{FormatBox, OriginBox, PluginKinds, PluginModRef, ABI_VERSION};
+use musefs_plugin_api::{
+    host_into_ffi, FormatBox, Host, LogLevel, OriginBox, PluginKinds, PluginModRef, ABI_MINOR, ABI_VERSION,
+};
 
 /// A plugin that loaded.
 #[derive(Clone)]
@@ -23,9 +29,13 @@ pub struct LoadedPlugin {
     pub description: String,
     /// The ABI generation it was built for.
     pub abi_version: u32,
+    /// The ABI minor version it was built for (what it has of the generation's additions).
+    pub abi_minor: u32,
     /// Where it was loaded from.
     pub path: PathBuf,
     module: PluginModRef,
+    /// Whether "cannot check its options" was logged already.
+    options_warned: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for LoadedPlugin {
@@ -74,6 +84,14 @@ pub enum PluginsError {
         /// Load errors that might explain it.
         hint: String,
     },
+    /// A format plugin refused its `[format.NAME]` options.
+    #[error("manifest [format.{name}]: {source}")]
+    Options {
+        /// The plugin name.
+        name: String,
+        /// Its error, naming the option.
+        source: musefs_plugin_api::PluginError,
+    },
     /// The plugin's factory refused.
     #[error("plugin `{name}` ({path}): {source}")]
     Factory {
@@ -116,11 +134,27 @@ fn load_one(path: &Path) -> Result<LoadedPlugin, String> {
             format!("cannot load: {}", text.trim())
         }
     })?;
-    let module = header.init_root_module::<PluginModRef>().map_err(|e| {
+    let abi_minor = abi_stable::sabi_types::VersionNumber::new(header.version_strings()).map_or(0, |v| v.minor);
+    let incompatible = |e: abi_stable::library::LibraryError| {
         let full = e.to_string();
         tracing::debug!("plugin {}: full layout report:\n{full}", path.display());
         format!("incompatible with this musefs (plugin ABI generation {ABI_VERSION}): {}", summarize(&full))
-    })?;
+    };
+    let module = if abi_minor == 0 && ABI_MINOR > 0 {
+        // A 2.0 plugin: checked against the frozen 2.0 shapes (abi_stable's check wants
+        // a library's prefix types to have at least the host's fields), then used
+        // through the current types, whose prefix metadata is read at run time.
+        header.ensure_layout::<musefs_plugin_api::compat::v2_0::PluginModRef>().map_err(incompatible)?;
+        // SAFETY: the layout was just checked equal to the 2.0 root module, and the 2.1
+        // root module only appends fields after `#[sabi(last_prefix_field)]` (and only
+        // appends methods, with default bodies, to the format vtable): every access the
+        // host makes beyond 2.0 goes through prefix-type accessors that consult the
+        // plugin's own field count at run time (`set_host()` is `None`,
+        // `check_options` runs its default).
+        unsafe { header.init_root_module_with_unchecked_layout::<PluginModRef>() }.map_err(incompatible)?
+    } else {
+        header.init_root_module::<PluginModRef>().map_err(incompatible)?
+    };
     let abi = module.abi_version();
     if abi != ABI_VERSION {
         return Err(format!(
@@ -128,7 +162,13 @@ fn load_one(path: &Path) -> Result<LoadedPlugin, String> {
         ));
     }
     let info = (module.info())();
+    let name = info.name.to_string();
+    // Since 2.1: the plugin's log lines reach our log, with its name.
+    if let Some(set_host) = module.set_host() {
+        set_host(host_into_ffi(PluginLog { plugin: name.clone() }));
+    }
     Ok(LoadedPlugin {
+        abi_minor,
         name: info.name.into_string(),
         version: info.version.into_string(),
         kinds: info.kinds,
@@ -136,7 +176,41 @@ fn load_one(path: &Path) -> Result<LoadedPlugin, String> {
         abi_version: abi,
         path: path.to_owned(),
         module,
+        options_warned: std::sync::Arc::default(),
     })
+}
+
+/// What a plugin logs, routed into `tracing` with the plugin's name.
+struct PluginLog {
+    plugin: String,
+}
+
+impl Host for PluginLog {
+    fn log(&self, level: LogLevel, message: &str) {
+        let p = &self.plugin;
+        match level {
+            LogLevel::ERROR => tracing::error!("plugin {p}: {message}"),
+            LogLevel::WARN => tracing::warn!("plugin {p}: {message}"),
+            LogLevel::DEBUG => tracing::debug!("plugin {p}: {message}"),
+            LogLevel::TRACE => tracing::trace!("plugin {p}: {message}"),
+            _ => tracing::info!("plugin {p}: {message}"),
+        }
+    }
+}
+
+impl LoadedPlugin {
+    /// What this plugin lacks of the host's ABI minor (empty when it is current): the
+    /// features the host reports as unsupported for it.
+    pub fn unsupported(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.abi_minor < 1 {
+            out.push("host logging (messages go to stderr)");
+            if self.kinds.contains(PluginKinds::FORMAT) {
+                out.push("checking its [format] options when the manifest loads");
+            }
+        }
+        out
+    }
 }
 
 /// abi_stable's layout reports run to hundreds of lines; its verdict is the text after
@@ -241,5 +315,45 @@ impl Plugins {
             out.push((p.name.clone(), f));
         }
         Ok(out)
+    }
+
+    /// Checks the manifest's `[format.NAME]` options (`NAME` → JSON object) with each
+    /// format plugin's own [`check_options`](musefs_plugin_api::Format::check_options),
+    /// so a typo fails when the manifest is loaded, not at every open. A plugin built
+    /// for ABI 2.0 cannot check: that is logged once and its options are checked when
+    /// files are opened.
+    ///
+    /// # Errors
+    /// [`PluginsError::Missing`] for a section naming no format plugin;
+    /// [`PluginsError::Options`] with the plugin's message for a bad option.
+    pub fn check_format_options(
+        &self,
+        options: &std::collections::HashMap<String, String>,
+    ) -> Result<(), PluginsError> {
+        let mut names: Vec<&String> = options.keys().collect();
+        names.sort();
+        for name in names {
+            let p = self.find(name, PluginKinds::FORMAT, "format")?;
+            let f = (p.module.new_format())("{}".into()).into_result().map_err(|source| PluginsError::Factory {
+                name: p.name.clone(),
+                path: p.path.clone(),
+                source,
+            })?;
+            match f.check_options(options[name].as_str().into()).into_result() {
+                Ok(()) => {}
+                Err(e) if e.kind == musefs_plugin_api::ErrorKind::UNSUPPORTED => {
+                    if p.options_warned.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        continue;
+                    }
+                    tracing::warn!(
+                    "plugin {name} (ABI {}.{}) cannot check its [format.{name}] options; they are checked when a file is opened",
+                    p.abi_version,
+                    p.abi_minor
+                    );
+                }
+                Err(source) => return Err(PluginsError::Options { name: name.clone(), source }),
+            }
+        }
+        Ok(())
     }
 }

@@ -17,9 +17,9 @@ use std::time::Instant;
 use musefs_plugin_api::{CallCtx, Entry, FormatBox, ListRequest, OriginBox, Stat, TrackInfo, PROBE_HEAD_LEN};
 
 use crate::catalog::{Catalog, CatalogError};
-use crate::progress::Progress;
 use crate::manifest::{Manifest, OriginSpec};
 use crate::plugins::{Plugins, PluginsError};
+use crate::progress::Progress;
 
 /// How many files one catalog transaction holds at most.
 const BATCH: usize = 500;
@@ -153,6 +153,7 @@ pub fn scan(
     catalog: &mut Catalog,
     opts: &Options,
 ) -> Result<Summary, ScanError> {
+    plugins.check_format_options(&manifest.format_options)?;
     let formats = plugins.formats()?;
     let mut claimed = HashSet::new();
     for (_, f) in &formats {

@@ -23,8 +23,8 @@ use std::time::Duration;
 
 use abi_stable::std_types::{RSliceMut, RVec};
 use musefs_plugin_api::{
-    AudioProps, CallCtx, ErrorKind, FormatBox, HandleBox, OriginBox, PlanMode, PlanRequest, Segment, SegmentKind, Stat,
-    TrackInfo,
+    AudioProps, CallCtx, ErrorKind, FormatBox, HandleBox, OriginBox, OriginCaps, PlanMode, PlanRequest, Segment,
+    SegmentKind, Stat, TrackInfo,
 };
 
 use crate::cache::{CachedFile, ChunkCache};
@@ -317,7 +317,7 @@ impl Core {
         formats: HashMap<String, FormatBox>,
         settings: Settings,
     ) -> Self {
-        let local_origins = origins.iter().map(|(k, o)| (k.clone(), o.caps().local)).collect();
+        let local_origins = origins.iter().map(|(k, o)| (k.clone(), o.caps().contains(OriginCaps::LOCAL))).collect();
         let origins = origins.into_iter().map(|(k, o)| (k, Arc::new(o))).collect();
         let budget = usize::try_from(settings.header_cache_bytes).unwrap_or(usize::MAX);
         Self {
@@ -826,10 +826,7 @@ impl Core {
     ///
     /// # Errors
     /// Snapshot write errors.
-    pub fn save_snapshot(
-        &self,
-        target: &SnapshotTarget,
-    ) -> Result<i64, crate::tree::snapshot::SnapshotError> {
+    pub fn save_snapshot(&self, target: &SnapshotTarget) -> Result<i64, crate::tree::snapshot::SnapshotError> {
         // The catalog lock keeps a refresh from moving the tree between the two reads.
         let (bytes, position) = {
             let _catalog = lock(&self.catalog);

@@ -17,9 +17,9 @@ pub mod snapshot;
 use std::collections::BTreeMap;
 
 use crate::catalog::TreeFile;
-use crate::util::InoMap;
 use crate::manifest::View;
 use crate::template::{sanitize_component, truncate_utf8, Fields, RenderOptions};
+use crate::util::InoMap;
 
 /// The root directory's inode.
 pub const ROOT: u64 = 1;

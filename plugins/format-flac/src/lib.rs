@@ -48,6 +48,10 @@ pub fn id3v2_len(head: &[u8]) -> Option<u64> {
 }
 
 impl Format for Flac {
+    fn check_options(&self, options: &str) -> PluginResult<()> {
+        min_padding(options).map(|_| ())
+    }
+
     fn extensions(&self) -> Vec<String> {
         vec!["flac".into()]
     }
@@ -178,14 +182,21 @@ fn block_header(kind: u8, last: bool, len: usize) -> PluginResult<[u8; 4]> {
     Ok([kind | if last { 0x80 } else { 0 }, n[1], n[2], n[3]])
 }
 
+/// The `min_padding` of `[format.flac]` options (the only one).
+///
+/// # Errors
+/// `INVALID_INPUT` naming a bad or unknown option.
+fn min_padding(options: &str) -> PluginResult<u64> {
+    Options::parse(options, "flac", &["min_padding"])?.uint("min_padding", 1 << 20, 1024)
+}
+
 /// The synthesis layout (see the crate docs).
 ///
 /// # Errors
 /// `INVALID_DATA` if the catalog's regions do not describe a FLAC file; `INVALID_INPUT`
 /// for a bad option or a block over the format's 16 MiB limit.
 pub fn synthesize(len: u64, req: &PlanRequest) -> PluginResult<Plan> {
-    let opts = Options::parse(&req.options, "flac", &["min_padding"])?;
-    let min_pad = opts.uint("min_padding", 1 << 20, 1024)?;
+    let min_pad = min_padding(&req.options)?;
     let info = &req.info;
     let meta =
         info.regions.iter().find(|r| r.kind.as_str() == "flac-metadata").ok_or_else(|| {

@@ -131,6 +131,10 @@ pub fn find_first_frame(window: &[u8], window_is_all: bool) -> Option<(usize, Fr
 }
 
 impl Format for Mp3 {
+    fn check_options(&self, options: &str) -> PluginResult<()> {
+        settings(options).map(|_| ())
+    }
+
     fn extensions(&self) -> Vec<String> {
         vec!["mp3".into()]
     }
@@ -235,20 +239,39 @@ impl Format for Mp3 {
     }
 }
 
+/// The `[format.mp3]` options.
+struct Settings {
+    version: writer::Version,
+    id3v1: bool,
+    apev2: bool,
+    min_pad: u64,
+}
+
+/// Parses the `[format.mp3]` options.
+///
+/// # Errors
+/// `INVALID_INPUT` naming a bad or unknown option.
+fn settings(options: &str) -> PluginResult<Settings> {
+    let opts = Options::parse(options, "mp3", &["id3v2_version", "id3v1", "apev2", "min_padding"])?;
+    let version = match opts.choice("id3v2_version", &["2.3", "2.4"], "2.4")?.as_str() {
+        "2.3" => writer::Version::V23,
+        _ => writer::Version::V24,
+    };
+    Ok(Settings {
+        version,
+        id3v1: opts.choice("id3v1", &["drop", "write"], "drop")? == "write",
+        apev2: opts.choice("apev2", &["drop", "write"], "drop")? == "write",
+        min_pad: opts.uint("min_padding", 1 << 20, 1024)?,
+    })
+}
+
 /// The synthesis layout (see the crate docs).
 ///
 /// # Errors
 /// `INVALID_INPUT` for a bad option; `INVALID_DATA` if the catalog's audio range is
 /// outside the file.
 pub fn synthesize(len: u64, req: &PlanRequest) -> PluginResult<Plan> {
-    let opts = Options::parse(&req.options, "mp3", &["id3v2_version", "id3v1", "apev2", "min_padding"])?;
-    let v = match opts.choice("id3v2_version", &["2.3", "2.4"], "2.4")?.as_str() {
-        "2.3" => writer::Version::V23,
-        _ => writer::Version::V24,
-    };
-    let id3v1 = opts.choice("id3v1", &["drop", "write"], "drop")? == "write";
-    let apev2 = opts.choice("apev2", &["drop", "write"], "drop")? == "write";
-    let min_pad = opts.uint("min_padding", 1 << 20, 1024)?;
+    let Settings { version: v, id3v1, apev2, min_pad } = settings(&req.options)?;
     let info = &req.info;
     if info.audio_len == 0 || info.audio_offset + info.audio_len > len {
         return Err(PluginError::invalid_data("the catalog's audio range is outside the file: rescan it"));

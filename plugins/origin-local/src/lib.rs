@@ -120,7 +120,7 @@ impl Origin for LocalOrigin {
     }
 
     fn caps(&self) -> OriginCaps {
-        OriginCaps { local: true, local_paths: true }
+        OriginCaps::LOCAL | OriginCaps::LOCAL_PATHS
     }
 }
 
@@ -152,7 +152,7 @@ impl Lister for LocalLister {
                 Ok(r) => r,
                 // The root must be readable; a subdirectory that is not is skipped.
                 Err(e) if !dir.rel.is_empty() || dir.ancestors.len() > 1 => {
-                    eprintln!("musefs origin local: skipping unreadable directory {}: {e}", dir.path.display());
+                    musefs_plugin_api::host::warn(format!("skipping unreadable directory {}: {e}", dir.path.display()));
                     continue;
                 }
                 Err(e) => return Err(PluginError::from_io(&e, &dir.path.display().to_string())),
@@ -164,7 +164,11 @@ impl Lister for LocalLister {
             for de in names {
                 let name = de.file_name();
                 let Some(name) = name.to_str() else {
-                    eprintln!("musefs origin local: skipping non-UTF-8 name {:?} in {}", name, dir.path.display());
+                    musefs_plugin_api::host::warn(format!(
+                        "skipping non-UTF-8 name {:?} in {}",
+                        name,
+                        dir.path.display()
+                    ));
                     continue;
                 };
                 let path = de.path();
@@ -182,7 +186,7 @@ impl Lister for LocalLister {
                     let id = (meta.dev(), meta.ino());
                     if dir.ancestors.contains(&id) {
                         if self.seen_loops.insert(id) {
-                            eprintln!("musefs origin local: symlink loop at {} skipped", path.display());
+                            musefs_plugin_api::host::warn(format!("symlink loop at {} skipped", path.display()));
                         }
                         continue;
                     }

@@ -365,7 +365,7 @@ impl Origin for S3Origin {
     }
 
     fn caps(&self) -> OriginCaps {
-        OriginCaps { local: false, local_paths: false }
+        OriginCaps::NONE
     }
 }
 

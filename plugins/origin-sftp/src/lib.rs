@@ -203,7 +203,7 @@ impl Origin for SftpOrigin {
     }
 
     fn caps(&self) -> OriginCaps {
-        OriginCaps { local: false, local_paths: false }
+        OriginCaps::NONE
     }
 }
 

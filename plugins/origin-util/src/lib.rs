@@ -97,6 +97,10 @@ impl Remote {
             if wait.is_zero() {
                 return Err(err);
             }
+            musefs_plugin_api::host::info(format!(
+                "{} {op_name}: attempt {attempt} of {} failed ({err}); retrying in {wait:.1?}",
+                self.what, self.retry.attempts
+            ));
             let slept = Instant::now();
             while slept.elapsed() < wait {
                 if ctx.is_cancelled() {

@@ -10,7 +10,6 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-
 use super::buf::{BufPool, ChunkBuf, ChunkReader};
 use super::CacheCounters;
 use crate::catalog::chunks::{ChunkIndex, ChunkRecord};

@@ -237,9 +237,8 @@ impl ChunkIndex {
                  ORDER BY EXISTS (SELECT 1 FROM cache_manifest m WHERE m.hash = c.hash), c.last_used LIMIT ?1",
             )
             .map_err(self.err())?;
-        let rows = st
-            .query_map([limit as i64], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?)))
-            .map_err(self.err())?;
+        let rows =
+            st.query_map([limit as i64], |r| Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))).map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
             let (h, size) = row.map_err(self.err())?;

@@ -19,8 +19,8 @@ pub mod changelog;
 pub mod chunks;
 pub mod overlay;
 
-pub use changelog::Changes;
 use changelog::log_change;
+pub use changelog::Changes;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -284,7 +284,6 @@ pub struct Catalog {
 pub fn stamp_string(size: u64, mtime_ns: Option<i64>, etag: Option<&str>) -> String {
     format!("{size}:{}:{}", mtime_ns.map_or_else(|| "-".to_owned(), |m| m.to_string()), etag.unwrap_or("-"))
 }
-
 
 /// Opens a connection to the catalog at `path` set up as every catalog connection is:
 /// WAL, `synchronous = NORMAL`, foreign keys on, a 10 s busy timeout (the chunk index's

@@ -152,4 +152,3 @@ pub fn template_keys(manifest: &Manifest) -> Vec<String> {
     keys.dedup();
     keys
 }
-
