@@ -894,3 +894,6 @@ impl Core {
         Ok(inval)
     }
 }
+
+#[cfg(test)]
+mod tests;
