@@ -166,7 +166,7 @@ fn a_changed_original_is_eio_at_open_and_mid_read() {
     assert_eq!(core.read(fh, 0, 100).unwrap().len(), 100);
     // Replaced after the scan: same size, new bytes.
     f.origin.put("a.toy", toy_file(&[("ARTIST", "Band"), ("TITLE", "Song")], &audio(50_000, 99)));
-    let mid = core.read(fh, 1000, 100).err().expect("bytes of a replaced original");
+    let mid = core.read(fh, 1000, 100).expect_err("bytes of a replaced original");
     assert_eq!(mid.errno(), libc::EIO);
     let again = core.open(ino(&core, "Band/Song.toy")).err().expect("a changed original opens");
     assert!(matches!(again, ServeError::Changed { .. }) && again.errno() == libc::EIO, "{again}");
@@ -366,7 +366,7 @@ fn a_cached_file_reads_offline_and_an_uncached_range_fails_instead_of_zeros() {
     let (fh, _) = core.open(ino(&core, "Band/Song.toy")).expect("a cached file opens with its origin down");
     assert_eq!(&core.read(fh, 0, 4096).unwrap()[..], &want[..4096], "the cached chunk reads offline");
     let far = 3 * chunk + 100;
-    let err = core.read(fh, far, 4096).err().expect("an uncached range with the origin down");
+    let err = core.read(fh, far, 4096).expect_err("an uncached range with the origin down");
     assert_eq!(err.errno(), libc::EIO);
     assert!(err.to_string().contains("server down"), "{err}");
     f.origin.fail_with(None);
