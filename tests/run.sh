@@ -39,4 +39,7 @@ test -e /dev/fuse || { echo "tests/run.sh: /dev/fuse is missing: the end-to-end 
 
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 cargo build --workspace --quiet
+# The out-of-tree example plugin runs the format behaviour suite on itself, as a third
+# party's crate would (it is not a workspace member).
+cargo test --quiet --manifest-path examples/format-wav/Cargo.toml --target-dir target/fixtures
 cargo nextest run --workspace --no-fail-fast "$@"

@@ -14,7 +14,7 @@
 //! the new blocks fit (so small edits do not change the file size), otherwise rounds it up
 //! to a multiple of 4 KiB with at least `min_padding` spare (option, default 1024).
 
-use musefs_format_util::{options::Options, padding_for, picture, props, vorbis};
+use musefs_format_util::{id3, options::Options, padding_for, picture, props, vorbis};
 use musefs_plugin_api::{
     Format, KeyValue, Plan, PlanRequest, PluginError, PluginResult, Region, Segment, Source, Tag, TrackInfo,
 };
@@ -33,20 +33,6 @@ const MAX_BLOCK: u32 = 16 * 1024 * 1024;
 /// The FLAC format.
 pub struct Flac;
 
-/// The size of an ID3v2 tag at the start of `head`, if there is one.
-pub fn id3v2_len(head: &[u8]) -> Option<u64> {
-    if head.len() < 10 || &head[..3] != b"ID3" || head[3] == 0xFF || head[4] == 0xFF {
-        return None;
-    }
-    let s = &head[6..10];
-    if s.iter().any(|b| b & 0x80 != 0) {
-        return None;
-    }
-    let size = (u64::from(s[0]) << 21) | (u64::from(s[1]) << 14) | (u64::from(s[2]) << 7) | u64::from(s[3]);
-    let footer = if head[3] == 4 && head[5] & 0x10 != 0 { 10 } else { 0 };
-    Some(10 + size + footer)
-}
-
 impl Format for Flac {
     fn check_options(&self, options: &str) -> PluginResult<()> {
         min_padding(options).map(|_| ())
@@ -57,7 +43,7 @@ impl Format for Flac {
     }
 
     fn probe(&self, head: &[u8], extension: &str) -> u32 {
-        let start = id3v2_len(head).unwrap_or(0) as usize;
+        let start = id3::skip_len(head).unwrap_or(0) as usize;
         if head.get(start..start + 4) == Some(b"fLaC") {
             100
         } else if extension == "flac" && start > 0 && start >= head.len() {
@@ -73,7 +59,7 @@ impl Format for Flac {
         let mut regions = Vec::new();
         let head = src.read_vec(0, 10)?;
         let mut pos = 0u64;
-        if let Some(n) = id3v2_len(&head) {
+        if let Some(n) = id3::skip_len(&head) {
             regions.push(Region { kind: "id3v2".into(), offset: 0, len: n });
             pos = n;
         }
@@ -138,8 +124,8 @@ impl Format for Flac {
         let audio_offset = pos;
         let mut audio_end = len;
         if len >= audio_offset + 128 {
-            let tail = src.read_vec(len - 128, 3)?;
-            if tail == b"TAG" {
+            let tail = src.read_vec(len - 128, 128)?;
+            if musefs_format_util::id3::is_v1(&tail) {
                 audio_end = len - 128;
                 regions.push(Region { kind: "id3v1".into(), offset: audio_end, len: 128 });
             }

@@ -6,6 +6,7 @@
 //! not land on a valid frame. Tag-level unsynchronisation (v2.3) and frame-level
 //! unsynchronisation and data-length indicators (v2.4) are undone before decoding.
 
+pub use musefs_format_util::id3::{header_len, synchsafe, GENRES};
 use musefs_plugin_api::{Picture, PluginError, PluginResult, Tag};
 
 /// A parsed ID3v2 tag.
@@ -19,27 +20,6 @@ pub struct Id3v2 {
     pub tags: Vec<Tag>,
     /// APIC / PIC frames.
     pub pictures: Vec<Picture>,
-}
-
-/// Synchsafe 28-bit integer.
-pub fn synchsafe(b: &[u8]) -> u32 {
-    (u32::from(b[0] & 0x7F) << 21)
-        | (u32::from(b[1] & 0x7F) << 14)
-        | (u32::from(b[2] & 0x7F) << 7)
-        | u32::from(b[3] & 0x7F)
-}
-
-/// The header's claimed total size (10-byte header + body + optional footer), if `head`
-/// starts with a plausible ID3v2 header.
-pub fn header_len(head: &[u8]) -> Option<(u8, u64)> {
-    if head.len() < 10 || &head[..3] != b"ID3" || !(2..=4).contains(&head[3]) || head[4] == 0xFF {
-        return None;
-    }
-    if head[6..10].iter().any(|b| b & 0x80 != 0) {
-        return None;
-    }
-    let footer = if head[3] == 4 && head[5] & 0x10 != 0 { 10 } else { 0 };
-    Some((head[3], 10 + u64::from(synchsafe(&head[6..10])) + footer))
 }
 
 fn undo_unsync(data: &[u8]) -> Vec<u8> {
@@ -233,90 +213,6 @@ pub fn canonical(id: &str) -> &'static str {
         _ => "",
     }
 }
-
-/// ID3v1 genre names (the 80 of the original list).
-pub const GENRES: [&str; 80] = [
-    "Blues",
-    "Classic Rock",
-    "Country",
-    "Dance",
-    "Disco",
-    "Funk",
-    "Grunge",
-    "Hip-Hop",
-    "Jazz",
-    "Metal",
-    "New Age",
-    "Oldies",
-    "Other",
-    "Pop",
-    "R&B",
-    "Rap",
-    "Reggae",
-    "Rock",
-    "Techno",
-    "Industrial",
-    "Alternative",
-    "Ska",
-    "Death Metal",
-    "Pranks",
-    "Soundtrack",
-    "Euro-Techno",
-    "Ambient",
-    "Trip-Hop",
-    "Vocal",
-    "Jazz+Funk",
-    "Fusion",
-    "Trance",
-    "Classical",
-    "Instrumental",
-    "Acid",
-    "House",
-    "Game",
-    "Sound Clip",
-    "Gospel",
-    "Noise",
-    "AlternRock",
-    "Bass",
-    "Soul",
-    "Punk",
-    "Space",
-    "Meditative",
-    "Instrumental Pop",
-    "Instrumental Rock",
-    "Ethnic",
-    "Gothic",
-    "Darkwave",
-    "Techno-Industrial",
-    "Electronic",
-    "Pop-Folk",
-    "Eurodance",
-    "Dream",
-    "Southern Rock",
-    "Comedy",
-    "Cult",
-    "Gangsta",
-    "Top 40",
-    "Christian Rap",
-    "Pop/Funk",
-    "Jungle",
-    "Native American",
-    "Cabaret",
-    "New Wave",
-    "Psychadelic",
-    "Rave",
-    "Showtunes",
-    "Trailer",
-    "Lo-Fi",
-    "Tribal",
-    "Acid Punk",
-    "Acid Jazz",
-    "Polka",
-    "Retro",
-    "Musical",
-    "Rock & Roll",
-    "Hard Rock",
-];
 
 /// `"(17)"`, `"17"` or `"(17)Rock"` to a genre name; anything else unchanged.
 pub fn genre_name(v: &str) -> String {

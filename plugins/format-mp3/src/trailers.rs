@@ -2,8 +2,6 @@
 
 use musefs_plugin_api::{PluginResult, Region, Source, Tag};
 
-use crate::id3v2::GENRES;
-
 /// Returns where the audio ends, the trailer tags, and their regions. Canonical keys
 /// already present in `leading` (the ID3v2 tag) are not repeated: the trailer values
 /// are kept under their native names only.
@@ -22,28 +20,10 @@ pub fn read(src: &Source, audio_start: u64, leading: &[Tag]) -> PluginResult<(u6
         let before = end;
         if end >= audio_start + 128 && v1out.is_empty() {
             let v1 = src.read_vec(end - 128, 128)?;
-            if &v1[..3] == b"TAG" {
+            if musefs_format_util::id3::is_v1(&v1) {
                 end -= 128;
                 regions.push(Region { kind: "id3v1".into(), offset: end, len: 128 });
-                let field = |a: usize, b: usize| -> String {
-                    let s: String = v1[a..b].iter().take_while(|&&c| c != 0).map(|&c| char::from(c)).collect();
-                    s.trim_end().to_owned()
-                };
-                let mut v1tags = vec![
-                    ("title", field(3, 33)),
-                    ("artist", field(33, 63)),
-                    ("album", field(63, 93)),
-                    ("date", field(93, 97)),
-                ];
-                if v1[125] == 0 && v1[126] != 0 {
-                    v1tags.push(("comment", field(97, 125)));
-                    v1tags.push(("track", v1[126].to_string()));
-                } else {
-                    v1tags.push(("comment", field(97, 127)));
-                }
-                if let Some(g) = GENRES.get(v1[127] as usize) {
-                    v1tags.push(("genre", (*g).to_owned()));
-                }
+                let v1tags = musefs_format_util::id3::v1_fields(&v1);
                 for (k, v) in v1tags {
                     if !v.is_empty() {
                         v1out.push((k.to_owned(), Tag::text("", &format!("ID3v1:{k}"), &v)));

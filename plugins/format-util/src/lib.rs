@@ -1,5 +1,6 @@
 //! Helpers shared by the musefs format plugins.
 //!
+//! - [`id3`]: the ID3v2 header and the ID3v1 trailer (MP3, and FLAC files with ID3 tags);
 //! - [`vorbis`]: Vorbis comment blocks (FLAC `VORBIS_COMMENT`, Ogg Vorbis and Opus tags)
 //!   and the canonical field names templates use;
 //! - [`picture`]: the FLAC `PICTURE` structure (also Ogg's `METADATA_BLOCK_PICTURE`);
@@ -8,6 +9,7 @@
 //! - [`Cursor`]: a bounds-checked reader over a byte slice, so a truncated or hostile
 //!   structure gives an error naming what was cut short, never a panic.
 
+pub mod id3;
 pub mod options;
 pub mod picture;
 pub mod props;
