@@ -117,8 +117,12 @@ impl Sshd {
     pub fn start_on(dir: &Path, port: Option<u16>) -> Self {
         let dir = dir.join("sshd");
         std::fs::create_dir_all(&dir).unwrap();
-        if !Command::new("id").arg(SFTP_USER).output().unwrap().status.success() {
-            run(Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", SFTP_USER]));
+        let exists = || Command::new("id").arg(SFTP_USER).output().unwrap().status.success();
+        if !exists() {
+            // Tests start sshds in parallel processes: another may create the user first.
+            let out =
+                Command::new("useradd").args(["--create-home", "--shell", "/bin/sh", SFTP_USER]).output().unwrap();
+            assert!(out.status.success() || exists(), "useradd: {}", String::from_utf8_lossy(&out.stderr));
         }
         // A locked account is refused with UsePAM no; '*' is "no password" but not locked.
         run(Command::new("usermod").args(["-p", "*", SFTP_USER]));
@@ -178,11 +182,16 @@ impl Sshd {
         format!("ssh://{SFTP_USER}@127.0.0.1:{}", self.port)
     }
 
-    /// Stops it.
+    /// Stops it and the sessions it accepted (processes of its own below it; never the
+    /// sessions of another test's sshd, which run as the same user).
     pub fn stop(&mut self) {
+        if let Some(c) = &self.child {
+            let tree = descendants(c.id());
+            for pid in tree.iter().rev() {
+                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+            }
+        }
         kill(&mut self.child);
-        // Sessions already accepted run in child processes of their own.
-        let _ = Command::new("pkill").args(["-u", SFTP_USER]).status();
     }
 }
 
@@ -190,6 +199,21 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// The processes below `pid` (children first listed before theirs), from `pgrep -P`.
+fn descendants(pid: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    let mut queue = vec![pid];
+    while let Some(p) = queue.pop() {
+        let list = Command::new("pgrep").arg("-P").arg(p.to_string()).output();
+        let text = list.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+        for c in text.split_whitespace().filter_map(|t| t.parse::<u32>().ok()) {
+            out.push(c);
+            queue.push(c);
+        }
+    }
+    out
 }
 
 /// Makes `dir` and everything below it readable (and its ancestors traversable) by all.

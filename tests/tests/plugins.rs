@@ -219,3 +219,47 @@ fn an_older_minor_plugin_loads_and_serves() {
     assert_eq!(bytes, toy_file(&[("TITLE", "New Song"), ("ARTIST", "Old Band")], &audio));
     assert_eq!(m.stop(), Some(0));
 }
+
+#[test]
+fn format_options_are_checked_by_their_plugin_when_the_manifest_loads() {
+    let t = tempfile::tempdir().unwrap();
+    let music = t.path().join("music");
+    fs::create_dir_all(&music).unwrap();
+    let bin = musefs_tests::musefs_bin();
+    let scan = |extra: &str| {
+        let dir = tempfile::tempdir_in(t.path()).unwrap().keep();
+        let m = musefs_tests::write_manifest(&dir, &music, extra);
+        let out = std::process::Command::new(&bin).args(["scan", "--manifest"]).arg(&m).output().unwrap();
+        (out.status.success(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (ok, err) = scan("[format.flac]\nmin_paddin = 10\n");
+    assert!(!ok && err.contains("[format.flac]") && err.contains("min_paddin"), "{err}");
+    let (ok, err) = scan("[format.mp3]\nid3v2_version = \"2.5\"\n");
+    assert!(!ok && err.contains("id3v2_version") && err.contains("2.3, 2.4"), "{err}");
+    let (ok, err) = scan("[format.nosuch]\nx = 1\n");
+    assert!(!ok && err.contains("no format plugin named `nosuch`"), "{err}");
+    let (ok, err) = scan("[format.flac]\nmin_padding = 4096\n[format.ogg]\n");
+    assert!(ok, "valid options (and an empty section for a format without options) pass: {err}");
+}
+
+#[test]
+fn plugin_log_lines_reach_the_hosts_log_with_the_plugins_name() {
+    // The local origin meets a symlink loop while listing: it logs through the host
+    // (since plugin ABI 2.1), not to stderr on its own.
+    let t = tempfile::tempdir().unwrap();
+    let music = t.path().join("music");
+    fs::create_dir_all(music.join("a")).unwrap();
+    std::os::unix::fs::symlink(&music, music.join("a/loop")).unwrap();
+    let m = musefs_tests::write_manifest(t.path(), &music, "");
+    let out = std::process::Command::new(musefs_tests::musefs_bin())
+        .args(["scan", "--manifest"])
+        .arg(&m)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let line = err.lines().find(|l| l.contains("symlink loop")).unwrap_or_else(|| panic!("no loop line: {err}"));
+    assert!(line.contains("WARN") && line.contains("plugin local: symlink loop at"), "{line}");
+    assert!(!err.contains("musefs plugin warn"), "the stderr fallback was used: {err}");
+}
