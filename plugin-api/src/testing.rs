@@ -39,6 +39,8 @@ pub struct MemOrigin {
     caps: OriginCaps,
     clock: Arc<AtomicU64>,
     fail: Arc<Mutex<Option<PluginError>>>,
+    fail_next: Arc<Mutex<(u32, Option<PluginError>)>>,
+    calls: Arc<AtomicU64>,
     reads: Arc<AtomicU64>,
     max_read: Arc<AtomicU64>,
 }
@@ -52,6 +54,8 @@ impl MemOrigin {
             caps,
             clock: Arc::new(AtomicU64::new(1_000_000_000)),
             fail: Arc::default(),
+            fail_next: Arc::default(),
+            calls: Arc::default(),
             reads: Arc::default(),
             max_read: Arc::new(AtomicU64::new(u64::MAX)),
         }
@@ -75,6 +79,17 @@ impl MemOrigin {
         *self.fail.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = err;
     }
 
+    /// The next `n` calls (stat, open, list, read) fail with `err`, then calls work
+    /// again: a transient failure.
+    pub fn fail_next(&self, n: u32, err: PluginError) {
+        *self.fail_next.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = (n, Some(err));
+    }
+
+    /// How many calls (stat, open, list, read) reached this origin.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(Ordering::Relaxed)
+    }
+
     /// Handles return at most `n` bytes per `read_at` (short reads).
     pub fn max_read(&self, n: usize) {
         self.max_read.store(n as u64, Ordering::Relaxed);
@@ -86,6 +101,16 @@ impl MemOrigin {
     }
 
     fn check(&self) -> PluginResult<()> {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        {
+            let mut next = self.fail_next.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if next.0 > 0 {
+                next.0 -= 1;
+                if let Some(e) = &next.1 {
+                    return Err(e.clone());
+                }
+            }
+        }
         match &*self.fail.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
             Some(e) => Err(e.clone()),
             None => Ok(()),

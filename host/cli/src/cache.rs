@@ -90,7 +90,7 @@ pub fn prefetch(
         if !origins.contains_key(&row.origin) {
             let spec = manifest.origins.iter().find(|o| o.name == row.origin);
             let o = match spec {
-                Some(spec) => Some(plugins.new_origin(&spec.kind, &spec.config_json)?),
+                Some(spec) => Some(plugins.origin(spec)?),
                 None => None,
             };
             origins.insert(row.origin.clone(), o.filter(|o| !o.caps().contains(OriginCaps::LOCAL)).map(Arc::new));

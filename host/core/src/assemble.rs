@@ -44,7 +44,7 @@ pub fn build_core_loaded(manifest: &Manifest, plugins: &Plugins) -> Result<(Core
     let LoadedTree { tree, position, source } = load_tree(manifest, &catalog)?;
     let mut origins = HashMap::new();
     for o in &manifest.origins {
-        origins.insert(o.name.clone(), plugins.new_origin(&o.kind, &o.config_json)?);
+        origins.insert(o.name.clone(), plugins.origin(o)?);
     }
     let formats = plugins.formats()?.into_iter().collect();
     let any_remote = origins

@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["manifest"],
     &["catalog"],
     &["tree"],
-    &["cache"],
+    &["cache", "origin_layer"],
     &["state", "plugins"],
     &["scanner"],
     &["sync", "status"],

@@ -17,7 +17,8 @@
 //!  7  sync   status                 background delta sync; the status report
 //!  6  scanner                       origins -> catalog
 //!  5  state  plugins                state-dir ownership; loading plugins over the ABI
-//!  4  cache                         content-addressed chunk cache (index SQL in catalog)
+//!  4  cache  origin_layer           content-addressed chunk cache (index SQL in catalog);
+//!                                  the host's retry layer around every origin
 //!  3  tree                          the rendered tree, its snapshot, loading it
 //!  2  catalog                       all SQL: files, tags, overlay, change log, chunk index
 //!  1  manifest                      the TOML manifest
@@ -36,6 +37,7 @@ pub mod assemble;
 pub mod cache;
 pub mod catalog;
 pub mod manifest;
+pub mod origin_layer;
 pub mod plugins;
 pub mod progress;
 pub mod scanner;

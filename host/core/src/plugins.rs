@@ -356,4 +356,16 @@ impl Plugins {
         }
         Ok(())
     }
+
+    /// Creates the origin of a manifest entry, behind the host's origin layer (retries
+    /// of transient failures: see [`crate::origin_layer`]). Every origin the host serves
+    /// or scans is created here.
+    ///
+    /// # Errors
+    /// As for [`new_origin`](Self::new_origin).
+    pub fn origin(&self, spec: &crate::manifest::OriginSpec) -> Result<OriginBox, PluginsError> {
+        let origin = self.new_origin(&spec.kind, &spec.config_json)?;
+        let policy = crate::origin_layer::RetryPolicy::of_config(&spec.config_json);
+        Ok(crate::origin_layer::layered(&spec.name, origin, policy))
+    }
 }

@@ -170,7 +170,7 @@ pub fn scan(
         catalog.sync_started(&spec.name, now_ms())?;
         let mut one = Summary::default();
         let res = plugins
-            .new_origin(&spec.kind, &spec.config_json)
+            .origin(spec)
             .map_err(ScanError::from)
             .and_then(|origin| scan_origin(manifest, spec, &origin, &formats, &claimed, catalog, opts, &mut one));
         let error = match &res {

@@ -14,7 +14,7 @@
 //! | `access_key_id`, `secret_access_key`, `session_token` | the chain below | credentials |
 //! | `profile` | `AWS_PROFILE`, else `default` | the shared-credentials profile |
 //! | `threads` | `2` | the plugin's own runtime threads |
-//! | `retries` | `4` | attempts per request (transient errors only) |
+//! | `retries` | `4` | attempts per request, transient errors only (stat, open and reads are retried by the musefs host's origin layer, listing pages by the plugin) |
 //! | `read_ahead_kb` | `256` | the least a small read fetches |
 //!
 //! Credentials: the manifest's keys, else the standard AWS environment
@@ -310,7 +310,7 @@ impl S3Origin {
         let key = self.key(path);
         let loc = obj_path(&key)?;
         let shown = format!("s3://{}/{key}", self.bucket);
-        self.remote.call(ctx, "HEAD", || {
+        self.remote.attempt(ctx, "HEAD", || {
             let store = self.store.clone();
             let loc = loc.clone();
             let shown = shown.clone();
@@ -494,7 +494,7 @@ struct BodyStream {
 impl S3Handle {
     fn get(&self, ctx: &CallCtx, offset: u64, n: usize) -> PluginResult<Vec<u8>> {
         let end = offset + n as u64;
-        let bytes = self.remote.call(ctx, "GET", || {
+        let bytes = self.remote.attempt(ctx, "GET", || {
             let store = self.store.clone();
             let loc = self.loc.clone();
             let shown = self.shown.clone();
@@ -536,7 +536,7 @@ impl S3Handle {
                 if_match: self.etag.clone(),
                 ..GetOptions::default()
             };
-            let body = self.remote.call(ctx, "GET", || {
+            let body = self.remote.attempt(ctx, "GET", || {
                 let store = self.store.clone();
                 let loc = self.loc.clone();
                 let shown = self.shown.clone();

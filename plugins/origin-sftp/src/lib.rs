@@ -15,7 +15,7 @@
 //! | `known_hosts_strategy` | `"strict"` | `strict` (only `~/.ssh/known_hosts`), `add` (trust on first use), `accept` (no check: tests only) |
 //! | `root` | the login directory | the directory holding the music |
 //! | `threads` | `2` | the plugin's own runtime threads |
-//! | `retries` | `4` | attempts per request (transient errors only) |
+//! | `retries` | `4` | attempts per request, transient errors only (stat, open and reads are retried by the musefs host's origin layer, listing pages by the plugin) |
 //! | `read_ahead_kb` | `256` | the least a small read fetches |
 //!
 //! SFTP has no ETag: the stamp is size and modification time (whole seconds on most
@@ -156,7 +156,7 @@ impl SftpOrigin {
     fn stat_path(&self, ctx: &CallCtx, path: &str) -> PluginResult<Metadata> {
         check_path(path)?;
         let shown = format!("{}/{path}", self.endpoint);
-        self.remote.call(ctx, "STAT", || {
+        self.remote.attempt(ctx, "STAT", || {
             let op = self.op.clone();
             let path = path.to_owned();
             let shown = shown.clone();
@@ -273,7 +273,7 @@ struct SftpHandle {
 impl SftpHandle {
     fn get(&self, ctx: &CallCtx, offset: u64, n: usize) -> PluginResult<Vec<u8>> {
         let end = offset + n as u64;
-        let (data, now) = self.remote.call(ctx, "READ", || {
+        let (data, now) = self.remote.attempt(ctx, "READ", || {
             let op = self.op.clone();
             let path = self.path.clone();
             let shown = self.shown.clone();

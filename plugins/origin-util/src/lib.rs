@@ -1,10 +1,12 @@
 //! Helpers shared by the remote origin plugins (`s3`, `sftp`).
 //!
 //! - [`Remote`]: the plugin's own tokio runtime (built by the origin factory, never at
-//!   library load, never shared with the host) and [`Remote::call`], which runs one
-//!   async operation under the host's [`CallCtx`]: the deadline is enforced, the cancel
-//!   flag is polled, and transient failures are retried with exponential backoff, within
-//!   a bounded number of attempts and never past the deadline.
+//!   library load, never shared with the host); [`Remote::attempt`] runs one async
+//!   operation under the host's [`CallCtx`] (the deadline is enforced, the cancel flag
+//!   is polled) for calls the host's origin layer retries (stat, open, reads), and
+//!   [`Remote::call`] also retries transient failures with exponential backoff, within a
+//!   bounded number of attempts and never past the deadline, for what only the plugin
+//!   can repeat (a listing page).
 //! - [`ReadAhead`]: a per-handle buffer so the many small reads of a format plugin
 //!   (during a scan) become a few ranged requests.
 //! - [`check_path`]: refuses paths that are not plain relative paths.
@@ -115,6 +117,20 @@ impl Remote {
 }
 
 impl Remote {
+    /// Runs the operation `op` makes once, under `ctx` (see [`once`](Self::once)). For
+    /// calls the host's origin layer retries itself (stat, open, reads): a retry here
+    /// too would multiply the attempts.
+    ///
+    /// # Errors
+    /// As for [`once`](Self::once).
+    pub fn attempt<T, F, Fut>(&self, ctx: &CallCtx, op_name: &str, op: F) -> PluginResult<T>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = PluginResult<T>>,
+    {
+        self.once(ctx, op_name, op())
+    }
+
     /// Runs `fut` once (no retry) under `ctx`: at most until the deadline, and
     /// [`ErrorKind::CANCELLED`] soon after the cancel flag is raised. For operations that
     /// cannot be repeated, like reading the next bytes of a response body.
