@@ -88,6 +88,7 @@ pub mod format;
 mod guard;
 pub mod host; // abi-2.0:
 pub mod origin;
+pub mod retry;
 pub mod root;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -13,41 +13,24 @@
 //! the call.
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use musefs_plugin_api::abi_stable::std_types::{RArc, RSliceMut};
+use musefs_plugin_api::abi_stable::std_types::RSliceMut;
 use musefs_plugin_api::{
-    origin_into_ffi, CallCtx, Entry, ErrorKind, Handle, HandleBox, ListRequest, Lister, ListerBox, Origin, OriginBox,
-    OriginCaps, PluginError, PluginResult, Stat,
+    origin_into_ffi, CallCtx, Entry, Handle, HandleBox, ListRequest, Lister, ListerBox, Origin, OriginBox, OriginCaps,
+    PluginError, PluginResult, Stat,
 };
 
-/// How transient failures are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// The most attempts of one call (1: no retry).
-    pub attempts: u32,
-    /// The first backoff delay, doubled after each failure.
-    pub base: Duration,
-    /// The longest backoff delay.
-    pub max: Duration,
-}
+pub use musefs_plugin_api::retry::RetryPolicy;
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { attempts: 4, base: Duration::from_millis(100), max: Duration::from_secs(2) }
-    }
-}
-
-impl RetryPolicy {
-    /// The policy of an origin table (JSON): its `retries` key, if any, is the number
-    /// of attempts (clamped to 1..=20).
-    pub fn of_config(config_json: &str) -> Self {
-        let attempts = serde_json::from_str::<serde_json::Value>(config_json)
-            .ok()
-            .and_then(|v| v.get("retries").and_then(serde_json::Value::as_u64))
-            .map(|n| n.clamp(1, 20) as u32);
-        Self { attempts: attempts.unwrap_or(Self::default().attempts), ..Self::default() }
-    }
+/// The policy of an origin table (JSON): its `retries` key, if any, is the number of
+/// attempts (clamped to 1..=20).
+pub fn policy_of_config(config_json: &str) -> RetryPolicy {
+    let attempts = serde_json::from_str::<serde_json::Value>(config_json)
+        .ok()
+        .and_then(|v| v.get("retries").and_then(serde_json::Value::as_u64))
+        .map(|n| n.clamp(1, 20) as u32);
+    RetryPolicy { attempts: attempts.unwrap_or(RetryPolicy::default().attempts), ..RetryPolicy::default() }
 }
 
 /// `origin` (named `name` in the manifest) behind the host's retry layer.
@@ -61,57 +44,17 @@ struct Layered {
     policy: RetryPolicy,
 }
 
-/// A context with what is left of `ctx`'s timeout (counted from `start`) and the same
-/// cancel flag.
-fn remaining(ctx: &CallCtx, start: Instant) -> CallCtx {
-    match ctx.timeout() {
-        None => ctx.clone(),
-        Some(t) => {
-            let left = t.saturating_sub(start.elapsed()).max(Duration::from_millis(1));
-            CallCtx {
-                timeout_ms: u64::try_from(left.as_millis()).unwrap_or(u64::MAX),
-                cancel: RArc::clone(&ctx.cancel),
-            }
-        }
-    }
-}
-
-/// Runs `call` (given the context of each attempt) under `policy`.
+/// Runs `call` under `policy`, logging each retry at debug level with `what`.
 fn retry<T>(
     policy: RetryPolicy,
     ctx: &CallCtx,
     what: impl Fn() -> String,
-    mut call: impl FnMut(&CallCtx) -> PluginResult<T>,
+    call: impl FnMut(&CallCtx) -> PluginResult<T>,
 ) -> PluginResult<T> {
-    let start = Instant::now();
-    let mut delay = policy.base;
-    let mut attempt = 1;
-    loop {
-        let err = match call(&remaining(ctx, start)) {
-            Ok(v) => return Ok(v),
-            Err(e) => e,
-        };
-        if !err.retryable || attempt >= policy.attempts || ctx.check(start).is_err() {
-            return Err(err);
-        }
-        let wait = match ctx.deadline_from(start) {
-            Some(d) => delay.min(d.saturating_duration_since(Instant::now())),
-            None => delay,
-        };
-        if wait.is_zero() {
-            return Err(err);
-        }
+    let log = |err: &PluginError, attempt: u32, wait: Duration| {
         tracing::debug!("{}: attempt {attempt} of {} failed ({err}); retrying in {wait:.1?}", what(), policy.attempts);
-        let slept = Instant::now();
-        while slept.elapsed() < wait {
-            if ctx.is_cancelled() {
-                return Err(PluginError::new(ErrorKind::CANCELLED, format!("{}: cancelled", what())));
-            }
-            std::thread::sleep((wait - slept.elapsed()).min(Duration::from_millis(25)));
-        }
-        delay = (delay * 2).min(policy.max);
-        attempt += 1;
-    }
+    };
+    musefs_plugin_api::retry::with_retries(policy, ctx, log, call)
 }
 
 impl Origin for Layered {
@@ -176,8 +119,11 @@ impl Handle for LayeredHandle {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Instant;
+
     use musefs_plugin_api::handle_into_ffi;
     use musefs_plugin_api::testing::MemOrigin;
+    use musefs_plugin_api::ErrorKind;
 
     use super::*;
 

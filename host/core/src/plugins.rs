@@ -365,7 +365,7 @@ impl Plugins {
     /// As for [`new_origin`](Self::new_origin).
     pub fn origin(&self, spec: &crate::manifest::OriginSpec) -> Result<OriginBox, PluginsError> {
         let origin = self.new_origin(&spec.kind, &spec.config_json)?;
-        let policy = crate::origin_layer::RetryPolicy::of_config(&spec.config_json);
+        let policy = crate::origin_layer::policy_of_config(&spec.config_json);
         Ok(crate::origin_layer::layered(&spec.name, origin, policy))
     }
 }

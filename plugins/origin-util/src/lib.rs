@@ -21,22 +21,7 @@ use std::time::{Duration, Instant};
 
 use musefs_plugin_api::{CallCtx, ErrorKind, PluginError, PluginResult};
 
-/// Retry policy: attempts and backoff.
-#[derive(Debug, Clone, Copy)]
-pub struct RetryPolicy {
-    /// The most attempts of one operation (1 = no retry).
-    pub attempts: u32,
-    /// The first backoff delay; doubled after each failure.
-    pub base: Duration,
-    /// The longest backoff delay.
-    pub max: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { attempts: 4, base: Duration::from_millis(100), max: Duration::from_secs(2) }
-    }
-}
+pub use musefs_plugin_api::retry::RetryPolicy;
 
 /// A plugin's own async runtime and retry policy.
 pub struct Remote {
@@ -77,46 +62,15 @@ impl Remote {
         F: FnMut() -> Fut,
         Fut: Future<Output = PluginResult<T>>,
     {
-        let start = Instant::now();
-        let deadline = ctx.deadline_from(start);
-        let mut delay = self.retry.base;
-        let mut attempt = 1;
-        loop {
-            let err = match self.once_until(ctx, start, deadline, op_name, op()) {
-                Ok(v) => return Ok(v),
-                // Out of time or cancelled: no further attempt.
-                Err(e) if ctx.check(start).is_err() => return Err(e),
-                Err(e) => e,
-            };
-            if !err.retryable || attempt >= self.retry.attempts {
-                return Err(err);
-            }
-            // Back off, but never past the deadline.
-            let wait = match deadline {
-                Some(d) => delay.min(d.saturating_duration_since(Instant::now())),
-                None => delay,
-            };
-            if wait.is_zero() {
-                return Err(err);
-            }
+        let log = |err: &PluginError, attempt: u32, wait: Duration| {
             musefs_plugin_api::host::info(format!(
                 "{} {op_name}: attempt {attempt} of {} failed ({err}); retrying in {wait:.1?}",
                 self.what, self.retry.attempts
             ));
-            let slept = Instant::now();
-            while slept.elapsed() < wait {
-                if ctx.is_cancelled() {
-                    return Err(PluginError::new(ErrorKind::CANCELLED, format!("{op_name}: cancelled")));
-                }
-                std::thread::sleep((wait - slept.elapsed()).min(Duration::from_millis(25)));
-            }
-            delay = (delay * 2).min(self.retry.max);
-            attempt += 1;
-        }
+        };
+        musefs_plugin_api::retry::with_retries(self.retry, ctx, log, |c| self.once(c, op_name, op()))
     }
-}
 
-impl Remote {
     /// Runs the operation `op` makes once, under `ctx` (see [`once`](Self::once)). For
     /// calls the host's origin layer retries itself (stat, open, reads): a retry here
     /// too would multiply the attempts.
