@@ -182,6 +182,11 @@ impl Sshd {
         format!("ssh://{SFTP_USER}@127.0.0.1:{}", self.port)
     }
 
+    /// The processes of the sessions it accepted (below its listener).
+    pub fn sessions(&self) -> Vec<u32> {
+        self.child.as_ref().map(|c| descendants(c.id())).unwrap_or_default()
+    }
+
     /// Stops it and the sessions it accepted (processes of its own below it; never the
     /// sessions of another test's sshd, which run as the same user).
     pub fn stop(&mut self) {

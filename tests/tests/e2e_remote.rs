@@ -516,3 +516,42 @@ fn s3_credentials_come_from_a_shared_credentials_profile() {
     assert!(err.contains("\"nokeys\"") && err.contains("shared credentials file"), "{err}");
     assert!(!err.contains("musefs-test-secret"), "a secret in an error: {err}");
 }
+
+/// Regression: `Sshd::stop` ran `pkill -u musefs-sftp`, killing the sessions of every
+/// other test's sshd too (the tests run in parallel processes, all as that user): seen
+/// as `origin::sftp::lists_one_level_with_directories` failing with "the remote process
+/// has terminated" once the suite ran one check per process.
+#[test]
+fn stopping_one_sshd_keeps_the_sessions_of_another() {
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path().join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("f.bin"), b"still here").unwrap();
+    make_world_readable(&root);
+    let plugins = musefs_core::plugins::Plugins::load_dir(&musefs_tests::target_dir()).unwrap();
+    let origin_of = |sshd: &Sshd| {
+        let cfg = format!(
+            "{{\"endpoint\":{:?},\"key\":{:?},\"known_hosts_strategy\":\"accept\",\"root\":{:?},\"retries\":1}}",
+            sshd.endpoint(),
+            sshd.key.display().to_string(),
+            root.display().to_string()
+        );
+        plugins.new_origin("sftp", &cfg).unwrap()
+    };
+    let mut first = Sshd::start(&t.path().join("a"));
+    let second = Sshd::start(&t.path().join("b"));
+    let (o1, o2) = (origin_of(&first), origin_of(&second));
+    let ctx = musefs_plugin_api::CallCtx::with_timeout(Duration::from_secs(10));
+    assert!(o1.stat(&ctx, "f.bin".into()).into_result().is_ok());
+    let h2 = o2.open(&ctx, "f.bin".into()).into_result().unwrap();
+    let sessions = second.sessions();
+    assert!(!sessions.is_empty(), "the second sshd has a session");
+    first.stop();
+    assert_eq!(second.sessions(), sessions, "stopping one sshd killed another's sessions");
+    let mut buf = [0u8; 10];
+    let n = h2.read_at(&ctx, 0, musefs_plugin_api::abi_stable::std_types::RSliceMut::from_mut_slice(&mut buf));
+    assert_eq!(n.into_result().unwrap(), 10, "the other sshd's session was killed");
+    assert_eq!(&buf, b"still here");
+    assert!(o2.stat(&ctx, "f.bin".into()).into_result().is_ok());
+    assert!(o1.stat(&ctx, "f.bin".into()).into_result().is_err(), "the stopped one is down");
+}
