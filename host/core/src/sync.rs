@@ -67,6 +67,12 @@ fn mark(dirty: &mut Dirty, origin: String, path: Option<String>) {
     }
 }
 
+/// How long an origin that failed `failures` times in a row waits before its next
+/// sync: 5 s, doubling, capped (the sync interval caps it further).
+fn backoff(failures: u32) -> Duration {
+    FIRST_RETRY.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(16)))
+}
+
 /// The background syncer of one mount.
 pub struct Syncer {
     stop: Arc<AtomicBool>,
@@ -253,7 +259,7 @@ fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<At
                 } else {
                     let f = failures.entry(n.clone()).or_insert(0);
                     *f += 1;
-                    let backoff = FIRST_RETRY * 2u32.saturating_pow((*f - 1).min(16));
+                    let backoff = backoff(*f);
                     let why = records.iter().find(|r| &r.origin == n).and_then(|r| r.error.clone());
                     let why = match &outcome {
                         Err(e) => Some(e.to_string()),
@@ -296,5 +302,42 @@ fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<At
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_collect_paths_until_too_many_or_unspecific() {
+        let mut d = Dirty::new();
+        mark(&mut d, "a".into(), Some("x/1.flac".into()));
+        mark(&mut d, "a".into(), Some("x/1.flac".into()));
+        mark(&mut d, "a".into(), Some("y".into()));
+        assert_eq!(d["a"].2.as_ref().unwrap().iter().collect::<Vec<_>>(), ["x/1.flac", "y"]);
+        mark(&mut d, "b".into(), None);
+        mark(&mut d, "b".into(), Some("z".into()));
+        assert!(d["b"].2.is_none(), "an event without a path means the whole origin, for good");
+        for i in 0..=MAX_PATHS {
+            mark(&mut d, "c".into(), Some(format!("{i}")));
+        }
+        assert!(d["c"].2.is_none(), "more than MAX_PATHS paths: the whole origin");
+        assert!(d["a"].0 <= d["a"].1, "first and last event times");
+    }
+
+    #[test]
+    fn failures_back_off_doubling_from_five_seconds() {
+        assert_eq!(backoff(1), Duration::from_secs(5));
+        assert_eq!(backoff(2), Duration::from_secs(10));
+        assert_eq!(backoff(4), Duration::from_secs(40));
+        assert!(backoff(u32::MAX) >= backoff(17), "no overflow, no shrinking");
+    }
+
+    #[test]
+    fn only_local_origins_have_a_root_to_watch() {
+        assert_eq!(local_root("local", r#"{"root":"/music"}"#), Some(PathBuf::from("/music")));
+        assert_eq!(local_root("s3", r#"{"root":"/music"}"#), None);
+        assert_eq!(local_root("local", "not json"), None);
     }
 }
