@@ -141,6 +141,8 @@ fn decode_text(enc: u8, data: &[u8]) -> String {
                         be = true;
                         d = &d[2..];
                     }
+                    // No BOM (a buggy writer): ASCII-range text says which byte order.
+                    (0, b) if b != 0 => be = true,
                     _ => {}
                 }
             }
@@ -229,10 +231,17 @@ pub fn genre_name(v: &str) -> String {
 }
 
 fn decode_frame(tag: &mut Id3v2, version: u8, id: &str, payload: Vec<u8>) {
+    // An empty frame carries nothing to keep (and a binary tag without bytes would be
+    // taken for text: its summary must never be served as a value).
+    if payload.is_empty() {
+        return;
+    }
     let is_text = id.starts_with('T') && id != "TXXX" && id != "TXX";
-    if is_text && !payload.is_empty() {
+    if is_text {
         let enc = payload[0];
-        for v in text_values(enc, &payload[1..]) {
+        // Decoded by the declared encoding; an empty value (a lone BOM, a lone NUL) is
+        // no value at all.
+        for v in text_values(enc, &payload[1..]).into_iter().filter(|v| !v.is_empty()) {
             let key = canonical(id);
             let v = if key == "genre" { genre_name(&v) } else { v };
             tag.tags.push(Tag::text(key, id, &v));
@@ -245,7 +254,7 @@ fn decode_frame(tag: &mut Id3v2, version: u8, id: &str, payload: Vec<u8>) {
             let (desc, value) = split_terminated(enc, &payload[1..]);
             let desc = decode_text(enc, desc);
             let key = txxx_key(&desc);
-            for v in text_values(enc, value) {
+            for v in text_values(enc, value).into_iter().filter(|v| !v.is_empty()) {
                 tag.tags.push(Tag::text(&key, &format!("TXXX:{desc}"), &v));
             }
         }
@@ -339,6 +348,33 @@ mod tests {
         v.extend(frames);
         v.extend([0u8; 20]);
         v
+    }
+
+    /// Regression (real-world, Windows Media Player files): empty TENC/TCOP/TOPE frames
+    /// were kept as binary tags whose summary `0 bytes` was served back as their text.
+    #[test]
+    fn empty_text_frames_are_dropped_not_turned_into_0_bytes() {
+        let mut f = frame23("TENC", b"");
+        f.extend(frame23("TCOP", b""));
+        f.extend(frame23("TOPE", b"\x00"));
+        f.extend(frame23("TIT2", b"\x00Kept"));
+        f.extend(frame23("PRIV", b""));
+        let t = parse(&tag(3, &f)).unwrap();
+        let got: Vec<(&str, &str)> = t.tags.iter().map(|t| (t.native.as_str(), t.value.as_str())).collect();
+        assert_eq!(got, [("TIT2", "Kept")]);
+    }
+
+    /// Regression: a TYER frame declaring UTF-16 whose payload is only a BOM was
+    /// cataloged as the Latin-1 of the BOM and served as an empty date.
+    #[test]
+    fn a_utf16_frame_holding_only_a_bom_is_an_empty_value_dropped() {
+        for body in [&b"\x01\xFF\xFE"[..], b"\x01\xFE\xFF", b"\x01\xFF\xFE\x00\x00", b"\x02", b"\x01"] {
+            let t = parse(&tag(3, &frame23("TYER", body))).unwrap();
+            assert!(t.tags.is_empty(), "{body:?} gave {:?}", t.tags);
+        }
+        // A BOM-less UTF-16 payload is decoded as UTF-16 (big endian by default), not Latin-1.
+        let t = parse(&tag(3, &frame23("TYER", b"\x01\x00\x31\x00\x39\x00\x39\x00\x39"))).unwrap();
+        assert_eq!(t.tags[0].value.as_str(), "1999");
     }
 
     #[test]
