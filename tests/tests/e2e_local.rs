@@ -147,4 +147,13 @@ fn bad_manifest_and_bad_mountpoint_are_clear_errors() {
     let out = musefs(&["scan", "--manifest", bad_origin.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("`root`") && err.contains("missing-dir"), "{err}");
+
+    // Regression: a pad width over 65535 panicked (exit 101) in `ls` and `scan`.
+    let huge = write_manifest(t.path(), &lib, "template = \"%pad{$track,70000} $title\"");
+    for cmd in ["ls", "scan"] {
+        let out = musefs(&[cmd, "--manifest", huge.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{cmd}: {err}");
+        assert!(err.contains("%pad") && err.contains("70000"), "{cmd}: {err}");
+    }
 }

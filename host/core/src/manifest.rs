@@ -3,7 +3,8 @@
 //! Read with the `config` crate, so any top-level key can be overridden from the
 //! environment as `MUSEFS_<KEY>` (e.g. `MUSEFS_MODE=synthesis`, `MUSEFS_STATE_DIR=...`).
 //! Unknown keys and bad values are errors naming the key and the file. Relative
-//! `state_dir` and `plugin_dir` are taken relative to the manifest's directory.
+//! `state_dir`, `plugin_dir` and a local origin's `root` are taken relative to the
+//! manifest's directory.
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -282,6 +283,17 @@ impl Manifest {
                 return Err(invalid(format!("`origin[{i}].kind` is empty")));
             }
             let mut table = o.rest;
+            // A local origin's relative `root` is relative to the manifest, like
+            // `state_dir` (not to wherever the command happens to run).
+            if o.kind == "local" {
+                if let Some(serde_json::Value::String(root)) = table.get("root") {
+                    let p = PathBuf::from(root);
+                    if p.is_relative() {
+                        let abs = std::path::absolute(base.join(&p)).unwrap_or_else(|_| base.join(&p));
+                        table.insert("root".into(), abs.display().to_string().into());
+                    }
+                }
+            }
             table.insert("name".into(), o.name.clone().into());
             table.insert("kind".into(), o.kind.clone().into());
             origins.push(OriginSpec {
@@ -489,6 +501,19 @@ root = "/srv/music"
         let cfg: serde_json::Value = serde_json::from_str(&m.origins[0].config_json).unwrap();
         assert_eq!(cfg["root"], "/srv/music");
         assert_eq!(m.views.len(), 1);
+    }
+
+    /// Regression: a relative `root` resolved against the current directory while
+    /// `state_dir` resolved against the manifest (a scan from `/tmp` of
+    /// `root = "../lib"` walked the system's `/lib`).
+    #[test]
+    fn a_relative_root_is_relative_to_the_manifest_like_state_dir() {
+        let m = load(&OK.replace("/srv/music", "../lib")).unwrap();
+        let cfg: serde_json::Value = serde_json::from_str(&m.origins[0].config_json).unwrap();
+        let root = PathBuf::from(cfg["root"].as_str().unwrap());
+        assert!(root.is_absolute(), "{root:?}");
+        assert_eq!(root.parent().unwrap().parent(), m.state_dir.parent(), "{root:?} vs {:?}", m.state_dir);
+        assert!(root.ends_with("../lib"), "{root:?}");
     }
 
     #[test]

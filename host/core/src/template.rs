@@ -285,8 +285,31 @@ impl Parser<'_> {
         if func == Func::IfDef && !matches!(args[0].as_slice(), [Node::Lit(_)]) {
             return Err(self.err(col, "`%ifdef`'s first argument must be a plain field name"));
         }
+        if matches!(func, Func::Pad | Func::Left | Func::Right) {
+            // A literal count is checked now; one that comes from a field is clamped.
+            if let [Node::Lit(n)] = args[1].as_slice() {
+                match n.trim().parse::<usize>() {
+                    Ok(n) if n <= MAX_COUNT => {}
+                    _ => {
+                        return Err(self.err(
+                            col,
+                            format!("`%{name}`'s count {:?} is not a number from 0 to {MAX_COUNT}", n.trim()),
+                        ))
+                    }
+                }
+            }
+        }
         Ok(Node::Func(func, args))
     }
+}
+
+/// The largest count `%pad`, `%left` and `%right` take (a path component is at most 255
+/// bytes anyway).
+pub const MAX_COUNT: usize = 255;
+
+/// A count argument as rendered: a number, clamped to [`MAX_COUNT`]; anything else 0.
+fn count(text: &str) -> usize {
+    text.trim().parse::<usize>().map_or(0, |n| n.min(MAX_COUNT))
 }
 
 /// One rendered value: its text and whether a field in it was empty.
@@ -431,7 +454,7 @@ impl Template {
                     }
                     Func::Left | Func::Right => {
                         let a = arg(0);
-                        let n = arg(1).text().trim().parse::<usize>().unwrap_or(0);
+                        let n = count(&arg(1).text());
                         let t = a.text();
                         let s: String = if *func == Func::Left {
                             t.chars().take(n).collect()
@@ -470,8 +493,7 @@ impl Template {
                     }
                     Func::Pad => {
                         let a = arg(0);
-                        let n = arg(1).text().trim().parse::<usize>().unwrap_or(0);
-                        one(number_part(&a.text(), n), a.missing)
+                        one(number_part(&a.text(), count(&arg(1).text())), a.missing)
                     }
                 }
             }
@@ -606,5 +628,21 @@ mod tests {
         let mut long = "é".repeat(200);
         truncate_utf8(&mut long, 255);
         assert_eq!(long.len(), 254);
+    }
+
+    /// Regression: `%pad{$track,70000}` panicked in `format!` (width out of range) and
+    /// took `scan` and `ls` down with exit 101.
+    #[test]
+    fn a_huge_pad_width_is_a_parse_error_not_a_panic() {
+        for t in ["%pad{$track,70000}", "%left{$title,99999999999999999999}", "%right{$a,-1}", "%pad{$t,x}"] {
+            let e = Template::parse(t).unwrap_err();
+            assert!(e.to_string().contains("is not a number from 0 to 255"), "{t}: {e}");
+            assert_eq!(e.column, 1, "{t}");
+        }
+        // A count from a field is clamped when rendered.
+        let a = f(&[("n", "70000"), ("track", "7"), ("title", "abc")]);
+        assert_eq!(r("%pad{$track,$n}", &a).len(), MAX_COUNT);
+        assert_eq!(r("%left{$title,$n}", &a), "abc");
+        assert_eq!(r("%pad{$track,255}", &a).len(), 255);
     }
 }
