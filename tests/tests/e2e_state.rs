@@ -430,7 +430,7 @@ fn kill_9_during_tag_edits_keeps_every_edit_whole() {
             .collect()
     };
     // Every file starts with the same value, so any partial edit would show as two.
-    let out = musefs(&["tag", "set", "--manifest", manifest.to_str().unwrap(), "/", "comment=start"]);
+    let out = musefs(&["tag", "set", "--manifest", manifest.to_str().unwrap(), "--all", "/", "comment=start"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(comments().len(), 1);
     let mut seed = 0xed17_u64;
@@ -440,7 +440,7 @@ fn kill_9_during_tag_edits_keeps_every_edit_whole() {
         let mut child = Command::new(musefs_bin())
             .args(["tag", "set", "--manifest"])
             .arg(&manifest)
-            .args(["/", &format!("comment=round {round}")])
+            .args(["--all", "/", &format!("comment=round {round}")])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -455,7 +455,7 @@ fn kill_9_during_tag_edits_keeps_every_edit_whole() {
         outcomes.push(seen.into_iter().next().unwrap());
     }
     // The tree follows whatever was committed; a final, unkilled edit applies whole.
-    let out = musefs(&["tag", "set", "--manifest", manifest.to_str().unwrap(), "/", "comment=final"]);
+    let out = musefs(&["tag", "set", "--manifest", manifest.to_str().unwrap(), "--all", "/", "comment=final"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(comments().into_iter().collect::<Vec<_>>(), vec!["final".to_owned()]);
     eprintln!("outcomes: {outcomes:?}");

@@ -309,3 +309,34 @@ mod serde_like {
         out
     }
 }
+
+/// Regression: `musefs tag set "" ...` (or `/`) edited every file of the library
+/// without a word; now it is refused unless `--all` says so. In passthrough mode an edit
+/// warns that served tags do not change.
+#[test]
+fn editing_the_whole_library_needs_all_and_passthrough_edits_warn() {
+    let lib = setup("");
+    let before = ls_long(&lib.manifest);
+    for target in ["", "/", "."] {
+        let out = tag(&lib, &["set", target, "genre=Everything"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains("--all") && err.contains("every file"), "{target:?}: {err}");
+        let out = tag(&lib, &["art", "rm", target]);
+        assert!(!out.status.success(), "art rm {target:?} without --all");
+    }
+    assert_eq!(ls_long(&lib.manifest), before, "nothing was edited");
+    let out = tag(&lib, &["show", "--json", "/"]);
+    assert!(out.status.success(), "reading the whole library needs no --all");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("Everything"));
+    tag_ok(&lib, &["set", "--all", "/", "genre=Everything"]);
+    let shown = String::from_utf8_lossy(&tag(&lib, &["export", "/"]).stdout).into_owned();
+    assert_eq!(shown.matches("Everything").count(), before.len(), "{shown}");
+
+    fs::create_dir_all(lib.root.join("p")).unwrap();
+    let pass = write_manifest(&lib.root.join("p"), &lib.lib, "mode = \"passthrough\"");
+    scan(&pass);
+    let any = ls_long(&pass)[0].0.clone();
+    let out = musefs(&["tag", "set", "--manifest", pass.to_str().unwrap(), &any, "comment=x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && err.contains("passthrough mode") && err.contains("synthesis"), "{err}");
+}

@@ -46,6 +46,14 @@ struct Common {
     plugin_dir: Option<PathBuf>,
 }
 
+/// Whether an edit may name the whole library.
+#[derive(clap::Args, Clone, Copy)]
+struct Scope {
+    /// Allow PATH to be the whole library (`/` or `""`); without it such an edit is refused.
+    #[arg(long)]
+    all: bool,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Scan the manifest's origins into the catalog (incremental: unchanged files are skipped).
@@ -119,6 +127,8 @@ enum TagCommand {
     Set {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        scope: Scope,
         path: String,
         /// KEY=VALUE, repeat a key for several values.
         #[arg(required = true)]
@@ -128,6 +138,8 @@ enum TagCommand {
     Add {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        scope: Scope,
         path: String,
         #[arg(required = true)]
         assignments: Vec<String>,
@@ -136,6 +148,8 @@ enum TagCommand {
     Rm {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        scope: Scope,
         path: String,
         #[arg(required = true)]
         keys: Vec<String>,
@@ -144,6 +158,8 @@ enum TagCommand {
     Reset {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        scope: Scope,
         path: String,
         keys: Vec<String>,
     },
@@ -174,6 +190,8 @@ enum ArtCommand {
     Set {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        scope: Scope,
         path: String,
         image: PathBuf,
         /// Picture type (3 = front cover, 4 = back cover, ...).
@@ -186,6 +204,8 @@ enum ArtCommand {
     Rm {
         #[command(flatten)]
         common: Common,
+        #[command(flatten)]
+        scope: Scope,
         path: String,
         #[arg(long = "type")]
         picture_type: Option<u32>,
@@ -508,9 +528,24 @@ fn open_for_tags(common: &Common) -> Result<(Manifest, Catalog)> {
     Ok((manifest, catalog))
 }
 
-fn edit(common: &Common, path: &str, edits: Vec<Edit>) -> Result<()> {
+/// The files an edit of `path` touches; the whole library only with `--all`.
+fn edit_targets(manifest: &Manifest, catalog: &Catalog, path: &str, scope: Scope) -> Result<Vec<i64>> {
+    if tag::names_whole_library(path) && !scope.all {
+        anyhow::bail!("`{path}` names every file of the library; to edit them all, repeat the command with --all");
+    }
+    if manifest.mode == musefs_core::manifest::Mode::Passthrough {
+        tracing::warn!(
+            "{} is in passthrough mode: the edit changes names in the tree, but the files keep serving their \
+             original tags (set mode = \"synthesis\" to serve edited tags)",
+            manifest.path.display()
+        );
+    }
+    Ok(tag::resolve(manifest, catalog, path)?)
+}
+
+fn edit(common: &Common, scope: Scope, path: &str, edits: Vec<Edit>) -> Result<()> {
     let (manifest, mut catalog) = open_for_tags(common)?;
-    let ids = tag::resolve(&manifest, &catalog, path)?;
+    let ids = edit_targets(&manifest, &catalog, path, scope)?;
     catalog.apply_edits(&ids, &edits, &[])?;
     eprintln!("edited {} file(s)", ids.len());
     Ok(())
@@ -529,25 +564,25 @@ fn tag(command: TagCommand) -> Result<()> {
                 }
             }
         }
-        TagCommand::Set { common, path, assignments } => {
+        TagCommand::Set { common, scope, path, assignments } => {
             let pairs = tag::parse_assignments(&assignments, false)?;
-            edit(&common, &path, tag::set_edits(&pairs, false))?;
+            edit(&common, scope, &path, tag::set_edits(&pairs, false))?;
         }
-        TagCommand::Add { common, path, assignments } => {
+        TagCommand::Add { common, scope, path, assignments } => {
             let pairs = tag::parse_assignments(&assignments, false)?;
-            edit(&common, &path, tag::set_edits(&pairs, true))?;
+            edit(&common, scope, &path, tag::set_edits(&pairs, true))?;
         }
-        TagCommand::Rm { common, path, keys } => {
+        TagCommand::Rm { common, scope, path, keys } => {
             let pairs = tag::parse_assignments(&keys, true)?;
-            edit(&common, &path, pairs.into_iter().map(|(key, value)| Edit::Remove { key, value }).collect())?;
+            edit(&common, scope, &path, pairs.into_iter().map(|(key, value)| Edit::Remove { key, value }).collect())?;
         }
-        TagCommand::Reset { common, path, keys } => {
+        TagCommand::Reset { common, scope, path, keys } => {
             let edits = if keys.is_empty() {
                 vec![Edit::Reset { key: None }]
             } else {
                 keys.into_iter().map(|k| Edit::Reset { key: Some(k) }).collect()
             };
-            edit(&common, &path, edits)?;
+            edit(&common, scope, &path, edits)?;
         }
         TagCommand::Export { common, path, output } => {
             let (manifest, catalog) = open_for_tags(&common)?;
@@ -566,16 +601,16 @@ fn tag(command: TagCommand) -> Result<()> {
             let n = tag::import(&mut catalog, &doc, &file.display().to_string())?;
             eprintln!("imported: {n} file(s) changed");
         }
-        TagCommand::Art { command: ArtCommand::Set { common, path, image, picture_type, description } } => {
+        TagCommand::Art { command: ArtCommand::Set { common, scope, path, image, picture_type, description } } => {
             let (manifest, mut catalog) = open_for_tags(&common)?;
-            let ids = tag::resolve(&manifest, &catalog, &path)?;
+            let ids = edit_targets(&manifest, &catalog, &path, scope)?;
             let pic = tag::picture_from_file(&image, picture_type, &description)?;
             tag::edit_art(&mut catalog, &ids, ArtEdit::Set(pic))?;
             eprintln!("art set on {} file(s)", ids.len());
         }
-        TagCommand::Art { command: ArtCommand::Rm { common, path, picture_type } } => {
+        TagCommand::Art { command: ArtCommand::Rm { common, scope, path, picture_type } } => {
             let (manifest, mut catalog) = open_for_tags(&common)?;
-            let ids = tag::resolve(&manifest, &catalog, &path)?;
+            let ids = edit_targets(&manifest, &catalog, &path, scope)?;
             tag::edit_art(&mut catalog, &ids, ArtEdit::Remove(picture_type))?;
             eprintln!("art removed from {} file(s)", ids.len());
         }

@@ -43,6 +43,11 @@ pub enum TagError {
 /// A result of this module.
 pub type Result<T> = std::result::Result<T, TagError>;
 
+/// Whether `target` names the root of the tree, i.e. every file of the library.
+pub fn names_whole_library(target: &str) -> bool {
+    matches!(target.trim().trim_matches('/'), "" | ".")
+}
+
 /// The files `target` names.
 ///
 /// # Errors

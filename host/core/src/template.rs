@@ -303,6 +303,14 @@ impl Parser<'_> {
     }
 }
 
+/// Fields that render only their first value (numbers: a track has one position).
+pub const SINGLE_VALUED: &[&str] = &["track", "disc", "date", "year", "originaldate", "tracktotal", "disctotal", "bpm"];
+
+/// The version of the rendering rules, part of the tree snapshot's key: bump it when a
+/// change renders the same tags to other names, so no snapshot of the old rules is
+/// loaded. 2: identical values merged, numeric fields single-valued.
+pub const RENDER_VERSION: u32 = 2;
+
 /// The largest count `%pad`, `%left` and `%right` take (a path component is at most 255
 /// bytes anyway).
 pub const MAX_COUNT: usize = 255;
@@ -399,14 +407,20 @@ impl Template {
             "disc" => o.disc_digits,
             _ => 0,
         };
-        f.values(name)
-            .into_iter()
-            .map(|v| {
-                let v = if digits > 0 || name == "track" || name == "disc" { number_part(&v, digits) } else { v };
-                v.replace('/', &o.slash_replacement).replace('\0', "")
-            })
-            .filter(|v| !v.trim().is_empty())
-            .collect()
+        let mut out: Vec<String> = Vec::new();
+        for v in f.values(name) {
+            let v = if digits > 0 || name == "track" || name == "disc" { number_part(&v, digits) } else { v };
+            let v = v.replace('/', &o.slash_replacement).replace('\0', "");
+            // Identical values of a field are one value (`DISC=4` and `DISCNUMBER=4`).
+            if !v.trim().is_empty() && !out.contains(&v) {
+                out.push(v);
+            }
+        }
+        // A number names one position: the first value, never `4, 5`.
+        if SINGLE_VALUED.contains(&name) {
+            out.truncate(1);
+        }
+        out
     }
 
     fn eval(&self, node: &Node, f: &dyn Fields, o: &RenderOptions) -> Val {
@@ -644,5 +658,24 @@ mod tests {
         assert_eq!(r("%pad{$track,$n}", &a).len(), MAX_COUNT);
         assert_eq!(r("%left{$title,$n}", &a), "abc");
         assert_eq!(r("%pad{$track,255}", &a).len(), 255);
+    }
+
+    /// Regression: a FLAC with both `DISC=4` and `DISCNUMBER=4` rendered `[$disc-]` as
+    /// `4, 4-`.
+    #[test]
+    fn identical_values_merge_and_numbers_render_their_first_value() {
+        let a = f(&[
+            ("disc", "4"),
+            ("disc", "4"),
+            ("track", "3/12"),
+            ("track", "5"),
+            ("artist", "A"),
+            ("artist", "B"),
+            ("artist", "A"),
+        ]);
+        assert_eq!(r("[$disc-]$track", &a), "4-03");
+        assert_eq!(r("$artist", &a), "A, B");
+        let b = f(&[("date", "1999"), ("date", "2001-05-01")]);
+        assert_eq!(r("$date", &b), "1999");
     }
 }

@@ -55,6 +55,7 @@ pub fn config_key(views: &[View], opts: &RenderOptions, cover_name: Option<&str>
     };
     field(env!("CARGO_PKG_VERSION").as_bytes());
     field(&VERSION.to_le_bytes());
+    field(&crate::template::RENDER_VERSION.to_le_bytes());
     for v in views {
         field(v.name.as_deref().unwrap_or("\0").as_bytes());
         field(v.template.source().as_bytes());
