@@ -340,3 +340,43 @@ fn editing_the_whole_library_needs_all_and_passthrough_edits_warn() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success() && err.contains("passthrough mode") && err.contains("synthesis"), "{err}");
 }
+
+/// Regression (edit loss): a library root that exists but is empty (the NAS is not
+/// mounted) made `musefs scan` remove every file, edits included, with exit 0. Now such
+/// a listing is an unavailable origin: reported, nothing pruned, edits kept; and
+/// `--allow-prune` removes files that are really gone.
+#[test]
+fn an_emptied_origin_prunes_nothing_and_keeps_the_edits() {
+    let lib = setup("");
+    let before = ls_long(&lib.manifest);
+    tag_ok(&lib, &["set", "--all", "/", "comment=my edit"]);
+    let parked = lib.root.join("parked");
+    fs::rename(&lib.lib, &parked).unwrap();
+    fs::create_dir_all(&lib.lib).unwrap(); // the mount point of an unmounted NAS
+    let out = musefs(&["scan", "--manifest", lib.manifest.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "an empty origin must fail the scan: {err}");
+    assert!(err.contains("treated as unavailable") && err.contains("--allow-prune"), "{err}");
+    assert_eq!(ls_long(&lib.manifest), before, "nothing was pruned");
+    let status = musefs(&["status", "--manifest", lib.manifest.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&status.stdout).contains("treated as unavailable"), "status reports it");
+    // The NAS comes back: everything is there, edits included.
+    fs::remove_dir(&lib.lib).unwrap();
+    fs::rename(&parked, &lib.lib).unwrap();
+    scan(&lib.manifest);
+    let shown = String::from_utf8_lossy(&tag(&lib, &["export", "/"]).stdout).into_owned();
+    assert_eq!(shown.matches("my edit").count(), before.len(), "{shown}");
+    // Files really removed, most of them: only with --allow-prune.
+    let keep = &before[0].1;
+    for (_, path) in &before[1..] {
+        fs::remove_file(lib.lib.join(path)).unwrap();
+    }
+    let out = musefs(&["scan", "--manifest", lib.manifest.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert_eq!(ls_long(&lib.manifest).len(), before.len());
+    let out = musefs(&["scan", "--allow-prune", "--manifest", lib.manifest.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let after = ls_long(&lib.manifest);
+    assert_eq!(after.len(), 1);
+    assert_eq!(&after[0].1, keep);
+}

@@ -63,6 +63,11 @@ enum Command {
         /// Worker threads (default: all cores).
         #[arg(long)]
         threads: Option<usize>,
+        /// Remove however many files the origins lost since the last scan (by default a
+        /// listing that lost more than `prune_limit` of an origin, or all of it, is
+        /// treated as an unavailable origin and nothing is pruned).
+        #[arg(long)]
+        allow_prune: bool,
     },
     /// Mount the rendered tree read-only at MOUNTPOINT; serve until Ctrl-C, SIGTERM or unmount.
     Mount {
@@ -310,11 +315,11 @@ fn run(cli: Cli) -> Result<()> {
         None => None,
     };
     match cli.command {
-        Command::Scan { common, threads } => {
+        Command::Scan { common, threads, allow_prune } => {
             let (manifest, plugins) = load(&common)?;
             let owner = own(&manifest, None)?;
             let mut catalog = Catalog::open(&manifest.catalog_path())?;
-            let mut opts = scanner::Options { progress: progress::bar(), ..scanner::Options::default() };
+            let mut opts = scanner::Options { progress: progress::bar(), allow_prune, ..scanner::Options::default() };
             if let Some(t) = threads {
                 opts.threads = t.max(1);
             }

@@ -72,6 +72,7 @@ struct RawManifest {
     sync_interval: Option<RawInterval>,
     watch: Option<bool>,
     header_cache_mb: Option<u64>,
+    prune_limit: Option<f64>,
     #[serde(default)]
     format: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
     cache: Option<RawCache>,
@@ -211,6 +212,10 @@ pub struct Manifest {
     pub format_options: std::collections::HashMap<String, String>,
     /// The chunk cache of remote origins (`[cache]`).
     pub cache: CacheSettings,
+    /// The largest share (0 to 1) of an origin's cataloged files one scan may remove: a
+    /// listing that lost more (an unmounted NAS lists as empty) is treated as an
+    /// unavailable origin, and nothing of it is pruned.
+    pub prune_limit: f64,
 }
 
 impl Manifest {
@@ -338,6 +343,13 @@ impl Manifest {
             sync_interval,
             watch: raw.watch.unwrap_or(true),
             header_cache_bytes: raw.header_cache_mb.unwrap_or(64).max(1) * 1024 * 1024,
+            prune_limit: match raw.prune_limit {
+                None => 0.5,
+                Some(f) if (0.0..=1.0).contains(&f) => f,
+                Some(f) => {
+                    return Err(invalid(format!("`prune_limit` = {f}: expected a share from 0.0 to 1.0 (default 0.5)")))
+                }
+            },
             format_options,
             path: path.to_owned(),
             state_dir: resolve(raw.state_dir),

@@ -85,6 +85,9 @@ pub struct Options {
     /// Files under a listed path that are gone are removed; nothing else is touched.
     /// (The background sync passes the paths inotify reported.)
     pub scope: HashMap<String, Vec<String>>,
+    /// Prune however many files a listing lost (the manifest's `prune_limit` is off):
+    /// for a library that really shrank.
+    pub allow_prune: bool,
 }
 
 impl Default for Options {
@@ -95,6 +98,7 @@ impl Default for Options {
             only: None,
             stop: None,
             scope: HashMap::new(),
+            allow_prune: false,
         }
     }
 }
@@ -269,6 +273,13 @@ fn scan_origin(
         seen.insert(path);
     }
     let gone: Vec<i64> = known.iter().filter(|(p, _)| !seen.contains(*p)).map(|(_, k)| k.id).collect();
+    if let Some(why) =
+        shrink_guard(known.len(), seen.len(), gone.len(), manifest.prune_limit, scope.is_some() || opts.allow_prune)
+    {
+        tracing::error!("origin `{}`: {why}", spec.name);
+        total.failed_origins += 1;
+        return Ok(Some(why));
+    }
 
     let bar = &opts.progress;
     bar.start(&format!("scanning {}", spec.name), work.len() as u64);
@@ -351,6 +362,26 @@ fn scan_origin(
         None => tracing::info!("origin `{}` scanned in {:.2?}: {total}", spec.name, started.elapsed()),
     }
     Ok(None)
+}
+
+/// Why a whole-origin listing must not be trusted to prune (`None`: it may): it lists
+/// nothing of a cataloged origin (an unmounted NAS, an emptied bucket prefix), or lost
+/// more than `limit` of its files. Scoped syncs (paths inotify named) and
+/// `allow_prune` are exempt.
+fn shrink_guard(known: usize, seen: usize, gone: usize, limit: f64, exempt: bool) -> Option<String> {
+    if exempt || gone == 0 || known == 0 {
+        return None;
+    }
+    let share = gone as f64 / known as f64;
+    if seen > 0 && share <= limit {
+        return None;
+    }
+    Some(format!(
+        "its listing has {seen} file(s) but the catalog has {known}: {gone} ({:.0}%) would be removed, more than \
+         prune_limit = {limit} allows; treated as unavailable, nothing pruned (is it mounted?). If the files are \
+         really gone: musefs scan --allow-prune",
+        share * 100.0
+    ))
 }
 
 /// How long change log entries are kept (a week).
@@ -449,5 +480,17 @@ mod tests {
         got.sort();
         assert_eq!(got, v(&["a.flac", "z/a/6.flac"]));
         assert!(c.known_files_under(o, &v(&["nothing"])).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_listing_that_lost_too_much_is_not_trusted_to_prune() {
+        assert!(shrink_guard(100, 0, 100, 0.5, false).is_some(), "an empty listing of a cataloged origin");
+        assert!(shrink_guard(100, 0, 100, 1.0, false).is_some(), "empty even with prune_limit = 1");
+        assert!(shrink_guard(100, 40, 60, 0.5, false).is_some(), "60% gone");
+        assert!(shrink_guard(100, 60, 40, 0.5, false).is_none(), "40% gone");
+        assert!(shrink_guard(100, 0, 100, 0.5, true).is_none(), "--allow-prune or a scoped sync");
+        assert!(shrink_guard(0, 0, 0, 0.5, false).is_none(), "a new origin");
+        let why = shrink_guard(10, 1, 9, 0.5, false).unwrap();
+        assert!(why.contains("9 (90%)") && why.contains("--allow-prune"), "{why}");
     }
 }

@@ -247,6 +247,7 @@ fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<At
                 only: Some(ready.clone()),
                 stop: Some(stop.clone()),
                 scope,
+                allow_prune: false,
             };
             let outcome = scanner::scan(manifest, plugins, &mut catalog, &opts);
             let records = catalog.sync_records().unwrap_or_default();
