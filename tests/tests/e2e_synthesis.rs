@@ -380,3 +380,34 @@ fn an_emptied_origin_prunes_nothing_and_keeps_the_edits() {
     assert_eq!(after.len(), 1);
     assert_eq!(&after[0].1, keep);
 }
+
+/// Regression (edit loss): with a format plugin missing (or failing to load after an
+/// upgrade), a scan removed every file of that format, edits included. They are now
+/// kept as they were and counted as failed.
+#[test]
+fn files_of_a_missing_format_plugin_are_kept_not_removed() {
+    let lib = setup("");
+    let before = ls_long(&lib.manifest);
+    let flacs: Vec<_> = before.iter().filter(|(_, p)| p.ends_with(".flac")).cloned().collect();
+    assert!(!flacs.is_empty());
+    tag_ok(&lib, &["set", &flacs[0].0, "comment=kept edit"]);
+    let plugins = lib.root.join("plugins-without-flac");
+    fs::create_dir_all(&plugins).unwrap();
+    for e in fs::read_dir(target_dir()).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("libmusefs_") && name.ends_with(".so") && !name.contains("flac") {
+            fs::copy(&p, plugins.join(&name)).unwrap();
+        }
+    }
+    let out =
+        musefs(&["scan", "--plugin-dir", plugins.to_str().unwrap(), "--manifest", lib.manifest.to_str().unwrap()]);
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{se}");
+    assert!(so.contains("removed 0") && so.contains(&format!("failed {}", flacs.len())), "{so}");
+    assert!(se.contains("`flac` that did not load are kept"), "{se}");
+    assert_eq!(ls_long(&lib.manifest), before, "every file is still cataloged");
+    scan(&lib.manifest);
+    let shown = String::from_utf8_lossy(&tag(&lib, &["show", &flacs[0].0]).stdout).into_owned();
+    assert!(shown.contains("kept edit"), "{shown}");
+}

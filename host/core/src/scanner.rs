@@ -272,7 +272,34 @@ fn scan_origin(
         }
         seen.insert(path);
     }
-    let gone: Vec<i64> = known.iter().filter(|(p, _)| !seen.contains(*p)).map(|(_, k)| k.id).collect();
+    // A file read by a format plugin that is not loaded now (missing, or failed to load
+    // after an upgrade) is not gone: it is kept as it is, and counted as failed.
+    let loaded: HashSet<&str> = formats.iter().map(|(n, _)| n.as_str()).collect();
+    let mut orphans: Vec<&str> = Vec::new();
+    let gone: Vec<i64> = known
+        .iter()
+        .filter(|(p, _)| !seen.contains(*p))
+        .filter(|(_, k)| {
+            let kept = !loaded.contains(k.plugin.as_str());
+            if kept {
+                orphans.push(k.plugin.as_str());
+            }
+            !kept
+        })
+        .map(|(_, k)| k.id)
+        .collect();
+    if !orphans.is_empty() {
+        orphans.sort_unstable();
+        let n = orphans.len();
+        orphans.dedup();
+        tracing::warn!(
+            "origin `{}`: {n} file(s) read by format plugin(s) {} that did not load are kept as they were \
+             (install the plugin to serve them again)",
+            spec.name,
+            orphans.iter().map(|p| format!("`{p}`")).collect::<Vec<_>>().join(", ")
+        );
+        total.failed += n as u64;
+    }
     if let Some(why) =
         shrink_guard(known.len(), seen.len(), gone.len(), manifest.prune_limit, scope.is_some() || opts.allow_prune)
     {

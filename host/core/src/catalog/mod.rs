@@ -232,6 +232,8 @@ pub struct KnownFile {
     pub mtime_ns: Option<i64>,
     /// ETag at the last scan.
     pub etag: Option<String>,
+    /// The format plugin that read it.
+    pub plugin: String,
 }
 
 /// One file as the serving core needs it.
@@ -461,7 +463,7 @@ impl Catalog {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT id, path, size, mtime_ns, etag FROM files
+                "SELECT id, path, size, mtime_ns, etag, plugin FROM files
                  WHERE origin_id = ?1 AND (path = ?2 OR (path >= ?2 || '/' AND path < ?2 || '0'))",
             )
             .map_err(self.err())?;
@@ -476,6 +478,7 @@ impl Catalog {
                             size: r.get::<_, i64>(2)? as u64,
                             mtime_ns: r.get(3)?,
                             etag: r.get(4)?,
+                            plugin: r.get(5)?,
                         },
                     ))
                 })
@@ -495,13 +498,19 @@ impl Catalog {
     pub fn known_files(&self, origin_id: i64) -> Result<HashMap<String, KnownFile>> {
         let mut st = self
             .conn
-            .prepare("SELECT id, path, size, mtime_ns, etag FROM files WHERE origin_id = ?1")
+            .prepare("SELECT id, path, size, mtime_ns, etag, plugin FROM files WHERE origin_id = ?1")
             .map_err(self.err())?;
         let rows = st
             .query_map([origin_id], |r| {
                 Ok((
                     r.get::<_, String>(1)?,
-                    KnownFile { id: r.get(0)?, size: r.get::<_, i64>(2)? as u64, mtime_ns: r.get(3)?, etag: r.get(4)? },
+                    KnownFile {
+                        id: r.get(0)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                        mtime_ns: r.get(3)?,
+                        etag: r.get(4)?,
+                        plugin: r.get(5)?,
+                    },
                 ))
             })
             .map_err(self.err())?;
