@@ -311,3 +311,13 @@ pub fn signal(pid: u32, name: &str) {
     let ok = Command::new("kill").arg(format!("-{name}")).arg(pid.to_string()).status().is_ok_and(|s| s.success());
     assert!(ok, "kill -{name} {pid} failed");
 }
+
+/// Writes a valid 1x1 RGB PNG to `path` (made by Python's zlib, so it decodes).
+pub fn write_png(path: &Path) {
+    let script = "import sys,zlib,struct\n\
+def c(k,d): return struct.pack('>I',len(d))+k+d+struct.pack('>I',zlib.crc32(k+d))\n\
+open(sys.argv[1],'wb').write(b'\\x89PNG\\r\\n\\x1a\\n'+c(b'IHDR',struct.pack('>IIBBBBB',1,1,8,2,0,0,0))\
++c(b'IDAT',zlib.compress(b'\\x00\\xff\\x00\\x00'))+c(b'IEND',b''))";
+    let ok = Command::new("python3").args(["-c", script]).arg(path).status().is_ok_and(|s| s.success());
+    assert!(ok, "writing a PNG failed");
+}

@@ -68,6 +68,11 @@ enum Command {
         /// treated as an unavailable origin and nothing is pruned).
         #[arg(long)]
         allow_prune: bool,
+        /// Set the catalog aside (kept as `catalog.db.damaged-TIME`), rescan the origins
+        /// into a new one and replay your edits from the edit journal: the recovery from
+        /// a damaged or lost catalog.
+        #[arg(long)]
+        rebuild_catalog: bool,
     },
     /// Mount the rendered tree read-only at MOUNTPOINT; serve until Ctrl-C, SIGTERM or unmount.
     Mount {
@@ -301,6 +306,47 @@ fn reader_manifest(command: &Command) -> Option<&Path> {
     }
 }
 
+/// Refuses a damaged catalog with the command that recovers it (`PRAGMA quick_check`,
+/// at most 10 s: a larger catalog is checked only that far).
+fn check_catalog(manifest: &Manifest) -> Result<()> {
+    let res = Catalog::open(&manifest.catalog_path()).and_then(|c| c.quick_check(std::time::Duration::from_secs(10)));
+    match res {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            tracing::info!("catalog check stopped after 10 s (a large catalog); not checked further");
+            Ok(())
+        }
+        Err(e) if e.is_corruption() => anyhow::bail!(
+            "{e}\nRecover with: musefs scan --rebuild-catalog --manifest {} (rescans the origins into a new catalog \
+             and replays your edits from the edit journal; the damaged file is kept beside it)",
+            manifest.path.display()
+        ),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Moves the catalog (and its WAL) aside and drops the tree snapshot, for a rebuild.
+fn set_catalog_aside(manifest: &Manifest) -> Result<()> {
+    let db = manifest.catalog_path();
+    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    for suffix in ["", "-wal", "-shm"] {
+        let from = PathBuf::from(format!("{}{suffix}", db.display()));
+        if from.exists() {
+            let to = PathBuf::from(format!("{}.damaged-{stamp}{suffix}", db.display()));
+            std::fs::rename(&from, &to).with_context(|| format!("moving {} aside", from.display()))?;
+            if suffix.is_empty() {
+                eprintln!("the old catalog is kept as {}", to.display());
+            }
+        }
+    }
+    match std::fs::remove_file(manifest.snapshot_path()) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", manifest.snapshot_path().display()))
+        }
+        _ => Ok(()),
+    }
+}
+
 /// Takes ownership of the manifest's state directory (mount, scan).
 fn own(manifest: &Manifest, mountpoint: Option<&Path>) -> Result<state::Owner> {
     let (owner, _) = state::StateDir::new(&manifest.state_dir).own(mountpoint)?;
@@ -315,9 +361,14 @@ fn run(cli: Cli) -> Result<()> {
         None => None,
     };
     match cli.command {
-        Command::Scan { common, threads, allow_prune } => {
+        Command::Scan { common, threads, allow_prune, rebuild_catalog } => {
             let (manifest, plugins) = load(&common)?;
             let owner = own(&manifest, None)?;
+            if rebuild_catalog {
+                set_catalog_aside(&manifest)?;
+            } else {
+                check_catalog(&manifest)?;
+            }
             let mut catalog = Catalog::open(&manifest.catalog_path())?;
             let mut opts = scanner::Options { progress: progress::bar(), allow_prune, ..scanner::Options::default() };
             if let Some(t) = threads {
@@ -326,6 +377,19 @@ fn run(cli: Cli) -> Result<()> {
             let started = std::time::Instant::now();
             let summary = scanner::scan(&manifest, &plugins, &mut catalog, &opts)?;
             println!("scan: {summary} in {:.2?}", started.elapsed());
+            if rebuild_catalog {
+                let journal = musefs_core::catalog::journal::journal_path(&manifest.catalog_path());
+                let r = catalog.replay_journal(&journal)?;
+                println!(
+                    "rebuild: {} edit record(s) replayed from {} ({} file edit(s); {} for files no longer in their \
+                     origin; {} unreadable line(s))",
+                    r.records,
+                    journal.display(),
+                    r.files,
+                    r.missing,
+                    r.unreadable
+                );
+            }
             // The next mount starts from the tree snapshot instead of rendering the tree.
             tree_load::refresh_snapshot(&manifest, &catalog)?;
             catalog.checkpoint()?;
@@ -340,6 +404,7 @@ fn run(cli: Cli) -> Result<()> {
             let abs = std::path::absolute(&mountpoint).unwrap_or_else(|_| mountpoint.clone());
             let owner = own(&manifest, Some(&abs))?;
             musefs_fuse::check_mountpoint(&mountpoint)?;
+            check_catalog(&manifest)?;
             let (core, source) = assemble::build_core_loaded(&manifest, &plugins)?;
             let core = Arc::new(core);
             let snapshot = {

@@ -17,6 +17,7 @@
 
 pub mod changelog;
 pub mod chunks;
+pub mod journal;
 pub mod overlay;
 
 use changelog::log_change;
@@ -184,6 +185,17 @@ pub enum CatalogError {
         /// The SQLite error.
         source: rusqlite::Error,
     },
+    /// The edits were committed, but their journal record could not be written.
+    #[error(
+        "the edit was saved in the catalog, but its record could not be written to the edit journal {path} \
+         ({source}): it would not survive a rebuild of the catalog"
+    )]
+    Journal {
+        /// The journal.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
     /// `PRAGMA integrity_check` found problems.
     #[error("catalog {path} is damaged: {problems}")]
     Corrupt {
@@ -285,6 +297,23 @@ pub struct Catalog {
 /// manifests are valid for.
 pub fn stamp_string(size: u64, mtime_ns: Option<i64>, etag: Option<&str>) -> String {
     format!("{size}:{}:{}", mtime_ns.map_or_else(|| "-".to_owned(), |m| m.to_string()), etag.unwrap_or("-"))
+}
+
+/// Whether a SQLite error says the database file is damaged.
+pub fn is_corruption(e: &rusqlite::Error) -> bool {
+    matches!(e, rusqlite::Error::SqliteFailure(f, _)
+        if matches!(f.code, rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase))
+}
+
+impl CatalogError {
+    /// Whether the catalog file is damaged (rebuild it: `musefs scan --rebuild-catalog`).
+    pub fn is_corruption(&self) -> bool {
+        match self {
+            Self::Corrupt { .. } => true,
+            Self::Sqlite { source, .. } => is_corruption(source),
+            _ => false,
+        }
+    }
 }
 
 /// Opens a connection to the catalog at `path` set up as every catalog connection is:
@@ -420,6 +449,41 @@ impl Catalog {
     /// SQLite errors.
     pub fn checkpoint(&self) -> Result<()> {
         self.conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(())).map_err(self.err())
+    }
+
+    /// `PRAGMA quick_check` within `budget`: `Ok(true)` when it found nothing wrong,
+    /// `Ok(false)` when it ran out of time first (a very large catalog: not checked
+    /// further), [`CatalogError::Corrupt`] naming the problems.
+    ///
+    /// # Errors
+    /// [`CatalogError::Corrupt`]; other SQLite errors.
+    pub fn quick_check(&self, budget: std::time::Duration) -> Result<bool> {
+        // A watchdog interrupts the check when the budget runs out.
+        let handle = self.conn.get_interrupt_handle();
+        let (done, wait) = std::sync::mpsc::channel::<()>();
+        let watchdog = std::thread::spawn(move || {
+            if wait.recv_timeout(budget) == Err(std::sync::mpsc::RecvTimeoutError::Timeout) {
+                handle.interrupt();
+            }
+        });
+        let res: rusqlite::Result<Vec<String>> = (|| {
+            let mut st = self.conn.prepare("PRAGMA quick_check")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        })();
+        drop(done);
+        let _ = watchdog.join();
+        match res {
+            Ok(msgs) if msgs == ["ok"] => Ok(true),
+            Ok(msgs) => Err(CatalogError::Corrupt { path: self.path.clone(), problems: msgs.join("; ") }),
+            Err(rusqlite::Error::SqliteFailure(e, _)) if e.code == rusqlite::ErrorCode::OperationInterrupted => {
+                Ok(false)
+            }
+            Err(e) if is_corruption(&e) => {
+                Err(CatalogError::Corrupt { path: self.path.clone(), problems: e.to_string() })
+            }
+            Err(e) => Err(self.err()(e)),
+        }
     }
 
     /// `PRAGMA integrity_check`: `Ok(())` or the problems found.

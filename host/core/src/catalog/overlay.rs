@@ -395,11 +395,24 @@ impl Catalog {
         self.apply_batch(&batch)
     }
 
-    /// Applies per-file edits `(file id, tag edits, picture edits)` in one transaction.
+    /// Applies per-file edits `(file id, tag edits, picture edits)` in one transaction,
+    /// then appends them to the edit journal (see [`journal`](super::journal)), so a
+    /// rebuilt catalog gets them back.
     ///
     /// # Errors
-    /// As for [`apply_edits`](Self::apply_edits).
+    /// As for [`apply_edits`](Self::apply_edits); [`CatalogError::Journal`] if the
+    /// edits were committed but their journal record could not be written.
     pub fn apply_batch(&mut self, batch: &[(i64, Vec<Edit>, Vec<ArtEdit>)]) -> Result<()> {
+        self.apply_batch_with(batch, true)
+    }
+
+    /// [`apply_batch`](Self::apply_batch) without a journal record (replaying the
+    /// journal itself).
+    pub(crate) fn apply_batch_unjournaled(&mut self, batch: &[(i64, Vec<Edit>, Vec<ArtEdit>)]) -> Result<()> {
+        self.apply_batch_with(batch, false)
+    }
+
+    fn apply_batch_with(&mut self, batch: &[(i64, Vec<Edit>, Vec<ArtEdit>)], journal: bool) -> Result<()> {
         let mut checked = Vec::with_capacity(batch.len());
         for (file_id, edits, art) in batch {
             let mut norm = Vec::with_capacity(edits.len());
@@ -466,7 +479,18 @@ impl Catalog {
             log_change(&tx, file_id).map_err(&e)?;
         }
         tx.execute("DELETE FROM pictures WHERE id NOT IN (SELECT picture_id FROM file_pictures)", []).map_err(&e)?;
+        let record = if journal {
+            let batch: Vec<(i64, Vec<Edit>, &Vec<ArtEdit>)> =
+                checked.iter().map(|(id, norm, art)| (*id, norm.clone(), *art)).collect();
+            Some(super::journal::record(&tx, &batch).map_err(&e)?)
+        } else {
+            None
+        };
         tx.commit().map_err(&e)?;
+        if let Some(line) = record {
+            let path = super::journal::journal_path(&self.path);
+            super::journal::append(&path, &line).map_err(|source| CatalogError::Journal { path, source })?;
+        }
         Ok(())
     }
 
