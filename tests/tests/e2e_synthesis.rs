@@ -156,7 +156,7 @@ fn tag_edits_show_up_live_with_audio_and_originals_untouched() {
     let out = std::process::Command::new("python3")
         .args(["-c", "import os,sys,zlib,struct\n\
 def c(k,d): return struct.pack('>I',len(d))+k+d+struct.pack('>I',zlib.crc32(k+d))\n\
-open(sys.argv[1],'wb').write(b'\\x89PNG\\r\\n\\x1a\\n'+c(b'IHDR',struct.pack('>IIBBBBB',8,8,8,2,0,0,0))+c(b'tEXt',os.urandom(300000))+c(b'IEND',b''))"])
+open(sys.argv[1],'wb').write(b'\\x89PNG\\r\\n\\x1a\\n'+c(b'IHDR',struct.pack('>IIBBBBB',8,8,8,2,0,0,0))+c(b'tEXt',os.urandom(300000))+c(b'IDAT',zlib.compress(bytes(8*25)))+c(b'IEND',b''))"])
         .arg(&img)
         .status()
         .unwrap();
@@ -462,5 +462,36 @@ fn a_damaged_catalog_is_refused_and_rebuilt_with_the_edits() {
     let served = mnt.join(&first);
     let tags = mutagen_tags(&[&served]).remove(0);
     assert!(tags.to_lowercase().contains("journaled edit"), "{tags}");
+    assert_eq!(m.stop(), Some(0));
+}
+
+/// Regression: `art set` accepted a truncated PNG (30 bytes) and served it as the
+/// album's `cover.jpg`. Now it is refused naming the file; a whole PNG is stored with its
+/// real dimensions, which mutagen reads back from the served FLAC.
+#[test]
+fn art_set_refuses_a_truncated_image_and_records_real_dimensions() {
+    let lib = setup("");
+    let target = "Alpha/First/01 Plain.flac";
+    let png = lib.root.join("whole.png");
+    musefs_tests::write_png(&png);
+    let cut = lib.root.join("cut.png");
+    fs::write(&cut, &fs::read(&png).unwrap()[..30]).unwrap();
+    let out = tag(&lib, &["art", "set", target, cut.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("cut.png") && err.contains("truncated"), "{err}");
+    tag_ok(&lib, &["art", "set", target, png.to_str().unwrap(), "--type", "3"]);
+    let mnt = lib.root.join("mnt");
+    let m = Mount::start(&lib.manifest, &mnt, &[]);
+    let out = std::process::Command::new("python3")
+        .args(["-c", "import sys\nfrom mutagen.flac import FLAC\np=[p for p in FLAC(sys.argv[1]).pictures if p.type==3][0]\nprint(p.width,p.height,p.depth,p.mime)"])
+        .arg(mnt.join(target))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1 1 24 image/png",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(m.stop(), Some(0));
 }

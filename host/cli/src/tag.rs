@@ -203,54 +203,20 @@ pub fn picture_from_file(path: &Path, picture_type: u32, description: &str) -> R
     if data.len() > 16 * 1024 * 1024 - 1024 {
         return Err(err("larger than 16 MiB, the FLAC picture limit".into()));
     }
-    let (mime, w, h) = if data.starts_with(b"\x89PNG\r\n\x1a\n") && data.len() >= 24 {
-        let be = |i: usize| u32::from_be_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
-        ("image/png", be(16), be(20))
-    } else if data.starts_with(&[0xFF, 0xD8, 0xFF]) {
-        let (w, h) = jpeg_size(&data).unwrap_or((0, 0));
-        ("image/jpeg", w, h)
-    } else if data.starts_with(b"GIF8") && data.len() >= 10 {
-        (
-            "image/gif",
-            u32::from(u16::from_le_bytes([data[6], data[7]])),
-            u32::from(u16::from_le_bytes([data[8], data[9]])),
-        )
-    } else if data.len() >= 12 && &data[..4] == b"RIFF" && &data[8..12] == b"WEBP" {
-        ("image/webp", 0, 0)
-    } else {
-        return Err(err("not a JPEG, PNG, GIF or WebP image".into()));
-    };
+    let facts = musefs_core::image::inspect(&data).map_err(err)?;
     if picture_type > 20 {
         return Err(TagError::Usage(format!("picture type {picture_type}: expected 0-20 (3 = front cover)")));
     }
     Ok(Picture {
         picture_type,
-        mime: mime.into(),
+        mime: facts.mime.into(),
         description: description.into(),
-        width: w,
-        height: h,
-        depth: 24,
-        colors: 0,
+        width: facts.width,
+        height: facts.height,
+        depth: facts.depth,
+        colors: facts.colors,
         data: data.into(),
     })
-}
-
-fn jpeg_size(d: &[u8]) -> Option<(u32, u32)> {
-    let mut i = 2;
-    while i + 9 < d.len() {
-        if d[i] != 0xFF {
-            return None;
-        }
-        let marker = d[i + 1];
-        let len = usize::from(u16::from_be_bytes([d[i + 2], d[i + 3]]));
-        if (0xC0..=0xCF).contains(&marker) && !matches!(marker, 0xC4 | 0xC8 | 0xCC) {
-            let h = u32::from(u16::from_be_bytes([d[i + 5], d[i + 6]]));
-            let w = u32::from(u16::from_be_bytes([d[i + 7], d[i + 8]]));
-            return Some((w, h));
-        }
-        i += 2 + len;
-    }
-    None
 }
 
 /// Applies `art` edits to `ids`.

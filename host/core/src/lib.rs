@@ -22,8 +22,9 @@
 //!  3  tree                          the rendered tree, its snapshot, loading it
 //!  2  catalog                       all SQL: files, tags, overlay, change log, chunk index
 //!  1  manifest                      the TOML manifest
-//!  0  util  sys  template  progress clocks, libc calls,, InoMap, the lock helpers; the template
-//!                                  language; the progress trait the binary draws
+//!  0  util  sys  template          clocks, InoMap, the lock helpers, libc calls; the
+//!     progress  image               template language; the progress trait the binary
+//!                                  draws; cover image checks
 //! ```
 //!
 //! ## Error policy
@@ -36,6 +37,7 @@
 pub mod assemble;
 pub mod cache;
 pub mod catalog;
+pub mod image;
 pub mod manifest;
 pub mod origin_layer;
 pub mod plugins;
