@@ -289,7 +289,9 @@ pub struct TrackInfo {
     pub audio_len: u64,
     /// Where the tag structures are, for synthesis.
     pub regions: RVec<Region>,
-    /// Forward-compatible extra facts.
+    /// Forward-compatible extra facts. Keys the host knows: `vendor` (the encoder's
+    /// vendor string) and `warning` (one per problem the format read past, e.g. damage
+    /// it tolerated; the host logs each with the file's name).
     pub extra: RVec<KeyValue>,
 }
 

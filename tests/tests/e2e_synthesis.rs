@@ -495,3 +495,101 @@ fn art_set_refuses_a_truncated_image_and_records_real_dimensions() {
     );
     assert_eq!(m.stop(), Some(0));
 }
+
+/// Regression (playable FLAC files refused by the scanner, so they vanished from the
+/// mount): a CUESHEET whose track offsets break CD-DA rules (symphonia's properties
+/// probe refused it), a VORBIS_COMMENT block whose comment list claims more than the
+/// block holds, and garbage between the metadata and the first frame. ffmpeg plays all
+/// three; musefs now serves all three, with the tags that could be read, and synthesized
+/// files that are clean FLAC with the same audio.
+#[test]
+fn damaged_but_playable_flac_files_are_served() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    fs::create_dir_all(&lib).unwrap();
+    let wav = t.path().join("tone.wav");
+    let ok = |c: &mut std::process::Command| {
+        let out = c.output().unwrap();
+        assert!(out.status.success(), "{c:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ok(std::process::Command::new("sox")
+        .args(["-n", "-r", "44100", "-b", "16", "-c", "2"])
+        .arg(&wav)
+        .args(["synth", "2", "sine", "330"]));
+    for name in ["cue", "short-vc", "garbage"] {
+        ok(std::process::Command::new("flac")
+            .args(["-s", "-f", "-T", &format!("TITLE={name}"), "-T", "ARTIST=Odd", "-T", "ALBUM=Damaged", "-o"])
+            .arg(lib.join(format!("{name}.flac")))
+            .arg(&wav));
+    }
+    let script = r#"
+import sys, struct
+from mutagen.flac import FLAC, CueSheet, CueSheetTrack, CueSheetTrackIndex
+d = sys.argv[1]
+# 1. A cue sheet claiming CD-DA with offsets that are not multiples of 588.
+f = FLAC(d + '/cue.flac')
+cs = CueSheet(None)
+cs.media_catalog_number = b''
+cs.lead_in_samples = 88200
+cs.compact_disc = True
+t1 = CueSheetTrack(1, 0); t1.indexes.append(CueSheetTrackIndex(1, 0)); t1.type = 0; t1.pre_emphasis = False; t1.isrc = b''
+t2 = CueSheetTrack(2, 44101); t2.indexes.append(CueSheetTrackIndex(1, 0)); t2.type = 0; t2.pre_emphasis = False; t2.isrc = b''
+lead = CueSheetTrack(170, 88200); lead.isrc = b''; lead.type = 0; lead.pre_emphasis = False
+cs.tracks = [t1, t2, lead]
+f.metadata_blocks.append(cs)
+f.save()
+def blocks(b):
+    pos = 4
+    while True:
+        h = b[pos]; size = int.from_bytes(b[pos+1:pos+4], 'big')
+        yield pos, h & 0x7f, size, bool(h & 0x80)
+        if h & 0x80: return
+        pos += 4 + size
+# 2. The comment list claims one comment more than the block holds.
+b = bytearray(open(d + '/short-vc.flac', 'rb').read())
+for pos, kind, size, last in blocks(b):
+    if kind == 4:
+        vlen = int.from_bytes(b[pos+4:pos+8], 'little')
+        at = pos + 8 + vlen
+        n = int.from_bytes(b[at:at+4], 'little')
+        b[at:at+4] = (n + 1).to_bytes(4, 'little')
+open(d + '/short-vc.flac', 'wb').write(b)
+# 3. 100 bytes of garbage between the metadata and the first frame.
+b = bytearray(open(d + '/garbage.flac', 'rb').read())
+end = [pos + 4 + size for pos, kind, size, last in blocks(b) if last][0]
+open(d + '/garbage.flac', 'wb').write(bytes(b[:end]) + b'\x55' * 100 + bytes(b[end:]))
+"#;
+    ok(std::process::Command::new("python3").args(["-c", script]).arg(&lib));
+    for name in ["cue", "short-vc", "garbage"] {
+        let f = lib.join(format!("{name}.flac"));
+        ok(std::process::Command::new("ffmpeg").args(["-v", "error", "-i"]).arg(&f).args(["-f", "null", "-"]));
+    }
+    let manifest = write_manifest(t.path(), &lib, "mode = \"synthesis\"\ntemplate = \"$artist/$album/$title\"");
+    let (so, se) = scan(&manifest);
+    assert!(so.contains("added 3 /") && so.contains("failed 0"), "{so}{se}");
+    assert!(se.contains("short-vc.flac") && se.contains("shorter than its comment list"), "{se}");
+    assert!(se.contains("garbage.flac") && se.contains("100 byte(s) of garbage"), "{se}");
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    for name in ["cue", "short-vc", "garbage"] {
+        let served = mnt.join(format!("Odd/Damaged/{name}.flac"));
+        assert!(served.exists(), "{name}: {}", m.log_text());
+        // Decoded, not packet, MD5: ffmpeg's raw FLAC parser folds the skipped garbage
+        // into its first packet.
+        let pcm = |p: &Path| {
+            let out = std::process::Command::new("ffmpeg")
+                .args(["-v", "error", "-i"])
+                .arg(p)
+                .args(["-map", "0:a", "-f", "md5", "-"])
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).trim().to_owned()
+        };
+        let want = pcm(&lib.join(format!("{name}.flac")));
+        assert!(want.starts_with("MD5="), "{want}");
+        assert_eq!(pcm(&served), want, "{name}: the same audio");
+        let test = std::process::Command::new("flac").args(["-t", "-s"]).arg(&served).output().unwrap();
+        assert!(test.status.success(), "{name}: flac -t: {}", String::from_utf8_lossy(&test.stderr));
+    }
+    assert_eq!(m.stop(), Some(0));
+}

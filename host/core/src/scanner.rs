@@ -338,6 +338,10 @@ fn scan_origin(
             bar.advance(1);
             match res {
                 Ok((stat, plugin, info)) => {
+                    // What the format read past (damage it tolerated), once per read.
+                    for w in info.extra.iter().filter(|kv| kv.key == "warning") {
+                        bar.suspend(&mut || tracing::warn!("{}:{path}: {}", spec.name, w.value));
+                    }
                     if known.contains_key(&path) {
                         total.updated += 1;
                     } else {

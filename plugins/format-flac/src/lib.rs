@@ -75,6 +75,8 @@ impl Format for Flac {
         let mut pictures = Vec::new();
         let mut extra = Vec::new();
         let mut saw_streaminfo = false;
+        let mut streaminfo = Vec::new();
+        let mut warnings = Vec::new();
         loop {
             let mut h = [0u8; 4];
             src.read_exact_at(pos, &mut h).map_err(|_| {
@@ -96,10 +98,22 @@ impl Format for Flac {
                 return Err(PluginError::invalid_data("the first metadata block is not STREAMINFO"));
             }
             match kind {
-                block::STREAMINFO => saw_streaminfo = true,
+                block::STREAMINFO => {
+                    saw_streaminfo = true;
+                    streaminfo = src.read_vec(body_at, (size as usize).min(34))?;
+                }
                 block::VORBIS_COMMENT => {
                     let body = src.read_vec(body_at, size as usize)?;
-                    let c = vorbis::parse(&body)?;
+                    // A comment list longer than its block (a tagger bug): keep what is
+                    // there, as mutagen and ffmpeg do.
+                    let (c, cut) = vorbis::parse_lenient(&body)?;
+                    if cut {
+                        warnings.push(format!(
+                            "the VORBIS_COMMENT block at offset {pos} is shorter than its comment list claims: \
+                             kept the {} whole comment(s)",
+                            c.fields.len()
+                        ));
+                    }
                     let (t, pics) = vorbis::to_tags(&c);
                     tags.extend(t);
                     extra.push(KeyValue { key: "vendor".into(), value: c.vendor.as_str().into() });
@@ -130,16 +144,35 @@ impl Format for Flac {
                 regions.push(Region { kind: "id3v1".into(), offset: audio_end, len: 128 });
             }
         }
-        let mut sync = [0u8; 2];
-        src.read_exact_at(audio_offset, &mut sync)
-            .map_err(|_| PluginError::invalid_data("truncated: no audio frames after the metadata"))?;
-        if sync[0] != 0xFF || sync[1] & 0xFE != 0xF8 {
-            return Err(PluginError::invalid_data(format!(
-                "no FLAC frame sync at offset {audio_offset} after the metadata"
-            )));
+        let window = src.read_vec(audio_offset, SYNC_SEARCH.min(audio_end.saturating_sub(audio_offset)) as usize)?;
+        if window.len() < 2 {
+            return Err(PluginError::invalid_data("truncated: no audio frames after the metadata"));
         }
+        // Garbage between the metadata and the first frame ("overwritten metadata"):
+        // the audio starts at the first valid frame header, as ffmpeg finds it.
+        let skip = first_frame(&window).ok_or_else(|| {
+            PluginError::invalid_data(format!(
+                "no FLAC frame within {} KiB after the metadata (offset {audio_offset})",
+                SYNC_SEARCH / 1024
+            ))
+        })?;
+        if skip > 0 {
+            regions.push(Region { kind: "junk".into(), offset: audio_offset, len: skip as u64 });
+            warnings.push(format!("{skip} byte(s) of garbage before the first frame were skipped"));
+        }
+        let audio_offset = audio_offset + skip as u64;
         let audio_len = audio_end - audio_offset;
-        let props = props::audio_props(src, "flac", "flac", audio_len)?;
+        // The properties probe never vetoes a file (symphonia refuses, e.g., cue sheets
+        // that break CD-DA rules): STREAMINFO says the same.
+        let props = match props::audio_props(src, "flac", "flac", audio_len) {
+            Ok(p) => p,
+            Err(e) => {
+                musefs_plugin_api::host::debug(format!("audio properties from STREAMINFO (the probe said: {e})"));
+                streaminfo_props(&streaminfo, audio_len)
+                    .ok_or_else(|| PluginError::invalid_data(format!("no usable STREAMINFO ({e})")))?
+            }
+        };
+        extra.extend(warnings.into_iter().map(|w| KeyValue { key: "warning".into(), value: w.into() }));
         Ok(TrackInfo {
             format: "flac".into(),
             extension: "flac".into(),
@@ -156,6 +189,86 @@ impl Format for Flac {
     fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
         synthesize(src.len(), req)
     }
+}
+
+/// How far after the metadata the first frame is looked for.
+const SYNC_SEARCH: u64 = 64 * 1024;
+
+/// The CRC-8 of FLAC frame headers (polynomial 0x07).
+fn crc8(bytes: &[u8]) -> u8 {
+    let mut c = 0u8;
+    for &b in bytes {
+        c ^= b;
+        for _ in 0..8 {
+            c = if c & 0x80 != 0 { (c << 1) ^ 0x07 } else { c << 1 };
+        }
+    }
+    c
+}
+
+/// The length of a valid frame header at the start of `b` (sync code, no reserved
+/// values, the UTF-8 coded number, the optional fields and a matching CRC-8).
+fn frame_header_len(b: &[u8]) -> Option<usize> {
+    if b.len() < 6 || b[0] != 0xFF || b[1] & 0xFE != 0xF8 {
+        return None;
+    }
+    let (block, rate) = (b[2] >> 4, b[2] & 0x0F);
+    let (chan, bits) = (b[3] >> 4, (b[3] >> 1) & 0x07);
+    if block == 0 || rate == 0x0F || chan > 10 || bits == 3 || bits == 7 || b[3] & 1 != 0 {
+        return None;
+    }
+    // The frame or sample number, UTF-8 style: 1 to 7 bytes.
+    let lead = b[4];
+    let extra = match lead.leading_ones() {
+        0 => 0,
+        n @ 2..=7 => n as usize - 1,
+        _ => return None,
+    };
+    let mut n = 5 + extra;
+    if b.get(5..n)?.iter().any(|c| c & 0xC0 != 0x80) {
+        return None;
+    }
+    n += match block {
+        6 => 1,
+        7 => 2,
+        _ => 0,
+    };
+    n += match rate {
+        12 => 1,
+        13 | 14 => 2,
+        _ => 0,
+    };
+    (crc8(b.get(..n)?) == *b.get(n)?).then_some(n + 1)
+}
+
+/// The offset of the first valid frame header in `w`.
+fn first_frame(w: &[u8]) -> Option<usize> {
+    (0..w.len().saturating_sub(1)).find(|&i| frame_header_len(&w[i..]).is_some())
+}
+
+/// Audio properties from a STREAMINFO body.
+fn streaminfo_props(si: &[u8], audio_len: u64) -> Option<musefs_plugin_api::AudioProps> {
+    if si.len() < 18 {
+        return None;
+    }
+    let rate = (u32::from(si[10]) << 12) | (u32::from(si[11]) << 4) | (u32::from(si[12]) >> 4);
+    let channels = u32::from((si[12] >> 1) & 0x07) + 1;
+    let bits = ((u32::from(si[12] & 1) << 4) | (u32::from(si[13]) >> 4)) + 1;
+    let samples = (u64::from(si[13] & 0x0F) << 32) | u64::from(u32::from_be_bytes([si[14], si[15], si[16], si[17]]));
+    if rate == 0 {
+        return None;
+    }
+    let duration_ms = samples * 1000 / u64::from(rate);
+    let bitrate =
+        if duration_ms > 0 { (audio_len * 8 * 1000 / duration_ms).min(u64::from(u32::MAX)) as u32 } else { 0 };
+    Some(musefs_plugin_api::AudioProps {
+        codec: "flac".into(),
+        duration_ms,
+        sample_rate: rate,
+        channels,
+        bits_per_sample: bits,
+        bitrate,
+    })
 }
 
 fn block_header(kind: u8, last: bool, len: usize) -> PluginResult<[u8; 4]> {

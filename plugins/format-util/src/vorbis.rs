@@ -39,6 +39,38 @@ pub fn parse(data: &[u8]) -> PluginResult<Comments> {
     Ok(Comments { vendor, fields, consumed: c.pos() })
 }
 
+/// Like [`parse`], for a comment list that claims more than `data` holds (a known
+/// tagger bug: the block header's length is shorter than its content): the fields that
+/// fit, and whether some were cut off. The vendor string must be whole.
+///
+/// # Errors
+/// `INVALID_DATA` if not even the vendor string and the count fit.
+pub fn parse_lenient(data: &[u8]) -> PluginResult<(Comments, bool)> {
+    let mut c = Cursor::new(data, "Vorbis comment block");
+    let vendor_len = c.u32_le()? as usize;
+    let vendor = String::from_utf8_lossy(c.take(vendor_len)?).into_owned();
+    let count = c.u32_le()? as usize;
+    let mut fields = Vec::with_capacity(count.min(c.remaining() / 4));
+    let mut cut = false;
+    for _ in 0..count {
+        let Ok(len) = c.u32_le() else {
+            cut = true;
+            break;
+        };
+        let Ok(raw) = c.take(len as usize) else {
+            cut = true;
+            break;
+        };
+        let text = String::from_utf8_lossy(raw);
+        let (name, value) = match text.split_once('=') {
+            Some((n, v)) => (n.to_owned(), v.to_owned()),
+            None => (text.into_owned(), String::new()),
+        };
+        fields.push((name, value));
+    }
+    Ok((Comments { vendor, fields, consumed: c.pos() }, cut))
+}
+
 /// The canonical template field for a Vorbis comment name (case-insensitive).
 ///
 /// Well-known names map to the shared vocabulary (`TRACKNUMBER` is `track`,
