@@ -259,8 +259,7 @@ fn streaminfo_props(si: &[u8], audio_len: u64) -> Option<musefs_plugin_api::Audi
         return None;
     }
     let duration_ms = samples * 1000 / u64::from(rate);
-    let bitrate =
-        if duration_ms > 0 { (audio_len * 8 * 1000 / duration_ms).min(u64::from(u32::MAX)) as u32 } else { 0 };
+    let bitrate = (audio_len * 8 * 1000).checked_div(duration_ms).map_or(0, |b| b.min(u64::from(u32::MAX)) as u32);
     Some(musefs_plugin_api::AudioProps {
         codec: "flac".into(),
         duration_ms,
