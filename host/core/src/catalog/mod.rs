@@ -150,6 +150,22 @@ CREATE TABLE meta (
 ) WITHOUT ROWID;
 INSERT INTO meta (key, value) VALUES ('catalog_id', lower(hex(randomblob(16))));
 ",
+    // v6: a picture block's fields belong to the file's block, not to the image bytes
+    // shared by every file with the same image (they were taken from whichever file a
+    // scan met first). Existing rows keep what they had.
+    r"
+ALTER TABLE file_pictures ADD COLUMN mime TEXT;
+ALTER TABLE file_pictures ADD COLUMN width INTEGER;
+ALTER TABLE file_pictures ADD COLUMN height INTEGER;
+ALTER TABLE file_pictures ADD COLUMN depth INTEGER;
+ALTER TABLE file_pictures ADD COLUMN colors INTEGER;
+UPDATE file_pictures SET
+    mime = (SELECT mime FROM pictures p WHERE p.id = picture_id),
+    width = (SELECT width FROM pictures p WHERE p.id = picture_id),
+    height = (SELECT height FROM pictures p WHERE p.id = picture_id),
+    depth = (SELECT depth FROM pictures p WHERE p.id = picture_id),
+    colors = (SELECT colors FROM pictures p WHERE p.id = picture_id);
+",
 ];
 
 /// The last sync (scan) of one origin, as `musefs status` shows it.
@@ -811,10 +827,23 @@ pub(crate) fn link_pictures(
             .prepare_cached("SELECT id FROM pictures WHERE hash = ?1")?
             .query_row([hash.as_bytes().as_slice()], |r| r.get(0))?;
         tx.prepare_cached(
-            "INSERT INTO file_pictures (file_id, source, seq, picture_id, picture_type, description)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO file_pictures
+                (file_id, source, seq, picture_id, picture_type, description, mime, width, height, depth, colors)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         )?
-        .execute(params![file_id, source, seq as i64, pid, pic.picture_type, pic.description.as_str()])?;
+        .execute(params![
+            file_id,
+            source,
+            seq as i64,
+            pid,
+            pic.picture_type,
+            pic.description.as_str(),
+            pic.mime.as_str(),
+            pic.width,
+            pic.height,
+            pic.depth,
+            pic.colors
+        ])?;
     }
     Ok(())
 }
@@ -988,6 +1017,35 @@ mod tests {
         assert_eq!(files[0].tags.iter().filter(|(k, _)| k == "artist").count(), 2);
         c.remove_files(&[ids[0]]).unwrap();
         assert_eq!(c.counts().unwrap(), (1, 4, 1), "the unused picture is gone");
+    }
+
+    /// Regression: one image in a Vorbis picture (depth 32), a FLAC PICTURE block (depth
+    /// 24) and an MP3 APIC (no dimensions) was served with the fields of whichever file a
+    /// scan met first. Each file's block keeps its own fields, in any scan order.
+    #[test]
+    fn picture_fields_belong_to_each_files_block_not_to_the_image() {
+        let block = |depth, width, mime: &str, description: &str| {
+            let mut i = info("T", b"same image bytes");
+            let p = &mut i.pictures.as_mut_slice()[0];
+            (p.depth, p.width, p.height, p.mime, p.description) =
+                (depth, width, width, mime.into(), description.into());
+            i
+        };
+        let variants =
+            [block(32, 2, "image/png", "vorbis"), block(24, 2, "image/png", "flac"), block(0, 0, "image/x-png", "")];
+        for order in [[0, 1, 2], [2, 1, 0], [1, 2, 0]] {
+            let d = tempfile::tempdir().unwrap();
+            let mut c = Catalog::open(&d.path().join("c.db")).unwrap();
+            let o = c.origin_id("main", "local").unwrap();
+            let batch: Vec<_> =
+                order.iter().map(|&k| (format!("{k}.x"), stat(110), "flac".to_owned(), variants[k].clone())).collect();
+            let ids = c.write_batch(o, &batch).unwrap();
+            assert_eq!(c.counts().unwrap().2, 1, "the image is stored once");
+            for (id, &k) in ids.iter().zip(&order) {
+                let got = c.effective_pictures(*id).unwrap();
+                assert_eq!(got[0], variants[k].pictures[0], "order {order:?}, file {k}");
+            }
+        }
     }
 
     #[test]

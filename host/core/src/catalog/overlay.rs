@@ -179,7 +179,8 @@ fn effective(conn: &rusqlite::Connection, file_id: i64) -> rusqlite::Result<Vec<
 
 fn pictures(conn: &rusqlite::Connection, file_id: i64, source: i64) -> rusqlite::Result<Vec<Picture>> {
     let mut st = conn.prepare_cached(
-        "SELECT fp.picture_type, p.mime, fp.description, p.width, p.height, p.depth, p.colors, p.data
+        "SELECT fp.picture_type, coalesce(fp.mime, p.mime), fp.description, coalesce(fp.width, p.width),
+                coalesce(fp.height, p.height), coalesce(fp.depth, p.depth), coalesce(fp.colors, p.colors), p.data
          FROM file_pictures fp JOIN pictures p ON p.id = fp.picture_id
          WHERE fp.file_id = ?1 AND fp.source = ?2 ORDER BY fp.seq",
     )?;
