@@ -315,6 +315,20 @@ pub fn stamp_string(size: u64, mtime_ns: Option<i64>, etag: Option<&str>) -> Str
     format!("{size}:{}:{}", mtime_ns.map_or_else(|| "-".to_owned(), |m| m.to_string()), etag.unwrap_or("-"))
 }
 
+/// A `(path, KnownFile)` from a row `id, path, size, mtime_ns, etag, plugin`.
+fn known_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, KnownFile)> {
+    Ok((
+        r.get(1)?,
+        KnownFile {
+            id: r.get(0)?,
+            size: r.get::<_, i64>(2)? as u64,
+            mtime_ns: r.get(3)?,
+            etag: r.get(4)?,
+            plugin: r.get(5)?,
+        },
+    ))
+}
+
 /// Whether a SQLite error says the database file is damaged.
 pub fn is_corruption(e: &rusqlite::Error) -> bool {
     matches!(e, rusqlite::Error::SqliteFailure(f, _)
@@ -549,20 +563,7 @@ impl Catalog {
             .map_err(self.err())?;
         let mut out = HashMap::new();
         for p in paths {
-            let rows = st
-                .query_map(params![origin_id, p], |r| {
-                    Ok((
-                        r.get::<_, String>(1)?,
-                        KnownFile {
-                            id: r.get(0)?,
-                            size: r.get::<_, i64>(2)? as u64,
-                            mtime_ns: r.get(3)?,
-                            etag: r.get(4)?,
-                            plugin: r.get(5)?,
-                        },
-                    ))
-                })
-                .map_err(self.err())?;
+            let rows = st.query_map(params![origin_id, p], known_row).map_err(self.err())?;
             for row in rows {
                 let (path, k) = row.map_err(self.err())?;
                 out.insert(path, k);
@@ -580,20 +581,7 @@ impl Catalog {
             .conn
             .prepare("SELECT id, path, size, mtime_ns, etag, plugin FROM files WHERE origin_id = ?1")
             .map_err(self.err())?;
-        let rows = st
-            .query_map([origin_id], |r| {
-                Ok((
-                    r.get::<_, String>(1)?,
-                    KnownFile {
-                        id: r.get(0)?,
-                        size: r.get::<_, i64>(2)? as u64,
-                        mtime_ns: r.get(3)?,
-                        etag: r.get(4)?,
-                        plugin: r.get(5)?,
-                    },
-                ))
-            })
-            .map_err(self.err())?;
+        let rows = st.query_map([origin_id], known_row).map_err(self.err())?;
         rows.collect::<std::result::Result<_, _>>().map_err(self.err())
     }
 
