@@ -309,6 +309,7 @@ fn reader_manifest(command: &Command) -> Option<&Path> {
 /// Refuses a damaged catalog with the command that recovers it (`PRAGMA quick_check`,
 /// at most 10 s: a larger catalog is checked only that far).
 fn check_catalog(manifest: &Manifest) -> Result<()> {
+    let hint = recovery_hint(manifest);
     let res = Catalog::open(&manifest.catalog_path()).and_then(|c| c.quick_check(std::time::Duration::from_secs(10)));
     match res {
         Ok(true) => Ok(()),
@@ -316,13 +317,29 @@ fn check_catalog(manifest: &Manifest) -> Result<()> {
             tracing::info!("catalog check stopped after 10 s (a large catalog); not checked further");
             Ok(())
         }
-        Err(e) if e.is_corruption() => anyhow::bail!(
-            "{e}\nRecover with: musefs scan --rebuild-catalog --manifest {} (rescans the origins into a new catalog \
-             and replays your edits from the edit journal; the damaged file is kept beside it)",
-            manifest.path.display()
-        ),
+        Err(e) if e.is_corruption() => anyhow::bail!("{e}\n{hint}"),
         Err(e) => Err(e.into()),
     }
+}
+
+/// How to recover a damaged catalog.
+fn recovery_hint(manifest: &Manifest) -> String {
+    format!(
+        "Recover with: musefs scan --rebuild-catalog --manifest {} (rescans the origins into a new catalog and \
+         replays your edits from the edit journal; the damaged file is kept beside it)",
+        manifest.path.display()
+    )
+}
+
+/// Whether `e` comes from a damaged catalog (whatever layer reported it).
+fn is_catalog_damage(e: &anyhow::Error) -> bool {
+    use musefs_core::assemble::BuildError;
+    use musefs_core::catalog::CatalogError;
+    let build = |b: &BuildError| matches!(b, BuildError::Catalog(c) if c.is_corruption());
+    e.downcast_ref::<CatalogError>().is_some_and(CatalogError::is_corruption)
+        || e.downcast_ref::<BuildError>().is_some_and(build)
+        || e.downcast_ref::<musefs_fuse::MountError>()
+            .is_some_and(|m| matches!(m, musefs_fuse::MountError::Build(b) if build(b)))
 }
 
 /// Moves the catalog (and its WAL) aside and drops the tree snapshot, for a rebuild.
@@ -404,8 +421,26 @@ fn run(cli: Cli) -> Result<()> {
             let abs = std::path::absolute(&mountpoint).unwrap_or_else(|_| mountpoint.clone());
             let owner = own(&manifest, Some(&abs))?;
             musefs_fuse::check_mountpoint(&mountpoint)?;
-            check_catalog(&manifest)?;
-            let (core, source) = assemble::build_core_loaded(&manifest, &plugins)?;
+            // The catalog is checked beside the mount (a full check of a large catalog
+            // takes seconds; the mount comes up from the snapshot meanwhile): a damaged
+            // catalog stops the mount with the recovery command.
+            let fatal = Arc::new(std::sync::Mutex::new(None));
+            {
+                let (m, slot) = (manifest.clone(), fatal.clone());
+                std::thread::spawn(move || {
+                    if let Err(e) = check_catalog(&m) {
+                        *musefs_core::util::lock(&slot) = Some(format!("{e:#}"));
+                    }
+                });
+            }
+            let (core, source) = assemble::build_core_loaded(&manifest, &plugins).map_err(|e| {
+                let e = anyhow::Error::from(e);
+                if is_catalog_damage(&e) {
+                    e.context(format!("the catalog is damaged. {}", recovery_hint(&manifest)))
+                } else {
+                    e
+                }
+            })?;
             let core = Arc::new(core);
             let snapshot = {
                 let catalog = Catalog::open(&manifest.catalog_path())?;
@@ -428,6 +463,7 @@ fn run(cli: Cli) -> Result<()> {
                     refresh_interval: Some(manifest.refresh_interval),
                     snapshot: Some(snapshot),
                     snapshot_saved,
+                    fatal,
                 },
                 syncer,
             )?;

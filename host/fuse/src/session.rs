@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use std::ffi::OsStr;
@@ -15,6 +15,7 @@ use musefs_core::serve::Core;
 use musefs_core::sync::Syncer;
 use musefs_core::tree::load::SnapshotTarget;
 use musefs_core::tree::Inval;
+use musefs_core::util::lock;
 
 /// An error building or mounting.
 #[derive(Debug, thiserror::Error)]
@@ -22,6 +23,9 @@ pub enum MountError {
     /// Assembling the serving core failed (catalog, plugins, chunk cache).
     #[error(transparent)]
     Build(#[from] BuildError),
+    /// A check beside the mount found it must stop (see [`MountOptions::fatal`]).
+    #[error("{0}")]
+    Fatal(String),
     /// The mountpoint is unusable.
     #[error("mountpoint {path}: {message}")]
     Mountpoint {
@@ -73,6 +77,10 @@ pub struct MountOptions {
     pub snapshot: Option<SnapshotTarget>,
     /// The position of the snapshot already on disk, if it matches the tree mounted.
     pub snapshot_saved: Option<i64>,
+    /// A check running beside the mount writes a message here when the mount must not
+    /// go on (a damaged catalog): the mount then stops and [`run`] returns
+    /// [`MountError::Fatal`] with it.
+    pub fatal: Arc<Mutex<Option<String>>>,
 }
 
 /// How often a mount rewrites its tree snapshot while the tree changes.
@@ -161,7 +169,13 @@ pub fn run(
     let mut saved = opts.snapshot_saved;
     save_snapshot(&core, opts.snapshot.as_ref(), &mut saved);
     let mut next_save = Instant::now() + SNAPSHOT_EVERY;
+    let mut fatal = None;
     while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
+        if let Some(msg) = lock(&opts.fatal).take() {
+            tracing::error!("{msg}");
+            fatal = Some(msg);
+            break;
+        }
         if Instant::now() >= next_save {
             next_save = Instant::now() + SNAPSHOT_EVERY;
             save_snapshot(&core, opts.snapshot.as_ref(), &mut saved);
@@ -211,5 +225,8 @@ pub fn run(
         cache.flush();
         tracing::info!("chunk cache: {}", cache.counters.summary());
     }
-    Ok(())
+    match fatal {
+        Some(msg) => Err(MountError::Fatal(msg)),
+        None => Ok(()),
+    }
 }
