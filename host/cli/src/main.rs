@@ -421,18 +421,7 @@ fn run(cli: Cli) -> Result<()> {
             let abs = std::path::absolute(&mountpoint).unwrap_or_else(|_| mountpoint.clone());
             let owner = own(&manifest, Some(&abs))?;
             musefs_fuse::check_mountpoint(&mountpoint)?;
-            // The catalog is checked beside the mount (a full check of a large catalog
-            // takes seconds; the mount comes up from the snapshot meanwhile): a damaged
-            // catalog stops the mount with the recovery command.
-            let fatal = Arc::new(std::sync::Mutex::new(None));
-            {
-                let (m, slot) = (manifest.clone(), fatal.clone());
-                std::thread::spawn(move || {
-                    if let Err(e) = check_catalog(&m) {
-                        *musefs_core::util::lock(&slot) = Some(format!("{e:#}"));
-                    }
-                });
-            }
+
             let (core, source) = assemble::build_core_loaded(&manifest, &plugins).map_err(|e| {
                 let e = anyhow::Error::from(e);
                 if is_catalog_damage(&e) {
@@ -447,6 +436,27 @@ fn run(cli: Cli) -> Result<()> {
                 SnapshotTarget::of(&manifest, &catalog)?
             };
             let snapshot_saved = (source == TreeSource::Snapshot { applied: 0 }).then(|| core.position());
+            // The catalog is checked beside the mount, once the core has opened (and, for
+            // a new state dir, created) it: a full check of a large catalog takes seconds,
+            // and the mount comes up from the snapshot meanwhile. A damaged catalog stops
+            // the mount with the recovery command; anything else the check meets is only
+            // logged. (Started before the core, its connection raced the core's creation
+            // of a new catalog: "database is locked" while switching it to WAL.)
+            let fatal = Arc::new(std::sync::Mutex::new(None));
+            {
+                let (m, slot) = (manifest.clone(), fatal.clone());
+                std::thread::spawn(move || {
+                    let budget = std::time::Duration::from_secs(10);
+                    match Catalog::open(&m.catalog_path()).and_then(|c| c.quick_check(budget)) {
+                        Ok(true) => {}
+                        Ok(false) => tracing::info!("catalog check stopped after 10 s (a large catalog)"),
+                        Err(e) if e.is_corruption() => {
+                            *musefs_core::util::lock(&slot) = Some(format!("{e}\n{}", recovery_hint(&m)));
+                        }
+                        Err(e) => tracing::warn!("the catalog could not be checked: {e}"),
+                    }
+                });
+            }
             if core.with_tree(|t| t.is_empty()) && manifest.sync_interval.is_none() {
                 tracing::warn!("the catalog is empty: run `musefs scan --manifest {}` first", manifest.path.display());
             }
