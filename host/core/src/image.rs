@@ -252,4 +252,40 @@ mod tests {
         assert_eq!(inspect(&gif).unwrap().width, 3);
         assert!(inspect(&gif[..gif.len() - 1]).is_err());
     }
+
+    /// Hostile input: seeded truncations, bit flips and inserted bytes of every format
+    /// never panic, and whatever is accepted has a size.
+    #[test]
+    fn mutated_images_never_panic() {
+        let mut jpg = vec![0xFF, 0xD8, 0xFF, 0xC0, 0, 11, 8, 0, 5, 0, 7, 1, 1, 0x11, 0];
+        jpg.extend([0xFF, 0xDA, 0, 2, 1, 2, 3, 0xFF, 0xD9]);
+        let gif = [b"GIF89a".as_slice(), &[3, 0, 2, 0, 0x80, 0, 0], &[0; 6], &[0x3B]].concat();
+        let mut webp = b"RIFF\x16\x00\x00\x00WEBPVP8X\x0a\x00\x00\x00".to_vec();
+        webp.extend([0x10, 0, 0, 0, 1, 0, 0, 2, 0, 0]);
+        let seeds = [png_bytes(3, 2, 6), png_bytes(4, 4, 3), jpg, gif, webp];
+        let mut x = 0x1234_5678_u64;
+        let mut next = || {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) as usize
+        };
+        for seed in &seeds {
+            for _ in 0..3000 {
+                let mut d = seed.clone();
+                match next() % 3 {
+                    0 => d.truncate(next() % (d.len() + 1)),
+                    1 => {
+                        let i = next() % d.len();
+                        d[i] ^= 1 << (next() % 8);
+                    }
+                    _ => {
+                        let i = next() % (d.len() + 1);
+                        d.insert(i, next() as u8);
+                    }
+                }
+                if let Ok(f) = inspect(&d) {
+                    assert!(f.width > 0 && f.height > 0, "{f:?}");
+                }
+            }
+        }
+    }
 }
