@@ -15,7 +15,8 @@ use serde::Deserialize;
 use crate::template::{RenderOptions, Template, TemplateError};
 
 /// The default template.
-pub const DEFAULT_TEMPLATE: &str = "$albumartist/$album/[$disc-]$track $title";
+pub const DEFAULT_TEMPLATE: &str =
+    "${albumartist|artist|\"Unknown Artist\"}/${album|dirname|\"Unknown Album\"}/[$disc-][$track ]${title|filename}";
 
 /// A manifest error.
 #[derive(Debug, thiserror::Error)]

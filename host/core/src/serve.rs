@@ -16,7 +16,7 @@
 //! of an old header and a new layout. [`Core::refresh`] applies the catalog's change log
 //! to the tree and returns what the kernel must forget.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -43,6 +43,10 @@ pub enum ServeError {
     /// A directory where a file was expected.
     #[error("is a directory")]
     IsDir,
+    /// The inode belongs to a generation an edit retired (`ESTALE`: the kernel looks the
+    /// name up again and retries).
+    #[error("stale inode (the file was edited)")]
+    Stale,
     /// The original changed or vanished since the scan.
     #[error("{origin}:{path} changed since it was scanned ({what}); run `musefs scan` to pick it up")]
     Changed {
@@ -87,6 +91,7 @@ impl ServeError {
         match self {
             Self::NotFound => libc::ENOENT,
             Self::IsDir => libc::EISDIR,
+            Self::Stale => libc::ESTALE,
             _ => libc::EIO,
         }
     }
@@ -218,6 +223,10 @@ pub struct OpenFile {
     layout: Arc<Layout>,
     /// The served size.
     pub size: u64,
+    /// The kernel may hold attributes of another generation for this inode (the tree
+    /// changed and the invalidation has not been sent yet): the adapter must drop them
+    /// before answering the open, or `fstat` disagrees with the bytes read.
+    pub attrs_stale: bool,
     /// For kernel passthrough: a local path holding exactly the served bytes.
     pub direct_path: Option<String>,
 }
@@ -281,8 +290,17 @@ pub struct Core {
     last_change: AtomicI64,
     handles: RwLock<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
+    /// Kernel invalidations owed: those of refreshes made by an open (not yet handed out)
+    /// and the inodes whose attributes changed since the adapter last confirmed sending.
+    pending: Mutex<Pending>,
     /// Counters.
     pub counters: Counters,
+}
+
+#[derive(Default)]
+struct Pending {
+    invals: Vec<Inval>,
+    inodes: HashSet<u64>,
 }
 
 fn plan_mode(mode: Mode) -> PlanMode {
@@ -334,6 +352,7 @@ impl Core {
             last_change: AtomicI64::new(position),
             handles: RwLock::new(HashMap::new()),
             next_fh: AtomicU64::new(1),
+            pending: Mutex::new(Pending::default()),
             counters: Counters::default(),
         }
     }
@@ -360,9 +379,13 @@ impl Core {
         self.settings.mode
     }
 
-    /// A node's attributes by inode, with the size it serves.
+    /// A node's attributes by inode, with the size it serves. A file inode an edit
+    /// retired from the tree answers while handles are open on it, as they serve it.
     pub fn node(&self, ino: u64) -> Option<NodeAttr> {
-        let attr = read(&self.tree).get(ino).map(|n| n.attr())?;
+        let Some(attr) = read(&self.tree).get(ino).map(|n| n.attr()) else {
+            let fh = read(&self.handles).iter().find(|(_, f)| f.ino == ino).map(|(fh, _)| *fh)?;
+            return self.handle_attr(fh);
+        };
         Some(self.sized(attr))
     }
 
@@ -611,7 +634,9 @@ impl Core {
     /// # Errors
     /// [`ServeError`]; every error is also logged once with the file's name.
     pub fn open(&self, ino: u64) -> Result<(u64, Arc<OpenFile>), ServeError> {
-        let node = self.with_tree(|t| t.get(ino).map(|n| n.attr())).ok_or(ServeError::NotFound)?;
+        let node = self.with_tree(|t| {
+            t.get(ino).map(|n| n.attr()).ok_or(if t.retired(ino) { ServeError::Stale } else { ServeError::NotFound })
+        })?;
         let file = match node.kind {
             AttrKind::Dir => return Err(ServeError::IsDir),
             AttrKind::Cover { dir, .. } => {
@@ -632,11 +657,22 @@ impl Core {
                     recheck: false,
                     layout,
                     size,
+                    attrs_stale: false,
                     direct_path: None,
                 }
             }
-            AttrKind::File { file_id, .. } => {
+            AttrKind::File { file_id, gen, .. } => {
                 let row = lock(&self.catalog).file(file_id)?.ok_or(ServeError::Gone(file_id))?;
+                if row.gen != gen {
+                    // Edited since the tree last moved: this inode is of the generation
+                    // before, whose bytes are gone. Bring the tree to the catalog now (the
+                    // invalidations go out with the mount loop's next pass) and answer
+                    // ESTALE: the kernel looks the name up again (the new inode) and
+                    // retries the open once.
+                    let inval = self.refresh_tree()?;
+                    lock(&self.pending).invals.extend(inval);
+                    return Err(ServeError::Stale);
+                }
                 let what = format!("{}:{}", row.origin, row.path);
                 let res = self.open_row(ino, row);
                 if let Err(e) = &res {
@@ -668,6 +704,7 @@ impl Core {
             ctx: self.ctx(),
             recheck,
             size: layout.size,
+            attrs_stale: lock(&self.pending).inodes.contains(&ino),
             layout,
             direct_path,
         })
@@ -676,6 +713,29 @@ impl Core {
     /// The open file behind `fh`.
     pub fn handle(&self, fh: u64) -> Option<Arc<OpenFile>> {
         read(&self.handles).get(&fh).cloned()
+    }
+
+    /// The attributes of the file behind handle `fh` as that handle serves it (its
+    /// size; its inode, which an edit may have retired from the tree since).
+    pub fn handle_attr(&self, fh: u64) -> Option<NodeAttr> {
+        let file = self.handle(fh)?;
+        let row = file.row.as_ref()?;
+        let parent = self.with_tree(|t| t.get(file.ino).map(|n| n.parent)).unwrap_or(crate::tree::ROOT);
+        Some(NodeAttr {
+            ino: file.ino,
+            parent,
+            kind: AttrKind::File {
+                file_id: row.id,
+                size: file.size,
+                mtime_ns: row.mtime_ns.unwrap_or(0),
+                gen: file.gen,
+            },
+        })
+    }
+
+    /// Whether `ino` is a file inode an edit retired (`ESTALE` rather than `ENOENT`).
+    pub fn is_retired(&self, ino: u64) -> bool {
+        self.with_tree(|t| t.retired(ino))
     }
 
     /// Whether another open handle of `ino` serves a different generation.
@@ -845,6 +905,29 @@ impl Core {
     /// # Errors
     /// Catalog errors (the tree is left as it was).
     pub fn refresh(&self) -> Result<Vec<Inval>, ServeError> {
+        let mut inval = std::mem::take(&mut lock(&self.pending).invals);
+        inval.extend(self.refresh_tree()?);
+        Ok(inval)
+    }
+
+    /// Whether an open refreshed the tree and its invalidations wait for
+    /// [`refresh`](Self::refresh).
+    pub fn has_pending(&self) -> bool {
+        !lock(&self.pending).invals.is_empty()
+    }
+
+    /// The adapter confirms that `inval` reached the kernel: opens of those inodes no
+    /// longer report stale attributes.
+    pub fn invalidated(&self, inval: &[Inval]) {
+        let mut p = lock(&self.pending);
+        for i in inval {
+            if let Inval::Inode(ino) = i {
+                p.inodes.remove(ino);
+            }
+        }
+    }
+
+    fn refresh_tree(&self) -> Result<Vec<Inval>, ServeError> {
         let after = self.last_change.load(Ordering::Relaxed);
         let catalog = lock(&self.catalog);
         let changes = catalog.changes_since(after)?;
@@ -858,13 +941,15 @@ impl Core {
             let files = catalog.tree_files(&self.settings.keys)?;
             let mut tree = write(&self.tree);
             let rebuilt = tree.rebuild(&files);
-            // Every directory's cached listing, old and new, is suspect.
-            let mut dirs = tree.dir_inodes();
-            dirs.extend(rebuilt.dir_inodes());
-            dirs.sort_unstable();
-            dirs.dedup();
+            // Every node, old and new, is suspect: directories' cached listings and
+            // files' attributes (sizes of edited files).
+            let mut all = tree.inodes();
+            all.extend(rebuilt.inodes());
+            all.sort_unstable();
+            all.dedup();
             *tree = rebuilt;
-            inval.extend(dirs.into_iter().map(Inval::Inode));
+            lock(&self.pending).inodes.extend(all.iter().copied());
+            inval.extend(all.into_iter().map(Inval::Inode));
         } else {
             let mut updates = Vec::with_capacity(changes.files.len());
             for id in &changes.files {
@@ -877,6 +962,10 @@ impl Core {
                     None => tree.remove_file(*id),
                 });
             }
+            // Recorded before the tree lock goes: no open sees the new tree without
+            // knowing the kernel's attributes may be older.
+            let mut p = lock(&self.pending);
+            p.inodes.extend(inval.iter().filter_map(|i| if let Inval::Inode(n) = i { Some(*n) } else { None }));
         }
         drop(catalog);
         {

@@ -308,8 +308,9 @@ pub const SINGLE_VALUED: &[&str] = &["track", "disc", "date", "year", "originald
 
 /// The version of the rendering rules, part of the tree snapshot's key: bump it when a
 /// change renders the same tags to other names, so no snapshot of the old rules is
-/// loaded. 2: identical values merged, numeric fields single-valued.
-pub const RENDER_VERSION: u32 = 2;
+/// loaded. 2: identical values merged, numeric fields single-valued. 3: `$filename`,
+/// `$dirname`, `$origin`.
+pub const RENDER_VERSION: u32 = 3;
 
 /// The largest count `%pad`, `%left` and `%right` take (a path component is at most 255
 /// bytes anyway).

@@ -109,7 +109,15 @@ impl Node {
             NodeKind::File { file_id, size, mtime_ns, gen, .. } => AttrKind::File { file_id, size, mtime_ns, gen },
             NodeKind::Cover { dir } => AttrKind::Cover { dir, size: 0 },
         };
-        NodeAttr { ino: self.ino, parent: self.parent, kind }
+        NodeAttr { ino: self.public_ino(), parent: self.parent, kind }
+    }
+
+    /// The inode the kernel sees ([`public_ino`] for files, the node's own otherwise).
+    pub fn public_ino(&self) -> u64 {
+        match self.kind {
+            NodeKind::File { gen, .. } => public_ino(self.ino, gen),
+            _ => self.ino,
+        }
     }
 }
 
@@ -140,11 +148,33 @@ pub struct Tree {
     created: Vec<Inval>,
 }
 
-struct TagFields<'a>(&'a [(String, String)]);
+/// A file's tag values, and the fields that come from where the original lies:
+/// `$filename` (its name without the extension), `$dirname` (its folder's name, empty at
+/// the origin's root) and `$origin` (the origin's name).
+struct TagFields<'a>(&'a TreeFile);
 
 impl Fields for TagFields<'_> {
     fn values(&self, field: &str) -> Vec<String> {
-        self.0.iter().filter(|(k, _)| k == field).map(|(_, v)| v.clone()).collect()
+        let path = &self.0.file.path;
+        let mut parts = path.rsplit('/');
+        let one = |s: &str| if s.is_empty() { Vec::new() } else { vec![s.to_owned()] };
+        match field {
+            "filename" => {
+                let name = parts.next().unwrap_or("");
+                // `.hidden` keeps its dot; `a.b.flac` loses only `.flac`.
+                let stem = match name.rfind('.') {
+                    Some(i) if i > 0 => &name[..i],
+                    _ => name,
+                };
+                one(stem)
+            }
+            "dirname" => {
+                parts.next();
+                one(parts.next().unwrap_or(""))
+            }
+            "origin" => one(&self.0.file.origin),
+            _ => self.0.tags.iter().filter(|(k, _)| k == field).map(|(_, v)| v.clone()).collect(),
+        }
     }
 }
 
@@ -160,9 +190,25 @@ fn dir_ino(view: usize, path: &str, taken: &InoMap<Node>) -> u64 {
     ino
 }
 
-/// A file's inode in a view.
+/// A file's slot in a view: its inode without the generation bits (the key of its node).
 pub fn file_ino(view: usize, file_id: i64) -> u64 {
     ((view as u64 + 1) << 40) + file_id as u64
+}
+
+const GEN_SHIFT: u32 = 48;
+const GEN_BITS: u64 = 0x3fff;
+
+/// The inode the kernel sees for a file: its slot plus the low bits of its generation.
+/// An edit makes a new inode, as an editor's save-by-rename would: handles opened before
+/// it keep their inode with its own size (the kernel caches attributes per inode), new
+/// opens get the new one.
+pub fn public_ino(slot: u64, gen: i64) -> u64 {
+    slot | ((gen as u64 & GEN_BITS) << GEN_SHIFT)
+}
+
+/// A file inode's slot and generation bits; `None` for directories, covers and the root.
+fn file_slot(ino: u64) -> Option<(u64, u64)> {
+    (ino & DIR_BIT == 0 && ino >= 1 << 40).then(|| (ino & !(GEN_BITS << GEN_SHIFT), (ino >> GEN_SHIFT) & GEN_BITS))
 }
 
 /// The inode of a directory's cover sidecar.
@@ -230,7 +276,7 @@ impl Tree {
 
     /// Places file `f` in view `vi`; returns its parent directory and name.
     fn place(&mut self, vi: usize, f: &TreeFile) -> (u64, String) {
-        let rendered = self.views[vi].template.render(&TagFields(&f.tags), &self.opts);
+        let rendered = self.views[vi].template.render(&TagFields(f), &self.opts);
         let mut comps: Vec<String> = rendered.split('/').map(|c| sanitize_component(c, NAME_MAX)).collect();
         let leaf = comps.pop().unwrap_or_else(|| "_".into());
         let mut dir = self.view_roots[vi];
@@ -356,8 +402,8 @@ impl Tree {
             let ino = file_ino(vi, file_id);
             let Some(node) = self.nodes.remove(&ino) else { continue };
             self.detach(node.parent, &node.name);
+            inval.push(Inval::Inode(node.public_ino()));
             inval.push(Inval::Entry { parent: node.parent, name: node.name });
-            inval.push(Inval::Inode(ino));
             self.refresh_cover(node.parent, &mut inval);
             self.prune(node.parent, &mut inval);
         }
@@ -365,7 +411,8 @@ impl Tree {
     }
 
     /// Puts `f` where its (possibly changed) tags place it now, in every view, keeping its
-    /// inodes; returns what the kernel must forget.
+    /// slots (its inodes change with its generation, see [`public_ino`]); returns what the
+    /// kernel must forget.
     pub fn upsert_file(&mut self, f: &TreeFile) -> Vec<Inval> {
         let mut inval = Vec::new();
         for vi in 0..self.views.len() {
@@ -375,9 +422,17 @@ impl Tree {
                 self.detach(n.parent, &n.name);
             }
             let (dir, name) = self.place(vi, f);
-            inval.push(Inval::Inode(ino));
+            let same_ino = old.as_ref().is_some_and(|n| n.public_ino() == public_ino(ino, f.file.gen));
+            // A retired inode keeps its attributes: they are right for the handles still
+            // open on it.
+            if same_ino || old.is_none() {
+                inval.push(Inval::Inode(public_ino(ino, f.file.gen)));
+            }
             match old {
-                Some(n) if n.parent == dir && n.name == name => {}
+                // Same place, same inode: the kernel's entry still holds.
+                Some(n) if n.parent == dir && n.name == name && same_ino => {}
+                // Same place, new inode (an edit): the name must be looked up again.
+                Some(n) if n.parent == dir && n.name == name => inval.push(Inval::Entry { parent: dir, name }),
                 Some(n) => {
                     inval.push(Inval::Entry { parent: n.parent, name: n.name.clone() });
                     inval.push(Inval::Entry { parent: dir, name });
@@ -394,9 +449,20 @@ impl Tree {
         inval
     }
 
-    /// A node by inode.
+    /// A node by the inode the kernel sees; a file inode of an older generation is gone.
     pub fn get(&self, ino: u64) -> Option<&Node> {
-        self.nodes.get(&ino)
+        match file_slot(ino) {
+            Some((slot, bits)) => {
+                let n = self.nodes.get(&slot)?;
+                matches!(n.kind, NodeKind::File { gen, .. } if gen as u64 & GEN_BITS == bits).then_some(n)
+            }
+            None => self.nodes.get(&ino),
+        }
+    }
+
+    /// Whether `ino` is a file inode of a generation before the file's current one.
+    pub fn retired(&self, ino: u64) -> bool {
+        file_slot(ino).is_some_and(|(slot, _)| self.nodes.contains_key(&slot)) && self.get(ino).is_none()
     }
 
     /// The child `name` of directory `parent`.
@@ -426,9 +492,9 @@ impl Tree {
             .collect()
     }
 
-    /// The inodes of every directory.
-    pub fn dir_inodes(&self) -> Vec<u64> {
-        self.nodes.values().filter(|n| matches!(n.kind, NodeKind::Dir(_))).map(|n| n.ino).collect()
+    /// The inodes of every node, as the kernel sees them.
+    pub fn inodes(&self) -> Vec<u64> {
+        self.nodes.values().map(Node::public_ino).collect()
     }
 
     /// Number of nodes.
@@ -526,6 +592,38 @@ mod tests {
 
     fn view(t: &str) -> Vec<View> {
         vec![View { name: None, template: Template::parse(t).unwrap() }]
+    }
+
+    /// Regression (issue 14, item 6): untagged files rendered as `_/_/_.flac`,
+    /// `_/_/_ (2).flac`, ...; the default template now falls back to where the original
+    /// lies, so each keeps a recognisable name.
+    #[test]
+    fn untagged_files_keep_their_file_and_folder_names() {
+        let mut a = file(1, &[]);
+        a.file.path = "Some Folder/My Song.v2.flac".into();
+        let mut b = file(2, &[]);
+        b.file.path = "Some Folder/.hidden".into();
+        let mut c = file(3, &[("artist", "Solo")]);
+        c.file.path = "loose.flac".into();
+        let d = file(4, &[("albumartist", "AC/DC"), ("album", "Back"), ("track", "3/12"), ("title", "Hells")]);
+        let tpl = crate::manifest::DEFAULT_TEMPLATE;
+        let t = Tree::build(&[a, b, c, d], &view(tpl), &RenderOptions::default(), None);
+        let mut paths: Vec<String> = t.paths().into_iter().map(|(p, _)| p).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            [
+                "AC_DC/Back/03 Hells.flac",
+                "Solo/Unknown Album/loose.flac",
+                "Unknown Artist/Some Folder/.hidden.flac",
+                "Unknown Artist/Some Folder/My Song.v2.flac",
+            ]
+        );
+        // The fields by themselves.
+        let mut e = file(5, &[]);
+        e.file.path = "x/y/z.ogg".into();
+        let t = Tree::build(&[e], &view("$origin/$dirname/$filename"), &RenderOptions::default(), None);
+        assert_eq!(t.paths()[0].0, "o/y/z.flac");
     }
 
     #[test]

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
@@ -33,6 +33,9 @@ pub struct MuseFs {
     backing: Mutex<Backing>,
     /// The generation whose pages the kernel may hold, by inode.
     cached_gen: Mutex<HashMap<u64, i64>>,
+    /// Set once the session is up: an open that finds the kernel's attributes stale
+    /// drops them before it answers.
+    notifier: Arc<OnceLock<fuser::Notifier>>,
 }
 
 /// Kernel backing files. The kernel allows one backing file per inode at a time, so
@@ -58,6 +61,24 @@ impl MuseFs {
             fallback_logged: AtomicBool::new(false),
             backing: Mutex::new(Backing::default()),
             cached_gen: Mutex::new(HashMap::new()),
+            notifier: Arc::new(OnceLock::new()),
+        }
+    }
+
+    /// Where the session's notifier goes once the mount is up.
+    pub fn notifier_slot(&self) -> Arc<OnceLock<fuser::Notifier>> {
+        self.notifier.clone()
+    }
+
+    /// Drops the kernel's cached attributes of `ino` (not its pages: an open of a new
+    /// generation drops those itself). Offset -1 keeps the page cache.
+    fn drop_attrs(&self, ino: u64) {
+        if let Some(n) = self.notifier.get() {
+            if let Err(e) = n.inval_inode(INodeNo(ino), -1, 0) {
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    tracing::debug!("invalidating the attributes of inode {ino}: {e}");
+                }
+            }
         }
     }
 
@@ -119,9 +140,18 @@ impl Filesystem for MuseFs {
         }
     }
 
-    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+    fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        // `fstat` of an open file: what that handle serves, even once an edit gave the
+        // file a new inode (the handle keeps serving its generation until closed).
+        if let Some(n) = fh.and_then(|fh| self.core.handle_attr(fh.0)).filter(|n| n.ino == ino.0) {
+            reply.attr(&TTL, &self.attr(&n));
+            return;
+        }
         match self.core.node(ino.0) {
             Some(n) => reply.attr(&TTL, &self.attr(&n)),
+            // `stat` of a name whose dentry still holds a retired inode: ESTALE makes the
+            // kernel look the name up again.
+            None if self.core.is_retired(ino.0) => reply.error(Errno::from_i32(libc::ESTALE)),
             None => reply.error(Errno::ENOENT),
         }
     }
@@ -138,6 +168,9 @@ impl Filesystem for MuseFs {
                 return;
             }
         };
+        if file.attrs_stale {
+            self.drop_attrs(ino.0);
+        }
         if self.passthrough.load(Ordering::Relaxed) {
             if let Some(path) = &file.direct_path {
                 let mut backing = lock(&self.backing);

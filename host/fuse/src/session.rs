@@ -160,8 +160,10 @@ pub fn run(
     cfg.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 2);
     let passthrough = mode == Mode::Passthrough && !opts.no_kernel_passthrough;
     let fs = crate::fs::MuseFs::new(core.clone(), passthrough);
+    let fs_notifier = fs.notifier_slot();
     let session = fuser::spawn_mount(fs, mountpoint, &cfg)
         .map_err(|source| MountError::Fuse { path: mountpoint.display().to_string(), source })?;
+    let _ = fs_notifier.set(session.notifier());
     tracing::info!("mounted at {} ({:?} mode); Ctrl-C or `fusermount3 -u` to unmount", mountpoint.display(), mode);
     let notifier = session.notifier();
     let mut next_refresh = Instant::now();
@@ -189,11 +191,17 @@ pub fn run(
         if syncer.as_ref().is_some_and(Syncer::take_changed) {
             next_refresh = Instant::now(); // a sync just wrote: show it now, not at the next poll
         }
+        if core.has_pending() {
+            next_refresh = Instant::now(); // an open brought the tree forward: tell the kernel now
+        }
         if let Some(every) = opts.refresh_interval {
             if Instant::now() >= next_refresh {
                 next_refresh = Instant::now() + every;
                 match core.refresh() {
-                    Ok(inval) => apply_invalidations(&notifier, &inval),
+                    Ok(inval) => {
+                        apply_invalidations(&notifier, &inval);
+                        core.invalidated(&inval);
+                    }
                     Err(e) => tracing::warn!("refreshing from the catalog: {e}"),
                 }
             }

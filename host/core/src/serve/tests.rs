@@ -289,6 +289,50 @@ fn a_refresh_during_an_open_handle_keeps_the_handles_layout() {
     assert_eq!(read_all(&core, old_fh, old.size, 4096), want_old);
 }
 
+/// Regression (issue 14, item 8): an open between an edit and the mount's refresh served
+/// the new bytes under the old size the kernel held for the inode. An edit now gives the
+/// file a new inode: the old one answers ESTALE (the kernel looks the name up again), keeps
+/// answering with its own size while a handle of it is open, and the new one announces
+/// exactly what its handles read.
+#[test]
+fn an_edit_gives_a_new_inode_and_the_old_one_is_stale_not_resized() {
+    let mut f = Fixture::new(OriginCaps::LOCAL);
+    let a = audio(30_000, 11);
+    let id = f.add("a.toy", "Band", "Song", &a);
+    let core = f.core(Mode::Synthesis);
+    let old_ino = ino(&core, "Band/Song.toy");
+    let (old_fh, old) = core.open(old_ino).unwrap();
+    f.catalog
+        .apply_edits(
+            &[id],
+            &[Edit::Set { key: "comment".into(), values: vec!["a comment that grows the header".into()] }],
+            &[],
+        )
+        .unwrap();
+    // Not refreshed yet: the open of the (now old) inode refreshes and says ESTALE.
+    assert!(matches!(core.open(old_ino), Err(ServeError::Stale)));
+    assert_eq!(ServeError::Stale.errno(), libc::ESTALE);
+    assert!(core.has_pending(), "the open's refresh owes the kernel its invalidations");
+    let new_ino = ino(&core, "Band/Song.toy");
+    assert_ne!(new_ino, old_ino, "same name, new inode");
+    assert!(core.is_retired(old_ino));
+    // The old inode still answers, as its open handle serves it.
+    assert_eq!(core.node(old_ino).map(|n| n.ino), Some(old_ino));
+    assert_eq!(size(&core, old_ino), old.size);
+    let (new_fh, new) = core.open(new_ino).unwrap();
+    assert_eq!(size(&core, new_ino), new.size);
+    assert!(new.size > old.size);
+    assert_eq!(read_all(&core, new_fh, new.size, 4096).len() as u64, new.size);
+    assert_eq!(read_all(&core, old_fh, old.size, 4096), toy_file(&[("ARTIST", "Band"), ("TITLE", "Song")], &a));
+    let inval = core.refresh().unwrap();
+    assert!(inval.contains(&Inval::Entry { parent: ino(&core, "Band"), name: "Song.toy".into() }), "{inval:?}");
+    core.invalidated(&inval);
+    assert!(!core.has_pending());
+    // Once its handle is closed, the old inode is simply stale.
+    core.release(old_fh);
+    assert!(core.node(old_ino).is_none() && core.is_retired(old_ino));
+}
+
 #[test]
 fn a_change_log_gap_rebuilds_the_tree() {
     let mut f = Fixture::new(OriginCaps::LOCAL);
