@@ -208,7 +208,7 @@ pub fn public_ino(slot: u64, gen: i64) -> u64 {
 
 /// A file inode's slot and generation bits; `None` for directories, covers and the root.
 fn file_slot(ino: u64) -> Option<(u64, u64)> {
-    (ino & DIR_BIT == 0 && ino >= 1 << 40).then(|| (ino & !(GEN_BITS << GEN_SHIFT), (ino >> GEN_SHIFT) & GEN_BITS))
+    (ino & DIR_BIT == 0 && ino >= 1 << 40).then_some((ino & !(GEN_BITS << GEN_SHIFT), (ino >> GEN_SHIFT) & GEN_BITS))
 }
 
 /// The inode of a directory's cover sidecar.
