@@ -669,3 +669,89 @@ fn size_equals_bytes_after_ogg_edits_under_load() {
     );
     assert_eq!(m.stop(), Some(0));
 }
+
+/// Regression (edit loss): a file renamed or moved inside its origin was `removed` +
+/// `added`, its edits gone; a file removed and later back lost them too. A move is now
+/// found by size and audio fingerprint (same id, edits and inode), edits of a removed
+/// file wait for it to come back (at its path or moved), a scan killed with SIGKILL at
+/// any point loses nothing, and a catalog rebuilt from the journal follows the moves.
+#[test]
+fn edits_survive_renames_moves_kill9_and_a_file_coming_back() {
+    use std::os::unix::fs::MetadataExt;
+    let lib = setup("");
+    let m = lib.manifest.to_str().unwrap().to_owned();
+    tag_ok(&lib, &["set", "main:alpha/plain.flac", "title=Kept Title", "comment=kept comment"]);
+    let pic = lib.root.join("cover.png");
+    musefs_tests::write_png(&pic);
+    tag_ok(&lib, &["art", "set", "main:alpha/plain.flac", pic.to_str().unwrap(), "--type", "4"]);
+    let served = "Alpha/First/01 Kept Title.flac";
+    let edited = |what: &str| {
+        let shown = String::from_utf8_lossy(&tag(&lib, &["show", served]).stdout).into_owned();
+        assert!(shown.contains("kept comment") && shown.contains("Kept Title"), "{what}: {shown}");
+    };
+    let mnt = lib.root.join("mnt");
+    let mount = Mount::start(&lib.manifest, &mnt, &[]);
+    let ino = fs::metadata(mnt.join(served)).unwrap().ino();
+
+    // 1. Renamed and moved into a new folder (mv keeps size and mtime), synced by the
+    // running mount (SIGUSR1).
+    fs::create_dir_all(lib.lib.join("elsewhere/deeper")).unwrap();
+    fs::rename(lib.lib.join("alpha/plain.flac"), lib.lib.join("elsewhere/deeper/renamed.flac")).unwrap();
+    musefs_tests::signal(mount.pid(), "USR1");
+    assert!(wait_for(10, || mount.log_text().contains("moved 1")), "{}", mount.log_text());
+    assert!(!mount.log_text().contains("removed 1"), "{}", mount.log_text());
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    edited("after a move");
+    assert_eq!(fs::metadata(mnt.join(served)).unwrap().ino(), ino, "the moved file keeps its inode");
+    let t = mutagen_tags(&[&mnt.join(served)]).remove(0);
+    assert!(t.contains("kept comment"), "{t}");
+    assert_eq!(mount.stop(), Some(0));
+
+    // 2. Moves back and forth, each scan killed at a random moment, then completed.
+    let mut seed = 7u64;
+    let spots = ["elsewhere/deeper/renamed.flac", "a.flac", "x/y/z.flac"];
+    for round in 0..12 {
+        let (from, to) = (spots[round % 3], spots[(round + 1) % 3]);
+        let dest = lib.lib.join(to);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::rename(lib.lib.join(from), &dest).unwrap();
+        let mut child = std::process::Command::new(musefs_tests::musefs_bin())
+            .args(["scan", "--manifest", &m])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_micros(musefs_tests::lcg(&mut seed) % 40_000));
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if round % 2 == 0 {
+            scan(&lib.manifest);
+            edited(&format!("round {round}"));
+        }
+    }
+    scan(&lib.manifest);
+    edited("after killed scans");
+
+    // 3. Gone (the scan removes it; its edits are kept), then back at another path.
+    let parked = lib.root.join("parked.flac");
+    let now = spots[12 % 3];
+    fs::rename(lib.lib.join(now), &parked).unwrap();
+    let out = musefs(&["scan", "--manifest", &m]);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 1"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!tag(&lib, &["show", served]).status.success(), "the file is gone from the tree");
+    fs::rename(&parked, lib.lib.join("back/again.flac")).unwrap_or_else(|_| {
+        fs::create_dir_all(lib.lib.join("back")).unwrap();
+        fs::rename(&parked, lib.lib.join("back/again.flac")).unwrap();
+    });
+    let out = musefs(&["scan", "--manifest", &m]);
+    let se = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(se.contains("back/again.flac: found again (moved from"), "{se}");
+    edited("back at another path");
+    let shown = String::from_utf8_lossy(&tag(&lib, &["show", served]).stdout).into_owned();
+    assert!(shown.contains("picture type 4 image/png"), "the art edit came back too: {shown}");
+
+    // 4. The catalog lost: a rebuild replays the journal through every move.
+    let out = musefs(&["scan", "--rebuild-catalog", "--manifest", &m]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    edited("after a rebuild");
+}

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use musefs_plugin_api::{CallCtx, Entry, FormatBox, ListRequest, OriginBox, Stat, TrackInfo, PROBE_HEAD_LEN};
 
-use crate::catalog::{Catalog, CatalogError};
+use crate::catalog::{fingerprint_of, Catalog, CatalogError, Scanned, FINGERPRINT_SPAN};
 use crate::manifest::{Manifest, OriginSpec};
 use crate::plugins::{Plugins, PluginsError};
 use crate::progress::Progress;
@@ -33,6 +33,9 @@ pub struct Summary {
     pub added: u64,
     /// Changed files, read again.
     pub updated: u64,
+    /// Files found at a new path (moved or renamed inside their origin): same id, edits
+    /// and inode.
+    pub moved: u64,
     /// Files whose stamp was unchanged.
     pub unchanged: u64,
     /// Files gone from their origin, removed from the catalog.
@@ -50,6 +53,9 @@ impl std::fmt::Display for Summary {
             "added {} / updated {} / unchanged {} / removed {} / failed {}",
             self.added, self.updated, self.unchanged, self.removed, self.failed
         )?;
+        if self.moved > 0 {
+            write!(f, " / moved {}", self.moved)?;
+        }
         if self.failed_origins > 0 {
             write!(f, " ({} origin(s) could not be listed)", self.failed_origins)?;
         }
@@ -128,13 +134,14 @@ impl Summary {
         self.updated += o.updated;
         self.unchanged += o.unchanged;
         self.removed += o.removed;
+        self.moved += o.moved;
         self.failed += o.failed;
         self.failed_origins += o.failed_origins;
     }
 
     /// Whether the scan changed the catalog.
     pub fn changed(&self) -> bool {
-        self.added + self.updated + self.removed > 0
+        self.added + self.updated + self.removed + self.moved > 0
     }
 }
 
@@ -276,7 +283,7 @@ fn scan_origin(
     // after an upgrade) is not gone: it is kept as it is, and counted as failed.
     let loaded: HashSet<&str> = formats.iter().map(|(n, _)| n.as_str()).collect();
     let mut orphans: Vec<&str> = Vec::new();
-    let gone: Vec<i64> = known
+    let mut gone: HashSet<i64> = known
         .iter()
         .filter(|(p, _)| !seen.contains(*p))
         .filter(|(_, k)| {
@@ -308,11 +315,20 @@ fn scan_origin(
         return Ok(Some(why));
     }
 
+    // Files gone from their paths, by size and fingerprint: a new path holding the same
+    // audio is the same file, moved (it keeps its id, edits and inode).
+    let mut gone_by_fp: HashMap<(u64, Vec<u8>), Vec<i64>> = HashMap::new();
+    for k in known.values().filter(|k| gone.contains(&k.id)) {
+        if let Some(fp) = &k.fingerprint {
+            gone_by_fp.entry((k.size, fp.clone())).or_default().push(k.id);
+        }
+    }
+    let mut reattached = Vec::new();
     let bar = &opts.progress;
     bar.start(&format!("scanning {}", spec.name), work.len() as u64);
 
     let queue = Mutex::new(work.into_iter());
-    let (tx, rx) = mpsc::sync_channel::<(String, Result<(Stat, String, TrackInfo), String>)>(BATCH * 2);
+    let (tx, rx) = mpsc::sync_channel::<(String, Result<ReadFile, String>)>(BATCH * 2);
     let threads = opts.threads.max(1);
     let mut write_err = None;
     std::thread::scope(|s| {
@@ -337,22 +353,36 @@ fn scan_origin(
         for (path, res) in rx {
             bar.advance(1);
             match res {
-                Ok((stat, plugin, info)) => {
+                Ok((stat, plugin, info, fingerprint)) => {
                     // What the format read past (damage it tolerated), once per read.
                     for w in info.extra.iter().filter(|kv| kv.key == "warning") {
                         bar.suspend(&mut || tracing::warn!("{}:{path}: {}", spec.name, w.value));
                     }
-                    if known.contains_key(&path) {
+                    // A new path with the audio of a file gone from its old one: moved.
+                    let moved_from = if known.contains_key(&path) {
                         total.updated += 1;
+                        None
                     } else {
-                        total.added += 1;
-                    }
-                    batch.push((path, stat, plugin, info));
+                        let key = fingerprint.clone().map(|f| (stat.size, f));
+                        match key.and_then(|k| gone_by_fp.get_mut(&k)).and_then(Vec::pop) {
+                            Some(id) => {
+                                gone.remove(&id);
+                                total.moved += 1;
+                                Some(id)
+                            }
+                            None => {
+                                total.added += 1;
+                                None
+                            }
+                        }
+                    };
+                    batch.push(Scanned { path, stat, plugin, info, fingerprint, moved_from });
                     // Commit every BATCH files or every COMMIT_EVERY: a scan that is
                     // killed resumes from its last commit, not from zero.
                     if (batch.len() >= BATCH || last_commit.elapsed() >= COMMIT_EVERY) && write_err.is_none() {
-                        if let Err(e) = catalog.write_batch(origin_id, &batch) {
-                            write_err = Some(e);
+                        match catalog.write_scanned(origin_id, &batch) {
+                            Ok(w) => reattached.extend(w.reattached),
+                            Err(e) => write_err = Some(e),
                         }
                         batch.clear();
                         last_commit = Instant::now();
@@ -365,8 +395,9 @@ fn scan_origin(
             }
         }
         if !batch.is_empty() && write_err.is_none() {
-            if let Err(e) = catalog.write_batch(origin_id, &batch) {
-                write_err = Some(e);
+            match catalog.write_scanned(origin_id, &batch) {
+                Ok(w) => reattached.extend(w.reattached),
+                Err(e) => write_err = Some(e),
             }
         }
     });
@@ -378,6 +409,14 @@ fn scan_origin(
         tracing::info!("origin `{}`: scan interrupted; what was read is kept", spec.name);
         return Ok(None);
     }
+    for (path, from) in &reattached {
+        if path == from {
+            tracing::info!("{}:{path}: back again, with the edits it had", spec.name);
+        } else {
+            tracing::info!("{}:{path}: found again (moved from {from}), with the edits it had", spec.name);
+        }
+    }
+    let gone: Vec<i64> = gone.into_iter().collect();
     catalog.remove_files(&gone)?;
     total.removed += gone.len() as u64;
     // The change log only needs to cover what a running mount has not polled yet; a
@@ -396,24 +435,29 @@ fn scan_origin(
 }
 
 /// Why a whole-origin listing must not be trusted to prune (`None`: it may): it lists
-/// nothing of a cataloged origin (an unmounted NAS, an emptied bucket prefix), or lost
-/// more than `limit` of its files. Scoped syncs (paths inotify named) and
-/// `allow_prune` are exempt.
+/// nothing of a cataloged origin (an unmounted NAS, an emptied bucket prefix), or more
+/// than `limit` fewer files than the catalog has. A listing as long as before whose
+/// paths all changed (a renamed top folder) is not a shrink: its files are found again
+/// as moves. Scoped syncs (paths inotify named) and `allow_prune` are exempt.
 fn shrink_guard(known: usize, seen: usize, gone: usize, limit: f64, exempt: bool) -> Option<String> {
     if exempt || gone == 0 || known == 0 {
         return None;
     }
-    let share = gone as f64 / known as f64;
-    if seen > 0 && share <= limit {
+    let shrink = known.saturating_sub(seen) as f64 / known as f64;
+    if seen > 0 && shrink <= limit {
         return None;
     }
     Some(format!(
-        "its listing has {seen} file(s) but the catalog has {known}: {gone} ({:.0}%) would be removed, more than \
-         prune_limit = {limit} allows; treated as unavailable, nothing pruned (is it mounted?). If the files are \
-         really gone: musefs scan --allow-prune",
-        share * 100.0
+        "its listing has {seen} file(s) but the catalog has {known} ({:.0}% fewer): {gone} would be removed, more \
+         than prune_limit = {limit} allows; treated as unavailable, nothing pruned (is it mounted?). If the files \
+         are really gone: musefs scan --allow-prune",
+        shrink * 100.0
     ))
 }
+
+/// What reading one file gives: its stamp, the plugin that read it, what it read, and
+/// the audio fingerprint.
+type ReadFile = (Stat, String, TrackInfo, Option<Vec<u8>>);
 
 /// How long change log entries are kept (a week).
 pub const CHANGE_LOG_RETENTION_SECS: i64 = 7 * 24 * 3600;
@@ -424,7 +468,7 @@ fn read_file(
     origin: &OriginBox,
     formats: &[(String, FormatBox)],
     path: &str,
-) -> Result<(Stat, String, TrackInfo), String> {
+) -> Result<ReadFile, String> {
     let ctx = CallCtx::with_timeout(manifest.read_timeout);
     let handle = origin.open(&ctx, path.into()).into_result().map_err(|e| e.to_string())?;
     let len = handle.len();
@@ -460,7 +504,32 @@ fn read_file(
             info.audio_offset, info.audio_len
         ));
     }
-    Ok((handle.stat(), name.clone(), info))
+    let fp = fingerprint(&ctx, &handle, info.audio_offset, info.audio_len);
+    Ok((handle.stat(), name.clone(), info, fp))
+}
+
+/// The audio fingerprint of a file (see [`fingerprint_of`]); `None` if the ends cannot be
+/// read (the file is served all the same, only a move of it goes unrecognised).
+fn fingerprint(ctx: &CallCtx, handle: &musefs_plugin_api::HandleBox, offset: u64, len: u64) -> Option<Vec<u8>> {
+    let span = FINGERPRINT_SPAN.min(len);
+    let read = |at: u64| -> Option<Vec<u8>> {
+        let mut buf = vec![0u8; span as usize];
+        let mut done = 0;
+        while done < buf.len() {
+            let n = handle
+                .read_at(ctx, at + done as u64, abi_stable::std_types::RSliceMut::from_mut_slice(&mut buf[done..]))
+                .into_result()
+                .ok()?;
+            if n == 0 {
+                return None;
+            }
+            done += n;
+        }
+        Some(buf)
+    };
+    let head = read(offset)?;
+    let tail = if len > span { read(offset + len - span)? } else { Vec::new() };
+    Some(fingerprint_of(len, &head, &tail))
 }
 
 #[cfg(test)]
@@ -521,7 +590,12 @@ mod tests {
         assert!(shrink_guard(100, 60, 40, 0.5, false).is_none(), "40% gone");
         assert!(shrink_guard(100, 0, 100, 0.5, true).is_none(), "--allow-prune or a scoped sync");
         assert!(shrink_guard(0, 0, 0, 0.5, false).is_none(), "a new origin");
+        assert!(shrink_guard(100, 100, 100, 0.5, false).is_none(), "a renamed top folder: as many files, all moved");
+        assert!(shrink_guard(100, 70, 100, 0.5, false).is_none(), "30% fewer");
         let why = shrink_guard(10, 1, 9, 0.5, false).unwrap();
-        assert!(why.contains("9 (90%)") && why.contains("--allow-prune"), "{why}");
+        assert!(
+            why.contains("(90% fewer)") && why.contains("9 would be removed") && why.contains("--allow-prune"),
+            "{why}"
+        );
     }
 }

@@ -62,12 +62,23 @@ struct JFile {
     art: Vec<JArt>,
 }
 
+/// A file that moved inside its origin (its id and edits went with it): replaying
+/// follows it, so the edits recorded under the old path reach the file at the new one.
+#[derive(Serialize, Deserialize)]
+struct JMove {
+    origin: String,
+    from: String,
+    to: String,
+}
+
 #[derive(Serialize, Deserialize)]
 struct Record {
     v: u32,
     at: i64,
     blobs: Vec<Vec<u8>>,
     files: Vec<JFile>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    moves: Vec<JMove>,
 }
 
 fn to_j(e: &Edit) -> JEdit {
@@ -139,8 +150,35 @@ pub(crate) fn record(tx: &Transaction<'_>, batch: &[(i64, Vec<Edit>, &Vec<ArtEdi
         let art = art.iter().map(|a| art_to_j(a, &mut blobs)).collect();
         files.push(JFile { origin, path, edits: edits.iter().map(to_j).collect(), art });
     }
-    let rec = Record { v: 1, at: crate::util::now_ms(), blobs, files };
+    let rec = Record { v: 1, at: crate::util::now_ms(), blobs, files, moves: Vec::new() };
     Ok(serde_json::to_string(&rec).expect("a journal record serialises"))
+}
+
+/// The record of files that moved: `(origin, from, to)`.
+pub(crate) fn moves_record(moves: &[(String, String, String)]) -> String {
+    let moves =
+        moves.iter().map(|(origin, from, to)| JMove { origin: origin.clone(), from: from.clone(), to: to.clone() });
+    let rec = Record { v: 1, at: crate::util::now_ms(), blobs: Vec::new(), files: Vec::new(), moves: moves.collect() };
+    serde_json::to_string(&rec).expect("a journal record serialises")
+}
+
+/// A file's whole overlay as edits that recreate it (kept while the file is gone, see
+/// `kept_edits`), in the journal's record format.
+pub(crate) fn state_record(origin: &str, path: &str, edits: &[Edit], art: &[ArtEdit]) -> String {
+    let mut blobs = Vec::new();
+    let art = art.iter().map(|a| art_to_j(a, &mut blobs)).collect();
+    let files =
+        vec![JFile { origin: origin.to_owned(), path: path.to_owned(), edits: edits.iter().map(to_j).collect(), art }];
+    let rec = Record { v: 1, at: crate::util::now_ms(), blobs, files, moves: Vec::new() };
+    serde_json::to_string(&rec).expect("a journal record serialises")
+}
+
+/// The edits of a [`state_record`] (`None` if it does not parse).
+pub(crate) fn parse_state(record: &str) -> Option<(Vec<Edit>, Vec<ArtEdit>)> {
+    let rec: Record = serde_json::from_str(record).ok()?;
+    let f = rec.files.into_iter().next()?;
+    let art = f.art.into_iter().filter_map(|a| art_from_j(a, &rec.blobs)).collect();
+    Some((f.edits.into_iter().map(from_j).collect(), art))
 }
 
 /// Appends one record line and syncs it to disk.
@@ -174,13 +212,27 @@ impl Catalog {
     /// Reading the journal; catalog errors.
     pub fn replay_journal(&mut self, journal: &Path) -> Result<Replayed> {
         let mut out = Replayed::default();
-        let file = match File::open(journal) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
-            Err(source) => return Err(CatalogError::StateDir { path: journal.to_owned(), source }),
+        let open = || match File::open(journal) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(CatalogError::StateDir { path: journal.to_owned(), source }),
         };
-        for line in BufReader::new(file).lines() {
-            let line = line.map_err(|source| CatalogError::StateDir { path: journal.to_owned(), source })?;
+        let read_err = |source| CatalogError::StateDir { path: journal.to_owned(), source };
+        let Some(file) = open()? else { return Ok(out) };
+        // First pass: the moves, by line. Edits recorded under a path belong to the file
+        // that later moves away from it: where it lies after every later move.
+        let mut moves: Vec<(usize, JMove)> = Vec::new();
+        for (n, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(read_err)?;
+            if line.contains("\"moves\"") {
+                if let Ok(rec) = serde_json::from_str::<Record>(&line) {
+                    moves.extend(rec.moves.into_iter().map(|m| (n, m)));
+                }
+            }
+        }
+        let Some(file) = open()? else { return Ok(out) };
+        for (n, line) in BufReader::new(file).lines().enumerate() {
+            let line = line.map_err(read_err)?;
             if line.trim().is_empty() {
                 continue;
             }
@@ -190,11 +242,17 @@ impl Catalog {
             };
             let mut batch = Vec::new();
             for f in rec.files {
+                let mut path = f.path.clone();
+                for (_, m) in moves.iter().filter(|(at, _)| *at > n) {
+                    if m.origin == f.origin && m.from == path {
+                        path.clone_from(&m.to);
+                    }
+                }
                 let id: Option<i64> = self
                     .conn
                     .query_row(
                         "SELECT f.id FROM files f JOIN origins o ON o.id = f.origin_id WHERE o.name = ?1 AND f.path = ?2",
-                        [&f.origin, &f.path],
+                        [&f.origin, &path],
                         |r| r.get(0),
                     )
                     .optional()

@@ -166,6 +166,24 @@ UPDATE file_pictures SET
     depth = (SELECT depth FROM pictures p WHERE p.id = picture_id),
     colors = (SELECT colors FROM pictures p WHERE p.id = picture_id);
 ",
+    // v7: a user's edits survive their file's row. `fingerprint` (the audio's length and
+    // its first and last 16 KiB, hashed) finds a file that moved inside its origin; the
+    // overlay of a removed file waits in `kept_edits` (as the edits that recreate it) for
+    // the file to come back, at its path or, moved, by its fingerprint.
+    r"
+ALTER TABLE files ADD COLUMN fingerprint BLOB;
+CREATE TABLE kept_edits (
+    id INTEGER PRIMARY KEY,
+    origin TEXT NOT NULL,
+    path TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    fingerprint BLOB,
+    removed_at INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX kept_edits_by_path ON kept_edits(origin, path);
+CREATE INDEX kept_edits_by_fingerprint ON kept_edits(fingerprint) WHERE fingerprint IS NOT NULL;
+",
 ];
 
 /// The last sync (scan) of one origin, as `musefs status` shows it.
@@ -262,6 +280,52 @@ pub struct KnownFile {
     pub etag: Option<String>,
     /// The format plugin that read it.
     pub plugin: String,
+    /// Its audio fingerprint, if the scan that read it took one.
+    pub fingerprint: Option<Vec<u8>>,
+}
+
+/// A file a scan read, to be written to the catalog.
+#[derive(Debug, Clone)]
+pub struct Scanned {
+    /// Its path in the origin.
+    pub path: String,
+    /// Its stamp.
+    pub stat: Stat,
+    /// The format plugin that read it.
+    pub plugin: String,
+    /// What the plugin read.
+    pub info: TrackInfo,
+    /// Its audio fingerprint (see [`fingerprint_of`]).
+    pub fingerprint: Option<Vec<u8>>,
+    /// The id of a cataloged file it is (moved here from another path): that row takes
+    /// this path and keeps its id, edits and inode.
+    pub moved_from: Option<i64>,
+}
+
+/// How many bytes of each end of the audio a fingerprint covers.
+pub const FINGERPRINT_SPAN: u64 = 16 * 1024;
+
+/// A fingerprint of audio of `len` bytes whose first and last [`FINGERPRINT_SPAN`] bytes
+/// (or fewer) are `head` and `tail`: 16 bytes of BLAKE3.
+pub fn fingerprint_of(len: u64, head: &[u8], tail: &[u8]) -> Vec<u8> {
+    let mut h = blake3::Hasher::new();
+    h.update(b"musefs-audio-fp-1");
+    h.update(&len.to_le_bytes());
+    h.update(head);
+    h.update(tail);
+    h.finalize().as_bytes()[..16].to_vec()
+}
+
+/// A moved file's row before the move: path, size, mtime, ETag, generation.
+type PrevRow = (String, i64, Option<i64>, Option<String>, i64);
+
+/// What [`Catalog::write_scanned`] did besides writing.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Written {
+    /// The file ids, in the batch's order.
+    pub ids: Vec<i64>,
+    /// Files that came back and got their kept edits again: `(origin path, kept at path)`.
+    pub reattached: Vec<(String, String)>,
 }
 
 /// One file as the serving core needs it.
@@ -325,6 +389,7 @@ fn known_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(String, KnownFile)> {
             mtime_ns: r.get(3)?,
             etag: r.get(4)?,
             plugin: r.get(5)?,
+            fingerprint: r.get(6)?,
         },
     ))
 }
@@ -557,7 +622,7 @@ impl Catalog {
         let mut st = self
             .conn
             .prepare_cached(
-                "SELECT id, path, size, mtime_ns, etag, plugin FROM files
+                "SELECT id, path, size, mtime_ns, etag, plugin, fingerprint FROM files
                  WHERE origin_id = ?1 AND (path = ?2 OR (path >= ?2 || '/' AND path < ?2 || '0'))",
             )
             .map_err(self.err())?;
@@ -579,7 +644,7 @@ impl Catalog {
     pub fn known_files(&self, origin_id: i64) -> Result<HashMap<String, KnownFile>> {
         let mut st = self
             .conn
-            .prepare("SELECT id, path, size, mtime_ns, etag, plugin FROM files WHERE origin_id = ?1")
+            .prepare("SELECT id, path, size, mtime_ns, etag, plugin, fingerprint FROM files WHERE origin_id = ?1")
             .map_err(self.err())?;
         let rows = st.query_map([origin_id], known_row).map_err(self.err())?;
         rows.collect::<std::result::Result<_, _>>().map_err(self.err())
@@ -591,19 +656,105 @@ impl Catalog {
     /// # Errors
     /// SQLite errors; the whole batch is rolled back.
     pub fn write_batch(&mut self, origin_id: i64, batch: &[(String, Stat, String, TrackInfo)]) -> Result<Vec<i64>> {
+        let batch: Vec<Scanned> = batch
+            .iter()
+            .map(|(path, stat, plugin, info)| Scanned {
+                path: path.clone(),
+                stat: stat.clone(),
+                plugin: plugin.clone(),
+                info: info.clone(),
+                fingerprint: None,
+                moved_from: None,
+            })
+            .collect();
+        Ok(self.write_scanned(origin_id, &batch)?.ids)
+    }
+
+    /// Writes a batch of scanned files in one transaction: moved files take their new
+    /// path (keeping id and edits); a new file that a removed file's kept edits wait for
+    /// (same path, or same size and fingerprint) gets them back, in the same transaction.
+    /// Moves are recorded in the edit journal, so a rebuild follows them.
+    ///
+    /// # Errors
+    /// SQLite errors (the whole batch is rolled back); [`CatalogError::Journal`] if the
+    /// batch committed but its moves could not be journaled.
+    pub fn write_scanned(&mut self, origin_id: i64, batch: &[Scanned]) -> Result<Written> {
         let path = self.path.clone();
         let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(&e)?;
-        let mut ids = Vec::with_capacity(batch.len());
-        for (rel, stat, plugin, info) in batch {
-            ids.push(write_one(&tx, origin_id, rel, stat, plugin, info).map_err(&e)?);
+        let origin: String =
+            tx.query_row("SELECT name FROM origins WHERE id = ?1", [origin_id], |r| r.get(0)).map_err(&e)?;
+        let mut out = Written::default();
+        let mut moves = Vec::new();
+        for f in batch {
+            // A pure move (`mv` keeps size and mtime) serves the same bytes: its
+            // generation, hence its inode, stays.
+            let mut keep_gen = None;
+            if let Some(old) = f.moved_from {
+                let prev: Option<PrevRow> = tx
+                    .query_row("SELECT path, size, mtime_ns, etag, gen FROM files WHERE id = ?1", [old], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+                    })
+                    .optional()
+                    .map_err(&e)?;
+                if let Some((from, size, mtime, etag, gen)) = prev {
+                    tx.execute("UPDATE files SET path = ?1 WHERE id = ?2", params![f.path, old]).map_err(&e)?;
+                    moves.push((origin.clone(), from, f.path.clone()));
+                    let same = size == f.stat.size as i64
+                        && mtime == f.stat.mtime_ns.into_option()
+                        && etag == f.stat.etag.clone().into_option().map(|s| s.into_string());
+                    if same {
+                        keep_gen = Some(gen);
+                    }
+                }
+            }
+            let existed: Option<i64> = tx
+                .prepare_cached("SELECT id FROM files WHERE origin_id = ?1 AND path = ?2")
+                .and_then(|mut st| st.query_row(params![origin_id, f.path], |r| r.get(0)).optional())
+                .map_err(&e)?;
+            let id = write_one(&tx, origin_id, &f.path, &f.stat, &f.plugin, &f.info).map_err(&e)?;
+            tx.prepare_cached("UPDATE files SET fingerprint = ?1, gen = coalesce(?3, gen) WHERE id = ?2")
+                .and_then(|mut st| st.execute(params![f.fingerprint, id, keep_gen]))
+                .map_err(&e)?;
+            out.ids.push(id);
+            if existed.is_some() {
+                continue;
+            }
+            // A new file: do edits of a removed file wait for it?
+            let kept: Option<(i64, String, String)> = tx
+                .query_row(
+                    "SELECT id, path, record FROM kept_edits
+                     WHERE origin = ?1 AND (path = ?2 OR (fingerprint = ?3 AND size = ?4))
+                     ORDER BY path = ?2 DESC, removed_at DESC LIMIT 1",
+                    params![origin, f.path, f.fingerprint, f.stat.size as i64],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()
+                .map_err(&e)?;
+            let Some((kept_id, kept_path, record)) = kept else { continue };
+            tx.execute("DELETE FROM kept_edits WHERE id = ?1", [kept_id]).map_err(&e)?;
+            let Some((edits, art)) = journal::parse_state(&record) else {
+                tracing::warn!("{origin}:{}: the kept edits of {kept_path} do not parse; dropped", f.path);
+                continue;
+            };
+            overlay::apply_checked(&tx, &[(id, edits, &art)], false, &self.path)?;
+            if kept_path != f.path {
+                moves.push((origin.clone(), kept_path.clone(), f.path.clone()));
+            }
+            out.reattached.push((f.path.clone(), kept_path));
         }
         tx.commit().map_err(&e)?;
-        Ok(ids)
+        if !moves.is_empty() {
+            let path = journal::journal_path(&self.path);
+            journal::append(&path, &journal::moves_record(&moves))
+                .map_err(|source| CatalogError::Journal { path, source })?;
+        }
+        Ok(out)
     }
 
     /// Removes files by id (their tags and picture links go with them) and pictures no
-    /// file uses any more.
+    /// file uses any more. The user's edits of a removed file are kept (`kept_edits`) and
+    /// given back when a scan finds the file again (see [`write_scanned`](Self::write_scanned)).
     ///
     /// # Errors
     /// SQLite errors; nothing is removed then.
@@ -612,6 +763,26 @@ impl Catalog {
         let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(&e)?;
         {
+            // A user's edits outlive the row: kept until the file comes back.
+            for id in ids {
+                if let Some((edits, art)) = overlay::overlay_state(&tx, *id).map_err(&e)? {
+                    let (origin, rel, size, fp): (String, String, i64, Option<Vec<u8>>) = tx
+                        .query_row(
+                            "SELECT o.name, f.path, f.size, f.fingerprint FROM files f JOIN origins o ON o.id = f.origin_id
+                             WHERE f.id = ?1",
+                            [id],
+                            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+                        )
+                        .map_err(&e)?;
+                    let record = journal::state_record(&origin, &rel, &edits, &art);
+                    tx.execute(
+                        "INSERT INTO kept_edits (origin, path, size, fingerprint, removed_at, record)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        params![origin, rel, size, fp, crate::util::now_ms(), record],
+                    )
+                    .map_err(&e)?;
+                }
+            }
             let mut st = tx.prepare("DELETE FROM files WHERE id = ?1").map_err(&e)?;
             for id in ids {
                 st.execute([id]).map_err(&e)?;

@@ -425,68 +425,7 @@ impl Catalog {
         let path = self.path.clone();
         let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
         let tx = self.conn.transaction().map_err(&e)?;
-        for (file_id, norm, art) in &checked {
-            let file_id = *file_id;
-            let exists: Option<i64> =
-                tx.query_row("SELECT id FROM files WHERE id = ?1", [file_id], |r| r.get(0)).optional().map_err(&e)?;
-            if exists.is_none() {
-                return Err(CatalogError::InvalidEdit(format!("file {file_id} is not in the catalog")));
-            }
-            for edit in norm {
-                let current = |tx: &Transaction<'_>, key: &str| -> rusqlite::Result<Vec<String>> {
-                    Ok(effective(tx, file_id)?
-                        .into_iter()
-                        .filter(|t| t.key.as_str() == key && t.data.is_empty())
-                        .map(|t| t.value.into_string())
-                        .collect())
-                };
-                match edit {
-                    Edit::Set { key, values } => write_key(&tx, file_id, key, values).map_err(&e)?,
-                    Edit::Add { key, values } => {
-                        let mut all = current(&tx, key).map_err(&e)?;
-                        all.extend(values.iter().cloned());
-                        write_key(&tx, file_id, key, &all).map_err(&e)?;
-                    }
-                    Edit::Remove { key, value } => {
-                        let mut all = current(&tx, key).map_err(&e)?;
-                        match value {
-                            Some(v) => all.retain(|x| x != v),
-                            None => all.clear(),
-                        }
-                        write_key(&tx, file_id, key, &all).map_err(&e)?;
-                    }
-                    Edit::Reset { key } => reset(&tx, file_id, key.as_deref()).map_err(&e)?,
-                }
-            }
-            if !art.is_empty() {
-                let mut pics = effective_pictures(&tx, file_id).map_err(&e)?;
-                for a in art.iter() {
-                    match a {
-                        ArtEdit::Set(p) => {
-                            pics.retain(|q| q.picture_type != p.picture_type);
-                            if p.picture_type == 3 {
-                                pics.insert(0, p.clone());
-                            } else {
-                                pics.push(p.clone());
-                            }
-                        }
-                        ArtEdit::Remove(None) => pics.clear(),
-                        ArtEdit::Remove(Some(t)) => pics.retain(|q| q.picture_type != *t),
-                    }
-                }
-                write_user_pictures(&tx, file_id, &pics).map_err(&e)?;
-            }
-            tx.execute("UPDATE files SET gen = gen + 1 WHERE id = ?1", [file_id]).map_err(&e)?;
-            log_change(&tx, file_id).map_err(&e)?;
-        }
-        tx.execute("DELETE FROM pictures WHERE id NOT IN (SELECT picture_id FROM file_pictures)", []).map_err(&e)?;
-        let record = if journal {
-            let batch: Vec<(i64, Vec<Edit>, &Vec<ArtEdit>)> =
-                checked.iter().map(|(id, norm, art)| (*id, norm.clone(), *art)).collect();
-            Some(super::journal::record(&tx, &batch).map_err(&e)?)
-        } else {
-            None
-        };
+        let record = apply_checked(&tx, &checked, journal, &self.path)?;
         tx.commit().map_err(&e)?;
         if let Some(line) = record {
             let path = super::journal::journal_path(&self.path);
@@ -508,6 +447,115 @@ impl Catalog {
         }
         Ok(m)
     }
+}
+
+/// A file's overlay as the edits that recreate it on a file with no overlay (`None`: the
+/// file has none): `Set` (or `Remove`) per key the user controls, the user's pictures.
+pub(crate) fn overlay_state(
+    conn: &rusqlite::Connection,
+    file_id: i64,
+) -> rusqlite::Result<Option<(Vec<Edit>, Vec<ArtEdit>)>> {
+    let mut keys: Vec<String> = overrides(conn, file_id)?.into_iter().collect();
+    let art = art_overridden(conn, file_id)?;
+    if keys.is_empty() && !art {
+        return Ok(None);
+    }
+    keys.sort();
+    let user = rows(conn, file_id, SOURCE_USER)?;
+    let edits = keys
+        .into_iter()
+        .map(|key| {
+            let values: Vec<String> = user.iter().filter(|r| r.key == key).map(|r| r.value.clone()).collect();
+            if values.is_empty() {
+                Edit::Remove { key, value: None }
+            } else {
+                Edit::Set { key, values }
+            }
+        })
+        .collect();
+    let mut pics = Vec::new();
+    if art {
+        pics.push(ArtEdit::Remove(None));
+        let user_pics = pictures(conn, file_id, SOURCE_USER)?;
+        // `Set` puts a front cover first and others last: non-covers in order, then covers.
+        pics.extend(user_pics.iter().filter(|p| p.picture_type != 3).cloned().map(ArtEdit::Set));
+        pics.extend(user_pics.iter().filter(|p| p.picture_type == 3).rev().cloned().map(ArtEdit::Set));
+    }
+    Ok(Some((edits, pics)))
+}
+
+/// Applies checked edits in `tx` (the catalog at `path`, for error messages); returns the
+/// journal record of them if `journal`.
+pub(crate) fn apply_checked(
+    tx: &Transaction<'_>,
+    checked: &[(i64, Vec<Edit>, &Vec<ArtEdit>)],
+    journal: bool,
+    path: &std::path::Path,
+) -> Result<Option<String>> {
+    let e = |source| CatalogError::Sqlite { path: path.to_owned(), source };
+    for (file_id, norm, art) in checked {
+        let file_id = *file_id;
+        let exists: Option<i64> =
+            tx.query_row("SELECT id FROM files WHERE id = ?1", [file_id], |r| r.get(0)).optional().map_err(&e)?;
+        if exists.is_none() {
+            return Err(CatalogError::InvalidEdit(format!("file {file_id} is not in the catalog")));
+        }
+        for edit in norm {
+            let current = |tx: &Transaction<'_>, key: &str| -> rusqlite::Result<Vec<String>> {
+                Ok(effective(tx, file_id)?
+                    .into_iter()
+                    .filter(|t| t.key.as_str() == key && t.data.is_empty())
+                    .map(|t| t.value.into_string())
+                    .collect())
+            };
+            match edit {
+                Edit::Set { key, values } => write_key(tx, file_id, key, values).map_err(&e)?,
+                Edit::Add { key, values } => {
+                    let mut all = current(tx, key).map_err(&e)?;
+                    all.extend(values.iter().cloned());
+                    write_key(tx, file_id, key, &all).map_err(&e)?;
+                }
+                Edit::Remove { key, value } => {
+                    let mut all = current(tx, key).map_err(&e)?;
+                    match value {
+                        Some(v) => all.retain(|x| x != v),
+                        None => all.clear(),
+                    }
+                    write_key(tx, file_id, key, &all).map_err(&e)?;
+                }
+                Edit::Reset { key } => reset(tx, file_id, key.as_deref()).map_err(&e)?,
+            }
+        }
+        if !art.is_empty() {
+            let mut pics = effective_pictures(tx, file_id).map_err(&e)?;
+            for a in art.iter() {
+                match a {
+                    ArtEdit::Set(p) => {
+                        pics.retain(|q| q.picture_type != p.picture_type);
+                        if p.picture_type == 3 {
+                            pics.insert(0, p.clone());
+                        } else {
+                            pics.push(p.clone());
+                        }
+                    }
+                    ArtEdit::Remove(None) => pics.clear(),
+                    ArtEdit::Remove(Some(t)) => pics.retain(|q| q.picture_type != *t),
+                }
+            }
+            write_user_pictures(tx, file_id, &pics).map_err(&e)?;
+        }
+        tx.execute("UPDATE files SET gen = gen + 1 WHERE id = ?1", [file_id]).map_err(&e)?;
+        log_change(tx, file_id).map_err(&e)?;
+    }
+    tx.execute("DELETE FROM pictures WHERE id NOT IN (SELECT picture_id FROM file_pictures)", []).map_err(&e)?;
+    let record = if journal {
+        let batch: Vec<(i64, Vec<Edit>, &Vec<ArtEdit>)> =
+            checked.iter().map(|(id, norm, art)| (*id, norm.clone(), *art)).collect();
+        Some(super::journal::record(tx, &batch).map_err(&e)?)
+    } else {
+        None
+    };
+    Ok(record)
 }
 
 #[cfg(test)]
