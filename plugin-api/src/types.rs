@@ -90,6 +90,12 @@ impl EntryKind {
     pub const FILE: Self = Self(0);
     /// A directory.
     pub const DIR: Self = Self(1);
+    // abi-since 2.1 {
+    /// A directory of a recursive listing that could not be read (permissions, an I/O
+    /// error): nothing below it is known, so the host prunes nothing below it. A host
+    /// older than 2.1 ignores the entry (it has no audio extension).
+    pub const UNLISTED: Self = Self(2);
+    // }
 }
 
 /// What an origin knows about one object without reading it.

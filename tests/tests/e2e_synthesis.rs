@@ -755,3 +755,42 @@ fn edits_survive_renames_moves_kill9_and_a_file_coming_back() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     edited("after a rebuild");
 }
+
+/// Regression (edit loss): a subdirectory that could not be read (permissions) was
+/// skipped by the listing and every file below it pruned, edits included, although
+/// nothing was known to be gone. The origin now reports it as unlisted; nothing below
+/// it is pruned, the scan says so, and a later scan that can read it finds everything.
+/// (The tests run as root, who reads everything: the scan runs as `nobody`.)
+#[test]
+fn an_unreadable_directory_prunes_nothing_below_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let lib = setup("");
+    let m = lib.manifest.to_str().unwrap().to_owned();
+    tag_ok(&lib, &["set", "main:alpha/plain.flac", "comment=kept below"]);
+    let before = ls_long(&lib.manifest);
+    let as_nobody = |args: &[&str]| {
+        std::process::Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(musefs_tests::musefs_bin())
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .unwrap()
+    };
+    fs::set_permissions(&lib.root, fs::Permissions::from_mode(0o755)).unwrap();
+    let chown = |spec: &str| {
+        assert!(std::process::Command::new("chown").args(["-R", spec]).arg(&lib.root).status().unwrap().success());
+    };
+    chown("65534:65534");
+    fs::set_permissions(lib.lib.join("alpha"), fs::Permissions::from_mode(0o000)).unwrap();
+    let out = as_nobody(&["scan", "--manifest", &m]);
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{se}");
+    assert!(so.contains("removed 0") && so.contains("unreadable"), "{so}");
+    assert!(se.contains("directory `alpha` could not be read") && se.contains("kept as they were"), "{se}");
+    fs::set_permissions(lib.lib.join("alpha"), fs::Permissions::from_mode(0o755)).unwrap();
+    chown("0:0");
+    assert_eq!(ls_long(&lib.manifest), before, "nothing was pruned");
+    let shown = String::from_utf8_lossy(&tag(&lib, &["show", "main:alpha/plain.flac"]).stdout).into_owned();
+    assert!(shown.contains("kept below"), "{shown}");
+}

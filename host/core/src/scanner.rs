@@ -14,7 +14,9 @@ use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use musefs_plugin_api::{CallCtx, Entry, FormatBox, ListRequest, OriginBox, Stat, TrackInfo, PROBE_HEAD_LEN};
+use musefs_plugin_api::{
+    CallCtx, Entry, EntryKind, FormatBox, ListRequest, OriginBox, Stat, TrackInfo, PROBE_HEAD_LEN,
+};
 
 use crate::catalog::{fingerprint_of, Catalog, CatalogError, Scanned, FINGERPRINT_SPAN};
 use crate::manifest::{Manifest, OriginSpec};
@@ -44,6 +46,8 @@ pub struct Summary {
     pub failed: u64,
     /// Origins that could not be listed (nothing of them was pruned).
     pub failed_origins: u64,
+    /// Directories that could not be read (nothing below them was pruned).
+    pub unlisted_dirs: u64,
 }
 
 impl std::fmt::Display for Summary {
@@ -58,6 +62,9 @@ impl std::fmt::Display for Summary {
         }
         if self.failed_origins > 0 {
             write!(f, " ({} origin(s) could not be listed)", self.failed_origins)?;
+        }
+        if self.unlisted_dirs > 0 {
+            write!(f, " ({} unreadable director(ies): nothing below pruned)", self.unlisted_dirs)?;
         }
         Ok(())
     }
@@ -135,6 +142,7 @@ impl Summary {
         self.unchanged += o.unchanged;
         self.removed += o.removed;
         self.moved += o.moved;
+        self.unlisted_dirs += o.unlisted_dirs;
         self.failed += o.failed;
         self.failed_origins += o.failed_origins;
     }
@@ -222,7 +230,7 @@ fn list_paths(
     manifest: &Manifest,
     paths: &[String],
 ) -> Result<Vec<Entry>, musefs_plugin_api::PluginError> {
-    use musefs_plugin_api::{EntryKind, ErrorKind};
+    use musefs_plugin_api::ErrorKind;
     let mut out = Vec::new();
     for p in paths {
         let ctx = CallCtx::with_timeout(manifest.read_timeout);
@@ -268,7 +276,13 @@ fn scan_origin(
     };
     let mut seen = HashSet::with_capacity(entries.len());
     let mut work = Vec::new();
+    // Directories the origin could not read: nothing below them is known to be gone.
+    let mut unlisted: Vec<String> = Vec::new();
     for e in entries {
+        if e.stat.kind == EntryKind::UNLISTED {
+            unlisted.push(e.path.into_string());
+            continue;
+        }
         if !claimed.contains(&extension_of(&e.path)) {
             continue;
         }
@@ -283,9 +297,19 @@ fn scan_origin(
     // after an upgrade) is not gone: it is kept as it is, and counted as failed.
     let loaded: HashSet<&str> = formats.iter().map(|(n, _)| n.as_str()).collect();
     let mut orphans: Vec<&str> = Vec::new();
+    let mut below_unlisted: HashMap<&str, usize> = HashMap::new();
     let mut gone: HashSet<i64> = known
         .iter()
         .filter(|(p, _)| !seen.contains(*p))
+        .filter(|(p, _)| {
+            let under = unlisted
+                .iter()
+                .find(|d| d.is_empty() || (p.starts_with(d.as_str()) && p.as_bytes().get(d.len()) == Some(&b'/')));
+            if let Some(d) = under {
+                *below_unlisted.entry(d.as_str()).or_default() += 1;
+            }
+            under.is_none()
+        })
         .filter(|(_, k)| {
             let kept = !loaded.contains(k.plugin.as_str());
             if kept {
@@ -307,9 +331,22 @@ fn scan_origin(
         );
         total.failed += n as u64;
     }
-    if let Some(why) =
-        shrink_guard(known.len(), seen.len(), gone.len(), manifest.prune_limit, scope.is_some() || opts.allow_prune)
-    {
+    for d in &unlisted {
+        let n = below_unlisted.get(d.as_str()).copied().unwrap_or(0);
+        tracing::warn!(
+            "origin `{}`: directory `{d}` could not be read; {n} cataloged file(s) below it kept as they were \
+             (fix its permissions to sync it)",
+            spec.name
+        );
+    }
+    total.unlisted_dirs += unlisted.len() as u64;
+    if let Some(why) = shrink_guard(
+        known.len() - below_unlisted.values().sum::<usize>(),
+        seen.len(),
+        gone.len(),
+        manifest.prune_limit,
+        scope.is_some() || opts.allow_prune,
+    ) {
         tracing::error!("origin `{}`: {why}", spec.name);
         total.failed_origins += 1;
         return Ok(Some(why));

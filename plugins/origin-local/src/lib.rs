@@ -150,9 +150,18 @@ impl Lister for LocalLister {
             ctx.check(start)?;
             let read = match fs::read_dir(&dir.path) {
                 Ok(r) => r,
-                // The root must be readable; a subdirectory that is not is skipped.
+                // The root must be readable; a subdirectory that is not is reported as
+                // unlisted (the host then prunes nothing below it).
                 Err(e) if !dir.rel.is_empty() || dir.ancestors.len() > 1 => {
-                    musefs_plugin_api::host::warn(format!("skipping unreadable directory {}: {e}", dir.path.display()));
+                    musefs_plugin_api::host::warn(format!("unreadable directory {}: {e}", dir.path.display()));
+                    let none = abi_stable::std_types::ROption::RNone;
+                    let stat = Stat {
+                        kind: EntryKind::UNLISTED,
+                        size: 0,
+                        mtime_ns: none,
+                        etag: abi_stable::std_types::ROption::RNone,
+                    };
+                    out.push(Entry { path: dir.rel.clone().into(), stat });
                     continue;
                 }
                 Err(e) => return Err(PluginError::from_io(&e, &dir.path.display().to_string())),
