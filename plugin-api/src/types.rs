@@ -95,7 +95,7 @@ impl EntryKind {
     /// error): nothing below it is known, so the host prunes nothing below it. A host
     /// older than 2.1 ignores the entry (it has no audio extension).
     pub const UNLISTED: Self = Self(2);
-    // }
+    // abi-since 2.1 }
 }
 
 /// What an origin knows about one object without reading it.

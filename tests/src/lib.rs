@@ -162,7 +162,7 @@ impl Drop for Unmount {
     }
 }
 
-/// `(path in the mount, path in the origin)` for every file, from `musefs ls -l`.
+/// `(path in the mount, path in its origin)` for every file, from `musefs ls -l`.
 pub fn ls_long(manifest: &Path) -> Vec<(String, String)> {
     let out = musefs(&["ls", "-l", "--manifest", manifest.to_str().unwrap()]);
     assert!(out.status.success(), "musefs ls failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -171,7 +171,7 @@ pub fn ls_long(manifest: &Path) -> Vec<(String, String)> {
         .lines()
         .map(|l| {
             let (p, o) = l.split_once('\t').expect("tab");
-            (p.to_owned(), o.strip_prefix("main:").expect("origin main").to_owned())
+            (p.to_owned(), o.split_once(':').expect("origin:path").1.to_owned())
         })
         .collect()
 }

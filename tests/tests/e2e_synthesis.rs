@@ -794,3 +794,38 @@ fn an_unreadable_directory_prunes_nothing_below_it() {
     let shown = String::from_utf8_lossy(&tag(&lib, &["show", "main:alpha/plain.flac"]).stdout).into_owned();
     assert!(shown.contains("kept below"), "{shown}");
 }
+
+/// Regression (edit loss): an origin renamed in the manifest left its old entries in the
+/// tree as files failing with EIO, and its files came again as ` (2)` duplicates without
+/// their edits. An origin no longer in the manifest now leaves the tree (its rows and
+/// edits kept, `status` says so), and the renamed origin takes its entries over.
+#[test]
+fn an_origin_renamed_in_the_manifest_keeps_its_files_and_edits() {
+    let lib = setup("");
+    let m = lib.manifest.to_str().unwrap().to_owned();
+    let before = ls_long(&lib.manifest);
+    tag_ok(&lib, &["set", "main:alpha/plain.flac", "comment=survives the rename"]);
+    let text = fs::read_to_string(&lib.manifest).unwrap();
+    fs::write(&lib.manifest, text.replace("name = \"main\"", "name = \"music\"")).unwrap();
+    // Before any scan: the stale origin is out of the tree, and status says why.
+    let listed = musefs(&["ls", "--manifest", &m]);
+    assert!(String::from_utf8_lossy(&listed.stdout).trim().is_empty(), "{}", String::from_utf8_lossy(&listed.stdout));
+    let status = String::from_utf8_lossy(&musefs(&["status", "--manifest", &m]).stdout).into_owned();
+    assert!(status.contains("origin main: not in the manifest: 13 file(s) (1 edited)"), "{status}");
+    let out = musefs(&["scan", "--manifest", &m]);
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && so.contains("added 0") && so.contains("unchanged 13"), "{so}{se}");
+    assert!(se.contains("renamed in the catalog"), "{se}");
+    let after: Vec<(String, String)> = ls_long(&lib.manifest);
+    assert_eq!(after.iter().map(|(t, _)| t).collect::<Vec<_>>(), before.iter().map(|(t, _)| t).collect::<Vec<_>>());
+    let shown = String::from_utf8_lossy(&tag(&lib, &["show", "music:alpha/plain.flac"]).stdout).into_owned();
+    assert!(shown.contains("survives the rename"), "{shown}");
+    let status = String::from_utf8_lossy(&musefs(&["status", "--manifest", &m]).stdout).into_owned();
+    assert!(!status.contains("not in the manifest"), "{status}");
+    // The mount serves them.
+    let mnt = lib.root.join("mnt");
+    let mount = Mount::start(&lib.manifest, &mnt, &[]);
+    let t = mutagen_tags(&[&mnt.join("Alpha/First/01 Plain.flac")]).remove(0);
+    assert!(t.contains("survives the rename"), "{t}");
+    assert_eq!(mount.stop(), Some(0));
+}

@@ -386,7 +386,7 @@ fn run(cli: Cli) -> Result<()> {
             } else {
                 check_catalog(&manifest)?;
             }
-            let mut catalog = Catalog::open(&manifest.catalog_path())?;
+            let mut catalog = Catalog::open_for(&manifest)?;
             let mut opts = scanner::Options { progress: progress::bar(), allow_prune, ..scanner::Options::default() };
             if let Some(t) = threads {
                 opts.threads = t.max(1);
@@ -492,7 +492,7 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Ls { common, long } => {
             let manifest = Manifest::load(&common.manifest)?;
-            let catalog = Catalog::open(&manifest.catalog_path())?;
+            let catalog = Catalog::open_for(&manifest)?;
             let tree = tree_load::build_tree(&manifest, &catalog)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
             for (path, id) in tree.paths() {
@@ -575,7 +575,7 @@ fn cache(command: CacheCommand) -> Result<()> {
         }
         CacheCommand::Prefetch { common, headers, parallel, targets } => {
             let (manifest, plugins) = load(&common)?;
-            let catalog = Catalog::open(&manifest.catalog_path())?;
+            let catalog = Catalog::open_for(&manifest)?;
             let cache = assemble::open_cache(&manifest)?;
             let mut ids = Vec::new();
             if targets.is_empty() {
@@ -640,7 +640,7 @@ fn cache(command: CacheCommand) -> Result<()> {
 
 fn open_for_tags(common: &Common) -> Result<(Manifest, Catalog)> {
     let manifest = Manifest::load(&common.manifest)?;
-    let catalog = Catalog::open(&manifest.catalog_path())?;
+    let catalog = Catalog::open_for(&manifest)?;
     Ok((manifest, catalog))
 }
 

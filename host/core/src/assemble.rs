@@ -40,7 +40,7 @@ pub fn build_core(manifest: &Manifest, plugins: &Plugins) -> Result<Core, BuildE
 /// Catalog and plugin errors.
 pub fn build_core_loaded(manifest: &Manifest, plugins: &Plugins) -> Result<(Core, TreeSource), BuildError> {
     plugins.check_format_options(&manifest.format_options)?;
-    let catalog = Catalog::open(&manifest.catalog_path())?;
+    let catalog = Catalog::open_for(manifest)?;
     let LoadedTree { tree, position, source } = load_tree(manifest, &catalog)?;
     let mut origins = HashMap::new();
     for o in &manifest.origins {

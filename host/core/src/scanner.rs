@@ -274,6 +274,11 @@ fn scan_origin(
             return Ok(Some(format!("listing failed: {e}")));
         }
     };
+    let adopted = if scope.is_none() { adopt_renamed_origin(spec, catalog, &known, &entries)? } else { None };
+    let (origin_id, known) = match adopted {
+        Some(adopted) => adopted,
+        None => (origin_id, known),
+    };
     let mut seen = HashSet::with_capacity(entries.len());
     let mut work = Vec::new();
     // Directories the origin could not read: nothing below them is known to be gone.
@@ -467,6 +472,46 @@ fn scan_origin(
             started.elapsed()
         ),
         None => tracing::info!("origin `{}` scanned in {:.2?}: {total}", spec.name, started.elapsed()),
+    }
+    Ok(None)
+}
+
+/// An origin's cataloged files by path.
+type KnownFiles = HashMap<String, crate::catalog::KnownFile>;
+
+/// An origin renamed in the manifest: a new origin (nothing cataloged under its name)
+/// whose listing matches the files of an origin no longer in the manifest (9 in 10 of
+/// the smaller side by path and size) takes that origin's catalog entries over, ids and
+/// edits included, instead of adding every file again beside stale copies. Returns the
+/// origin's id and known files after the adoption.
+fn adopt_renamed_origin(
+    spec: &OriginSpec,
+    catalog: &mut Catalog,
+    known: &KnownFiles,
+    entries: &[Entry],
+) -> Result<Option<(i64, KnownFiles)>, ScanError> {
+    let files: Vec<&Entry> = entries.iter().filter(|e| e.stat.kind == EntryKind::FILE).collect();
+    if !known.is_empty() || files.is_empty() {
+        return Ok(None);
+    }
+    for (old, count, _) in catalog.inactive_origins()? {
+        if count == 0 {
+            continue;
+        }
+        let sizes = catalog.origin_sizes(&old)?;
+        let matching = files.iter().filter(|e| sizes.get(e.path.as_str()) == Some(&e.stat.size)).count();
+        let smaller = files.len().min(sizes.len());
+        if matching * 10 >= smaller * 9 {
+            catalog.rename_origin(&old, &spec.name)?;
+            tracing::info!(
+                "origin `{}` holds the files of origin `{old}`, no longer in the manifest ({matching} of {} match): \
+                 renamed in the catalog, edits kept",
+                spec.name,
+                files.len()
+            );
+            let id = catalog.origin_id(&spec.name, &spec.kind)?;
+            return Ok(Some((id, catalog.known_files(id)?)));
+        }
     }
     Ok(None)
 }

@@ -69,7 +69,7 @@ pub fn render(manifest: &Manifest) -> Result<String, StatusError> {
             );
         }
     }
-    let catalog = Catalog::open(&manifest.catalog_path())?;
+    let catalog = Catalog::open_for(manifest)?;
     let (files, _, _) = catalog.counts()?;
     let _ = writeln!(
         out,
@@ -97,6 +97,14 @@ pub fn render(manifest: &Manifest) -> Result<String, StatusError> {
                 let _ = writeln!(out, "  origin {}: last sync {when}, {result}", o.name);
             }
         }
+    }
+    for (name, files, edited) in catalog.inactive_origins()? {
+        let _ = writeln!(
+            out,
+            "  origin {name}: not in the manifest: {files} file(s) ({edited} edited) kept in the catalog, not in the \
+             tree (an origin of the manifest that lists the same files takes them over, edits included, at its \
+             next scan)"
+        );
     }
     Ok(out)
 }

@@ -198,7 +198,7 @@ fn watch(manifest: &Manifest, tx: Sender<Msg>) -> Option<notify::RecommendedWatc
 }
 
 fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<AtomicBool>, changed: &AtomicBool) {
-    let mut catalog = match Catalog::open(&manifest.catalog_path()) {
+    let mut catalog = match Catalog::open_for(manifest) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("background sync disabled: {e}");

@@ -169,7 +169,8 @@ UPDATE file_pictures SET
     // v7: a user's edits survive their file's row. `fingerprint` (the audio's length and
     // its first and last 16 KiB, hashed) finds a file that moved inside its origin; the
     // overlay of a removed file waits in `kept_edits` (as the edits that recreate it) for
-    // the file to come back, at its path or, moved, by its fingerprint.
+    // the file to come back, at its path or, moved, by its fingerprint. `origins.active`:
+    // an origin no longer in the manifest keeps its rows (and edits) but leaves the tree.
     r"
 ALTER TABLE files ADD COLUMN fingerprint BLOB;
 CREATE TABLE kept_edits (
@@ -183,6 +184,7 @@ CREATE TABLE kept_edits (
 );
 CREATE INDEX kept_edits_by_path ON kept_edits(origin, path);
 CREATE INDEX kept_edits_by_fingerprint ON kept_edits(fingerprint) WHERE fingerprint IS NOT NULL;
+ALTER TABLE origins ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
 ",
 ];
 
@@ -599,6 +601,121 @@ impl Catalog {
         }
     }
 
+    /// Opens the catalog of `manifest` with its origins marked active (see
+    /// [`set_active_origins`](Self::set_active_origins)).
+    ///
+    /// # Errors
+    /// As for [`open`](Self::open).
+    pub fn open_for(manifest: &crate::manifest::Manifest) -> Result<Self> {
+        let mut c = Self::open(&manifest.catalog_path())?;
+        let names: Vec<&str> = manifest.origins.iter().map(|o| o.name.as_str()).collect();
+        c.set_active_origins(&names)?;
+        Ok(c)
+    }
+
+    /// Marks the origins named in `names` active and every other inactive: the files of
+    /// an origin no longer in the manifest (removed or renamed there) leave the tree but
+    /// keep their rows and edits (`musefs status` lists them). Every file of an origin
+    /// that changes state goes into the change log, so running mounts and tree snapshots
+    /// follow. Returns the origins that became inactive.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn set_active_origins(&mut self, names: &[&str]) -> Result<Vec<String>> {
+        let path = self.path.clone();
+        let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&e)?;
+        let all: Vec<(i64, String, bool)> = {
+            let mut st = tx.prepare("SELECT id, name, active FROM origins").map_err(&e)?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).map_err(&e)?;
+            rows.collect::<rusqlite::Result<_>>().map_err(&e)?
+        };
+        let mut retired = Vec::new();
+        for (id, name, active) in all {
+            let want = names.contains(&name.as_str());
+            if want == active {
+                continue;
+            }
+            tx.execute("UPDATE origins SET active = ?1 WHERE id = ?2", params![want, id]).map_err(&e)?;
+            tx.execute(
+                "INSERT INTO changes (file_id, at) SELECT id, ?1 FROM files WHERE origin_id = ?2",
+                params![now_secs(), id],
+            )
+            .map_err(&e)?;
+            if !want {
+                retired.push(name);
+            }
+        }
+        tx.commit().map_err(&e)?;
+        Ok(retired)
+    }
+
+    /// Origins in the catalog but not in the manifest, with their file counts and how
+    /// many of those files carry edits.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn inactive_origins(&self) -> Result<Vec<(String, u64, u64)>> {
+        let mut st = self
+            .conn
+            .prepare(
+                "SELECT o.name, count(f.id),
+                        count(DISTINCT CASE WHEN EXISTS (SELECT 1 FROM overrides v WHERE v.file_id = f.id)
+                                              OR EXISTS (SELECT 1 FROM art_overrides a WHERE a.file_id = f.id)
+                                            THEN f.id END)
+                 FROM origins o LEFT JOIN files f ON f.origin_id = o.id WHERE NOT o.active GROUP BY o.id ORDER BY o.name",
+            )
+            .map_err(self.err())?;
+        let rows = st
+            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64, r.get::<_, i64>(2)? as u64)))
+            .map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+
+    /// Renames origin `from` (not in the manifest any more) to `to`, taking over its
+    /// files, ids and edits; an empty catalog entry named `to` is dropped first.
+    ///
+    /// # Errors
+    /// SQLite errors; [`CatalogError::InvalidEdit`] if `to` already has files.
+    pub fn rename_origin(&mut self, from: &str, to: &str) -> Result<()> {
+        let path = self.path.clone();
+        let e = move |source| CatalogError::Sqlite { path: path.clone(), source };
+        let tx = self.conn.transaction().map_err(&e)?;
+        let taken: i64 = tx
+            .query_row(
+                "SELECT count(*) FROM files f JOIN origins o ON o.id = f.origin_id WHERE o.name = ?1",
+                [to],
+                |r| r.get(0),
+            )
+            .map_err(&e)?;
+        if taken > 0 {
+            return Err(CatalogError::InvalidEdit(format!("origin `{to}` already has {taken} file(s) in the catalog")));
+        }
+        tx.execute("DELETE FROM origins WHERE name = ?1", [to]).map_err(&e)?;
+        tx.execute("UPDATE origins SET name = ?1, active = 1 WHERE name = ?2", params![to, from]).map_err(&e)?;
+        tx.execute(
+            "INSERT INTO changes (file_id, at) SELECT f.id, ?1 FROM files f JOIN origins o ON o.id = f.origin_id WHERE o.name = ?2",
+            params![now_secs(), to],
+        )
+        .map_err(&e)?;
+        tx.execute("UPDATE kept_edits SET origin = ?1 WHERE origin = ?2", params![to, from]).map_err(&e)?;
+        tx.commit().map_err(&e)?;
+        Ok(())
+    }
+
+    /// `(path, size)` of the files of origin `name`.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn origin_sizes(&self, name: &str) -> Result<HashMap<String, u64>> {
+        let mut st = self
+            .conn
+            .prepare("SELECT f.path, f.size FROM files f JOIN origins o ON o.id = f.origin_id WHERE o.name = ?1")
+            .map_err(self.err())?;
+        let rows = st.query_map([name], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))).map_err(self.err())?;
+        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
+    }
+
     /// The id of origin `name`, registering it if new.
     ///
     /// # Errors
@@ -833,6 +950,14 @@ impl Catalog {
     /// SQLite errors.
     pub fn tree_file(&self, id: i64, keys: &[String]) -> Result<Option<TreeFile>> {
         let Some(file) = self.file(id)? else { return Ok(None) };
+        let active: bool = self
+            .conn
+            .prepare_cached("SELECT o.active FROM files f JOIN origins o ON o.id = f.origin_id WHERE f.id = ?1")
+            .and_then(|mut st| st.query_row([id], |r| r.get(0)))
+            .map_err(self.err())?;
+        if !active {
+            return Ok(None);
+        }
         let has_picture = !self.files_with_pictures(Some(id))?.is_empty();
         let mut tags = Vec::new();
         for t in self.effective_tags(id)? {
@@ -860,7 +985,7 @@ impl Catalog {
             .conn
             .prepare(
                 "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen, f.audio_offset
-                 FROM files f JOIN origins o ON o.id = f.origin_id ORDER BY o.name, f.path",
+                 FROM files f JOIN origins o ON o.id = f.origin_id WHERE o.active ORDER BY o.name, f.path",
             )
             .map_err(self.err())?;
         let mut files: Vec<TreeFile> = st
