@@ -4,7 +4,8 @@
 # Installs what the tests need on Debian (apt and pip packages, cargo-nextest), quietly
 # and only what is missing, then runs clippy with warnings denied and the whole test
 # suite: unit tests, the middle tier (serving core, fakes) and the end-to-end tests
-# (real encoders, a moto S3 server and a private sshd started by the tests, real mounts).
+# (real encoders, a moto S3 server and a private sshd started by the tests, real mounts),
+# then every fuzz target for 20 s.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,3 +44,10 @@ cargo build --workspace --quiet
 # party's crate would (it is not a workspace member).
 cargo test --quiet --manifest-path examples/format-wav/Cargo.toml --target-dir target/fixtures
 cargo nextest run --workspace --no-fail-fast "$@"
+# Every fuzz target for a short, bounded time (MUSEFS_FUZZ_SECS, default 20 s each; 0
+# skips) on corpora seeded from the demo library, so a regression in a parser surfaces
+# here. Longer runs while developing: fuzz/run.sh 300. Skipped with a note where no
+# nightly toolchain is installed (cargo-fuzz needs it).
+if [ $# -eq 0 ] && [ "${MUSEFS_FUZZ_SECS:-20}" != 0 ]; then
+    fuzz/run.sh "${MUSEFS_FUZZ_SECS:-20}"
+fi

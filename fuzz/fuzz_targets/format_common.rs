@@ -1,0 +1,41 @@
+//! The checks every format target runs on one input: probe, read, and (if the read
+//! succeeds) plan in synthesis mode, straight through the `Format` trait (not the FFI
+//! wrapper, whose panic guard would hide a panic from the fuzzer). Beyond "no panic":
+//! a plan's origin ranges lie inside the file and literal segments hold what they claim.
+
+use std::sync::Arc;
+
+use musefs_plugin_api::testing::MemHandle;
+use musefs_plugin_api::{
+    handle_into_ffi, CallCtx, Format, PlanMode, PlanRequest, SegmentKind, Source, PROBE_HEAD_LEN,
+};
+
+pub fn run<F: Format>(f: &F, data: &[u8]) {
+    let head = &data[..data.len().min(PROBE_HEAD_LEN)];
+    for ext in f.extensions() {
+        let _ = f.probe(head, &ext);
+    }
+    let source = || Source::new(handle_into_ffi(Arc::new(MemHandle::new(data.to_vec()))), CallCtx::unlimited());
+    let Ok(info) = f.read(&source()) else { return };
+    let len = data.len() as u64;
+    // The host passes the file's own tags and pictures (as cataloged) when nothing is
+    // edited. (Passthrough plans are the FFI wrapper's, not the plugin's.)
+    let req = PlanRequest {
+        mode: PlanMode::SYNTHESIS,
+        tags: info.tags.clone(),
+        pictures: info.pictures.clone(),
+        info: info.clone(),
+        options: "{}".into(),
+        extra: Default::default(),
+    };
+    let Ok(plan) = f.plan(&source(), &req) else { return };
+    for s in plan.segments.iter() {
+        if s.kind == SegmentKind::LITERAL {
+            assert_eq!(s.bytes.len() as u64, s.len, "a literal segment holds `len` bytes");
+        } else {
+            // Origin ranges (and kinds derived from them) lie inside the original.
+            let end = s.offset.checked_add(s.len);
+            assert!(end.is_some_and(|e| e <= len), "range {}+{} past the end ({len})", s.offset, s.len);
+        }
+    }
+}
