@@ -216,9 +216,13 @@ pub fn canonical(id: &str) -> &'static str {
     }
 }
 
-/// `"(17)"`, `"17"` or `"(17)Rock"` to a genre name; anything else unchanged.
+/// `"(17)"`, `"17"` or `"(17)Rock"` to a genre name, `"((text"` to `"(text"` (the
+/// escape of a literal `(`); anything else unchanged.
 pub fn genre_name(v: &str) -> String {
     let t = v.trim();
+    if let Some(rest) = t.strip_prefix("((") {
+        return format!("({rest}");
+    }
     let num =
         t.strip_prefix('(').and_then(|r| r.split_once(')')).map_or(t, |(n, rest)| if rest.is_empty() { n } else { "" });
     match num.parse::<usize>() {
@@ -423,6 +427,10 @@ mod tests {
         assert_eq!(t.tags[3].native.as_str(), "PRIV");
         assert_eq!(t.tags[3].data.as_slice(), b"owner\x00\x01\x02\x03");
         assert_eq!(vals[4], ("genre", "TCON", "Rock"));
+        // Regression (found by the synthesis property test): a genre starting with `(`
+        // was written as is and read back as an ID3v1 reference (`()!` became `!`).
+        assert_eq!(genre_name("((jazz)"), "(jazz)");
+        assert_eq!(genre_name("()!"), "!");
     }
 
     #[test]

@@ -314,6 +314,15 @@ pub fn frames(tags: &[Tag], pictures: &[Picture], v: Version) -> Vec<u8> {
                     for val in vals {
                         frame(&mut out, id, &described_body("", &[val], v, Some(b"eng")), v);
                     }
+                } else if id == "TCON" {
+                    // A genre that starts with `(` would read as an ID3v1 reference
+                    // (`(17)`); `((` is the escape for a literal `(`.
+                    let escaped: Vec<String> = vals
+                        .iter()
+                        .map(|g| if g.starts_with('(') { format!("({g}") } else { (*g).to_owned() })
+                        .collect();
+                    let escaped: Vec<&str> = escaped.iter().map(String::as_str).collect();
+                    frame(&mut out, id, &text_body(&escaped, v), v);
                 } else {
                     frame(&mut out, id, &text_body(&vals, v), v);
                 }
