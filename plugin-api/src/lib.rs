@@ -101,8 +101,8 @@ pub use format::{format_into_ffi, FfiFormat, Format, FormatBox, Source, SourceRe
 pub use guard::{guard, guard_or};
 pub use host::{host_into_ffi, FfiHost, Host, HostBox, LogLevel}; // abi-2.0:
 pub use origin::{
-    check_path, handle_into_ffi, origin_into_ffi, FfiHandle, FfiLister, FfiOrigin, Handle, HandleBox, Lister,
-    ListerBox, Origin, OriginBox,
+    check_path, display_path, handle_into_ffi, origin_into_ffi, path_bytes, path_from_bytes, FfiHandle, FfiLister,
+    FfiOrigin, Handle, HandleBox, Lister, ListerBox, Origin, OriginBox, BYTES_MARKER,
 };
 pub use root::{PluginMod, PluginModRef, ABI_MINOR, ABI_VERSION, ABI_VERSION_STRING};
 pub use types::{

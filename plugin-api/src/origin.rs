@@ -131,20 +131,106 @@ pub trait Handle: Send + Sync + 'static {
 }
 
 /// Refuses paths that are not plain, relative, `/`-separated paths inside an origin:
-/// empty, absolute, with an empty, `.` or `..` component, or with a NUL byte. Every
-/// origin checks the paths it is given with this, so they all refuse the same ones.
+/// empty, absolute, with an empty, `.` or `..` component, or with a NUL byte (checked on
+/// the bytes a [`path_from_bytes`] string stands for). Every origin checks the paths it
+/// is given with this, so they all refuse the same ones.
 ///
 /// # Errors
 /// [`INVALID_INPUT`](crate::ErrorKind::INVALID_INPUT) naming the path.
 pub fn check_path(path: &str) -> PluginResult<()> {
-    let bad =
-        path.starts_with('/') || path.contains('\0') || path.split('/').any(|c| c.is_empty() || c == "." || c == "..");
+    let b = path_bytes(path);
+    let bad = b.is_empty()
+        || b.starts_with(b"/")
+        || b.contains(&0)
+        || b.split(|&c| c == b'/').any(|c| c.is_empty() || c == b"." || c == b"..");
     if bad {
         return Err(PluginError::invalid_input(format!(
             "path {path:?} is not a plain relative path inside the origin"
         )));
     }
     Ok(())
+}
+
+// (Since 2.1. Plain functions over the path strings that cross the boundary, not part
+// of the ABI's layout: no fence.)
+/// The first character of a path string that stands for bytes which are not UTF-8 (a
+/// file name from an old Latin-1 system, say): see [`path_from_bytes`]. U+FFFF is a
+/// noncharacter, never part of a real name's first character in practice; a UTF-8 path
+/// that does start with it is escaped too, so the encoding is exact both ways.
+pub const BYTES_MARKER: char = '\u{FFFF}';
+
+/// The path string for the raw bytes of an origin path (Unix file names are bytes, not
+/// text). Valid UTF-8 is itself; anything else is [`BYTES_MARKER`] followed by the bytes
+/// with every invalid byte, and every `%`, written `%XX`. [`path_bytes`] reverses it;
+/// the host shows such a path with [`display_path`] (lossy, deterministic).
+pub fn path_from_bytes(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(s) if !s.starts_with(BYTES_MARKER) => s.to_owned(),
+        _ => {
+            let mut out = String::from(BYTES_MARKER);
+            let push = |out: &mut String, s: &str| {
+                for c in s.chars() {
+                    if c == '%' {
+                        out.push_str("%25");
+                    } else {
+                        out.push(c);
+                    }
+                }
+            };
+            let mut rest = bytes;
+            loop {
+                match std::str::from_utf8(rest) {
+                    Ok(s) => {
+                        push(&mut out, s);
+                        break;
+                    }
+                    Err(e) => {
+                        let (good, bad) = rest.split_at(e.valid_up_to());
+                        push(&mut out, std::str::from_utf8(good).unwrap_or_default());
+                        let n = e.error_len().unwrap_or(bad.len()).max(1);
+                        for b in &bad[..n] {
+                            out.push_str(&format!("%{b:02X}"));
+                        }
+                        rest = &bad[n..];
+                    }
+                }
+            }
+            out
+        }
+    }
+}
+
+/// The bytes a path string stands for (see [`path_from_bytes`]).
+pub fn path_bytes(path: &str) -> std::borrow::Cow<'_, [u8]> {
+    let Some(rest) = path.strip_prefix(BYTES_MARKER) else { return std::borrow::Cow::Borrowed(path.as_bytes()) };
+    let b = rest.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A path string as valid UTF-8 text for names and messages: itself, or for one that
+/// stands for non-UTF-8 bytes those bytes decoded lossily (U+FFFD for each invalid
+/// sequence; the same bytes always give the same text).
+pub fn display_path(path: &str) -> std::borrow::Cow<'_, str> {
+    if path.starts_with(BYTES_MARKER) {
+        std::borrow::Cow::Owned(String::from_utf8_lossy(&path_bytes(path)).into_owned())
+    } else {
+        std::borrow::Cow::Borrowed(path)
+    }
 }
 
 /// Wraps a Rust [`Origin`] into its FFI form. Used by [`export_plugin!`](crate::export_plugin).
@@ -209,5 +295,34 @@ impl FfiHandle for HandleAdapter {
 
     fn local_path(&self) -> ROption<RString> {
         guard_or("Handle::local_path", ROption::RNone, || self.0.local_path().map(RString::from).into())
+    }
+}
+
+#[cfg(test)]
+mod path_tests {
+    use super::*;
+
+    #[test]
+    fn byte_paths_round_trip_exactly_and_display_lossily() {
+        for bytes in [
+            &b"plain/ascii.flac"[..],
+            "ünïcödé/曲.flac".as_bytes(),
+            b"Caf\xe9/01 \xc9t\xe9.mp3",
+            b"100%/50% \xff.ogg",
+            "\u{FFFF}starts with the marker".as_bytes(),
+            b"\xf0\x9f\x8e",
+        ] {
+            let s = path_from_bytes(bytes);
+            assert_eq!(&*path_bytes(&s), bytes, "{s:?}");
+            assert_eq!(std::str::from_utf8(bytes).is_ok() && !s.starts_with(BYTES_MARKER), s.as_bytes() == bytes);
+        }
+        let s = path_from_bytes(b"Caf\xe9/x.flac");
+        assert_eq!(s, "\u{FFFF}Caf%E9/x.flac");
+        assert_eq!(display_path(&s), "Caf\u{FFFD}/x.flac");
+        check_path(&s).unwrap();
+        // Escapes cannot smuggle a `..`, a `/` or a NUL past the check.
+        for evil in ["\u{FFFF}%2E%2E/x", "\u{FFFF}a%2F..%2Fb", "\u{FFFF}a%00b", "\u{FFFF}%2Fetc"] {
+            assert!(check_path(evil).is_err(), "{evil:?}");
+        }
     }
 }

@@ -829,3 +829,44 @@ fn an_origin_renamed_in_the_manifest_keeps_its_files_and_edits() {
     assert!(t.contains("survives the rename"), "{t}");
     assert_eq!(mount.stop(), Some(0));
 }
+
+/// Regression (issue 14, item 7): files with names that are not UTF-8 (Latin-1 from an
+/// old Windows system) were skipped by the listing, not even counted as failed. They are
+/// now scanned and served, their origin path kept as bytes, under lossy UTF-8 names
+/// (U+FFFD), and the scan says how many.
+#[test]
+fn files_with_non_utf8_names_are_served_under_lossy_names() {
+    use std::os::unix::ffi::OsStrExt;
+    let lib = setup("");
+    let m = lib.manifest.to_str().unwrap().to_owned();
+    let dir = lib.lib.join(std::ffi::OsStr::from_bytes(b"Vieux Caf\xe9"));
+    fs::create_dir_all(&dir).unwrap();
+    let untagged = dir.join(std::ffi::OsStr::from_bytes(b"\xc9t\xe9.flac"));
+    fs::copy(lib.lib.join("hostile/untagged.flac"), &untagged).unwrap();
+    let tagged = dir.join(std::ffi::OsStr::from_bytes(b"100% \xff.mp3"));
+    fs::copy(lib.lib.join("beta/mp3s/v24.mp3"), &tagged).unwrap();
+    let out = musefs(&["scan", "--manifest", &m]);
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && so.contains("added 2") && so.contains("2 non-UTF-8 name(s) shown lossily"),
+        "{so}{se}"
+    );
+    assert!(se.contains("served under lossy names") && se.contains("Vieux Caf\u{FFFD}"), "{se}");
+    let listed: Vec<String> = ls_long(&lib.manifest).into_iter().map(|(t, _)| t).collect();
+    let name = "Unknown Artist/Vieux Caf\u{FFFD}/\u{FFFD}t\u{FFFD}.flac";
+    assert!(listed.iter().any(|t| t == name), "{listed:?}");
+    let mnt = lib.root.join("mnt");
+    let mount = Mount::start(&lib.manifest, &mnt, &[]);
+    let served = mnt.join(name);
+    assert_eq!(audio_md5(&served), audio_md5(&untagged));
+    validate(&served).unwrap();
+    // The tagged one is placed by its tags, beside the original it copies.
+    assert!(mnt.join("Beta/Second/01 Four (2).mp3").exists() || mnt.join("Beta/Second/01 Four.mp3").exists());
+    let dup = fs::read_dir(mnt.join("Beta/Second")).unwrap().count();
+    assert!(dup >= 4, "both copies are served");
+    assert_eq!(mount.stop(), Some(0));
+    // Edits reach it by its origin path as `ls -l` shows it.
+    let origin_path = ls_long(&lib.manifest).into_iter().find(|(t, _)| t == name).unwrap().1;
+    tag_ok(&lib, &["set", &format!("main:{origin_path}"), "title=Été"]);
+    assert!(ls_long(&lib.manifest).iter().any(|(t, _)| t == "Unknown Artist/Vieux Caf\u{FFFD}/Été.flac"));
+}

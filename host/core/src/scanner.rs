@@ -48,6 +48,8 @@ pub struct Summary {
     pub failed_origins: u64,
     /// Directories that could not be read (nothing below them was pruned).
     pub unlisted_dirs: u64,
+    /// Files whose names are not UTF-8 (served under lossy names).
+    pub lossy_names: u64,
 }
 
 impl std::fmt::Display for Summary {
@@ -62,6 +64,9 @@ impl std::fmt::Display for Summary {
         }
         if self.failed_origins > 0 {
             write!(f, " ({} origin(s) could not be listed)", self.failed_origins)?;
+        }
+        if self.lossy_names > 0 {
+            write!(f, " ({} non-UTF-8 name(s) shown lossily)", self.lossy_names)?;
         }
         if self.unlisted_dirs > 0 {
             write!(f, " ({} unreadable director(ies): nothing below pruned)", self.unlisted_dirs)?;
@@ -143,6 +148,7 @@ impl Summary {
         self.removed += o.removed;
         self.moved += o.moved;
         self.unlisted_dirs += o.unlisted_dirs;
+        self.lossy_names += o.lossy_names;
         self.failed += o.failed;
         self.failed_origins += o.failed_origins;
     }
@@ -283,6 +289,8 @@ fn scan_origin(
     let mut work = Vec::new();
     // Directories the origin could not read: nothing below them is known to be gone.
     let mut unlisted: Vec<String> = Vec::new();
+    // Files whose names are not UTF-8: served, under lossy names.
+    let mut lossy: Vec<String> = Vec::new();
     for e in entries {
         if e.stat.kind == EntryKind::UNLISTED {
             unlisted.push(e.path.into_string());
@@ -292,6 +300,9 @@ fn scan_origin(
             continue;
         }
         let path = e.path.into_string();
+        if path.starts_with(musefs_plugin_api::BYTES_MARKER) {
+            lossy.push(path.clone());
+        }
         match known.get(&path) {
             Some(k) if same_stamp(k, &e.stat) => total.unchanged += 1,
             _ => work.push(path.clone()),
@@ -345,6 +356,18 @@ fn scan_origin(
         );
     }
     total.unlisted_dirs += unlisted.len() as u64;
+    if !lossy.is_empty() {
+        let shown: Vec<String> =
+            lossy.iter().take(3).map(|p| format!("`{}`", musefs_plugin_api::display_path(p))).collect();
+        tracing::info!(
+            "origin `{}`: {} file(s) with names that are not UTF-8 are served under lossy names (invalid bytes as \
+             U+FFFD; templates' $filename and $dirname show them so), e.g. {}",
+            spec.name,
+            lossy.len(),
+            shown.join(", ")
+        );
+    }
+    total.lossy_names += lossy.len() as u64;
     if let Some(why) = shrink_guard(
         known.len() - below_unlisted.values().sum::<usize>(),
         seen.len(),

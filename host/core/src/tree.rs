@@ -155,7 +155,8 @@ struct TagFields<'a>(&'a TreeFile);
 
 impl Fields for TagFields<'_> {
     fn values(&self, field: &str) -> Vec<String> {
-        let path = &self.0.file.path;
+        // A path standing for non-UTF-8 bytes renders lossily (U+FFFD), deterministically.
+        let path = musefs_plugin_api::display_path(&self.0.file.path);
         let mut parts = path.rsplit('/');
         let one = |s: &str| if s.is_empty() { Vec::new() } else { vec![s.to_owned()] };
         match field {

@@ -7,14 +7,15 @@
 
 use std::collections::HashSet;
 use std::fs::{self, File};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use musefs_plugin_api::{
-    CallCtx, Entry, EntryKind, ErrorKind, Handle, ListRequest, Lister, Origin, OriginCaps, PluginError, PluginResult,
-    Stat,
+    path_from_bytes, CallCtx, Entry, EntryKind, ErrorKind, Handle, ListRequest, Lister, Origin, OriginCaps,
+    PluginError, PluginResult, Stat,
 };
 use serde::Deserialize;
 
@@ -68,7 +69,7 @@ impl LocalOrigin {
     /// The absolute path of an origin-relative path, refusing anything that escapes the root.
     fn resolve(&self, rel: &str) -> PluginResult<PathBuf> {
         musefs_plugin_api::check_path(rel)?;
-        Ok(self.root.join(rel))
+        Ok(self.root.join(std::ffi::OsStr::from_bytes(&musefs_plugin_api::path_bytes(rel))))
     }
 }
 
@@ -91,7 +92,10 @@ impl Origin for LocalOrigin {
         if !meta.is_dir() {
             return Err(PluginError::new(ErrorKind::NOT_FOUND, format!("{} is not a directory", dir.display())));
         }
-        let prefix = req.dir.as_str().trim_matches('/').to_owned();
+        let dir_bytes = musefs_plugin_api::path_bytes(req.dir.as_str());
+        let start = dir_bytes.iter().position(|&b| b != b'/').unwrap_or(dir_bytes.len());
+        let end = dir_bytes.iter().rposition(|&b| b != b'/').map_or(start, |i| i + 1);
+        let prefix = dir_bytes[start..end.max(start)].to_vec();
         Ok(Box::new(LocalLister {
             stack: vec![Pending { path: dir, rel: prefix, ancestors: vec![(meta.dev(), meta.ino())] }],
             recursive: req.recursive,
@@ -126,7 +130,8 @@ impl Origin for LocalOrigin {
 
 struct Pending {
     path: PathBuf,
-    rel: String,
+    /// The origin-relative path, as bytes (Unix names need not be UTF-8).
+    rel: Vec<u8>,
     /// (dev, ino) of every directory from the walk's root to this one: a symlink to any
     /// of them would loop.
     ancestors: Vec<(u64, u64)>,
@@ -161,7 +166,7 @@ impl Lister for LocalLister {
                         mtime_ns: none,
                         etag: abi_stable::std_types::ROption::RNone,
                     };
-                    out.push(Entry { path: dir.rel.clone().into(), stat });
+                    out.push(Entry { path: path_from_bytes(&dir.rel).into(), stat });
                     continue;
                 }
                 Err(e) => return Err(PluginError::from_io(&e, &dir.path.display().to_string())),
@@ -171,15 +176,10 @@ impl Lister for LocalLister {
             names.sort_by_key(|e| e.file_name());
             let mut subdirs = Vec::new();
             for de in names {
+                // A name that is not UTF-8 (Latin-1 from an old system) is served too: its
+                // path string stands for its bytes (see `path_from_bytes`).
                 let name = de.file_name();
-                let Some(name) = name.to_str() else {
-                    musefs_plugin_api::host::warn(format!(
-                        "skipping non-UTF-8 name {:?} in {}",
-                        name,
-                        dir.path.display()
-                    ));
-                    continue;
-                };
+                let name = name.as_bytes();
                 let path = de.path();
                 let ft = match de.file_type() {
                     Ok(t) => t,
@@ -190,7 +190,7 @@ impl Lister for LocalLister {
                 }
                 // metadata() follows symlinks; a dangling link is skipped.
                 let Ok(meta) = fs::metadata(&path) else { continue };
-                let rel = if dir.rel.is_empty() { name.to_owned() } else { format!("{}/{name}", dir.rel) };
+                let rel = if dir.rel.is_empty() { name.to_vec() } else { [&dir.rel[..], b"/", name].concat() };
                 if meta.is_dir() {
                     let id = (meta.dev(), meta.ino());
                     if dir.ancestors.contains(&id) {
@@ -204,10 +204,10 @@ impl Lister for LocalLister {
                         ancestors.push(id);
                         subdirs.push(Pending { path, rel, ancestors });
                     } else {
-                        out.push(Entry { path: rel.into(), stat: stat_of(&meta) });
+                        out.push(Entry { path: path_from_bytes(&rel).into(), stat: stat_of(&meta) });
                     }
                 } else if meta.is_file() {
-                    out.push(Entry { path: rel.into(), stat: stat_of(&meta) });
+                    out.push(Entry { path: path_from_bytes(&rel).into(), stat: stat_of(&meta) });
                 }
             }
             self.stack.extend(subdirs.into_iter().rev());
