@@ -394,6 +394,10 @@ fn run(cli: Cli) -> Result<()> {
             let started = std::time::Instant::now();
             let summary = scanner::scan(&manifest, &plugins, &mut catalog, &opts)?;
             println!("scan: {summary} in {:.2?}", started.elapsed());
+            if !summary.refused.is_empty() {
+                println!("refused ({} file(s), each named in the log above):", summary.refused.values().sum::<u64>());
+                print!("{}", summary.refusals());
+            }
             if rebuild_catalog {
                 let journal = musefs_core::catalog::journal::journal_path(&manifest.catalog_path());
                 let r = catalog.replay_journal(&journal)?;

@@ -50,6 +50,38 @@ pub struct Summary {
     pub unlisted_dirs: u64,
     /// Files whose names are not UTF-8 (served under lossy names).
     pub lossy_names: u64,
+    /// Refused files by reason (numbers in the reason replaced by `N`, so one kind of
+    /// damage is one line).
+    pub refused: std::collections::BTreeMap<String, u64>,
+}
+
+impl Summary {
+    /// The refused files by reason, most common first: `  N × reason` lines.
+    pub fn refusals(&self) -> String {
+        let mut v: Vec<(&String, &u64)> = self.refused.iter().collect();
+        v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        v.iter().map(|(r, n)| format!("  {n} × {r}\n")).collect()
+    }
+}
+
+/// A refusal reason with its numbers (offsets, sizes) replaced by `N`.
+fn reason_class(reason: &str) -> String {
+    let mut out = String::with_capacity(reason.len());
+    // `ID3v2`, `mp3`: digits that follow a letter are part of a word.
+    let (mut in_word, mut in_num) = (false, false);
+    for c in reason.chars() {
+        if c.is_ascii_digit() && !in_word {
+            if !in_num {
+                out.push('N');
+            }
+            in_num = true;
+            continue;
+        }
+        in_num = false;
+        in_word = c.is_alphanumeric() && (c.is_alphabetic() || in_word);
+        out.push(c);
+    }
+    out
 }
 
 impl std::fmt::Display for Summary {
@@ -149,6 +181,9 @@ impl Summary {
         self.moved += o.moved;
         self.unlisted_dirs += o.unlisted_dirs;
         self.lossy_names += o.lossy_names;
+        for (r, n) in &o.refused {
+            *self.refused.entry(r.clone()).or_default() += n;
+        }
         self.failed += o.failed;
         self.failed_origins += o.failed_origins;
     }
@@ -455,6 +490,7 @@ fn scan_origin(
                 }
                 Err(reason) => {
                     total.failed += 1;
+                    *total.refused.entry(reason_class(&reason)).or_default() += 1;
                     bar.suspend(&mut || tracing::warn!("skipping {}:{path}: {reason}", spec.name));
                 }
             }
@@ -643,6 +679,15 @@ mod tests {
 
     fn v(p: &[&str]) -> Vec<String> {
         p.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn refusal_reasons_group_by_kind_of_damage() {
+        assert_eq!(
+            reason_class("mp3: truncated: ID3v2 tag at offset 0 claims 4096 bytes but the file has 512"),
+            "mp3: truncated: ID3v2 tag at offset N claims N bytes but the file has N"
+        );
+        assert_eq!(reason_class("flac: block of type 6 at 1234"), "flac: block of type N at N");
     }
 
     #[test]

@@ -12,7 +12,7 @@ pub mod synth;
 use base64::Engine;
 use musefs_format_util::{picture, props, vorbis};
 use musefs_plugin_api::{
-    Format, KeyValue, Plan, PlanRequest, PluginError, PluginResult, Region, Source, Tag, TrackInfo,
+    AudioProps, Format, KeyValue, Plan, PlanRequest, PluginError, PluginResult, Region, Source, Tag, TrackInfo,
 };
 
 /// Header packets larger than this are refused (covers are a few MiB at most).
@@ -63,20 +63,19 @@ impl Format for Ogg {
         let mut codec = None;
         let mut total = 0usize;
         let mut header_end;
+        let mut warnings: Vec<String> = Vec::new();
         loop {
-            let head = src.read_vec(pos, 27 + 255)?;
-            if head.len() < 27 {
-                return Err(PluginError::invalid_data(format!("truncated: the header pages end at offset {pos}")));
+            let page::Read { at, page, bytes: whole, crc_ok, skipped } = page::read_at(src, pos)?;
+            if skipped > 0 {
+                warnings.push(format!(
+                    "{skipped} byte(s) of garbage at offset {pos} skipped (the next Ogg page is at {at})"
+                ));
             }
-            if &head[..4] != b"OggS" {
-                return Err(PluginError::invalid_data(format!(
-                    "no Ogg page at offset {pos}: not an Ogg file or corrupt"
-                )));
+            if !crc_ok {
+                // ffmpeg and the other players do not check Ogg CRCs: read it, say so.
+                warnings.push(format!("Ogg page at offset {at} fails its CRC check; read anyway"));
             }
-            let hl = 27 + head[26] as usize;
-            let body: usize = head.get(27..hl).map_or(0, |l| l.iter().map(|&b| b as usize).sum());
-            let whole = src.read_vec(pos, hl + body)?;
-            let page = page::parse(&whole, pos)?;
+            pos = at;
             pos += page.len();
             header_end = pos;
             let s = *serial.get_or_insert(page.serial);
@@ -123,7 +122,15 @@ impl Format for Ogg {
         let comment = packets[1]
             .strip_prefix(prefix)
             .ok_or_else(|| PluginError::invalid_data("the second Ogg packet is not a comment header"))?;
-        let parsed = vorbis::parse(comment)?;
+        // A comment packet shorter than its fields claim (damage, a buggy tagger) is read
+        // as far as it goes, as mutagen and ffmpeg do; the fields lost are reported.
+        let (parsed, cut) = vorbis::parse_lenient(comment)?;
+        if cut {
+            warnings.push(format!(
+                "the comment header is cut short: {} field(s) read, the rest ignored",
+                parsed.fields.len()
+            ));
+        }
         let (mut tags, pics) = vorbis::to_tags(&parsed);
         let mut pictures = Vec::new();
         for b64 in pics {
@@ -156,7 +163,20 @@ impl Format for Ogg {
         if audio_len == 0 {
             return Err(PluginError::invalid_data("truncated: no audio pages after the headers"));
         }
-        let props = props::audio_props(src, ext, name, audio_len)?;
+        // The properties probe never vetoes a file ffmpeg plays (a page whose CRC fails
+        // deep in the audio stops symphonia): fall back to the identification header and
+        // the last page's granule position.
+        let props = match props::audio_props(src, ext, name, audio_len) {
+            Ok(p) => p,
+            Err(e) => match fallback_props(src, codec, &packets[0], serial.unwrap_or(0), audio_offset) {
+                Some(p) => {
+                    warnings.push(format!("audio properties taken from the headers ({e})"));
+                    p
+                }
+                None => return Err(e),
+            },
+        };
+        extra.extend(warnings.into_iter().map(|w| KeyValue { key: "warning".into(), value: w.into() }));
         Ok(TrackInfo {
             format: format!("ogg-{name}").into(),
             extension: ext.into(),
@@ -173,6 +193,65 @@ impl Format for Ogg {
     fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
         synth::synthesize(src, req)
     }
+}
+
+/// Audio properties from the identification header (rate, channels) and the granule
+/// position of the stream's last page (duration); `None` if there is no audio page.
+fn fallback_props(src: &Source, codec: Codec, id: &[u8], serial: u32, audio_offset: u64) -> Option<AudioProps> {
+    let (rate, channels, pre_skip) = match codec {
+        Codec::Vorbis if id.len() >= 16 => (u32::from_le_bytes(id[12..16].try_into().ok()?), u32::from(id[11]), 0u64),
+        // Opus always decodes at 48 kHz; the header's rate is the input's.
+        Codec::Opus if id.len() >= 12 => (48_000, u32::from(id[9]), u64::from(u16::from_le_bytes([id[10], id[11]]))),
+        _ => return None,
+    };
+    if rate == 0 {
+        return None;
+    }
+    // The last page of our stream: search back from the end, a window at a time.
+    let len = src.len();
+    let mut end = len;
+    let mut granule = None;
+    while end > audio_offset && granule.is_none() {
+        let start = end.saturating_sub(64 * 1024).max(audio_offset);
+        let buf = src.read_vec(start, (end - start) as usize).ok()?;
+        let mut i = buf.len().saturating_sub(27);
+        loop {
+            if buf[i..].starts_with(b"OggS") && buf.len() - i >= 27 {
+                let s = u32::from_le_bytes(buf[i + 14..i + 18].try_into().ok()?);
+                let g = u64::from_le_bytes(buf[i + 6..i + 14].try_into().ok()?);
+                if s == serial && g != u64::MAX {
+                    granule = Some(g);
+                    break;
+                }
+            }
+            if i == 0 {
+                break;
+            }
+            i -= 1;
+        }
+        // Overlap by a header so a page split across windows is found.
+        end = if start == audio_offset { audio_offset } else { start + 27 };
+    }
+    let samples = granule?.saturating_sub(pre_skip);
+    let duration_ms = samples.saturating_mul(1000) / u64::from(rate);
+    let audio_len = len - audio_offset;
+    let bitrate = if duration_ms > 0 {
+        (audio_len.saturating_mul(8000) / duration_ms).min(u64::from(u32::MAX)) as u32
+    } else {
+        0
+    };
+    Some(AudioProps {
+        codec: match codec {
+            Codec::Vorbis => "vorbis",
+            Codec::Opus => "opus",
+        }
+        .into(),
+        duration_ms,
+        sample_rate: rate,
+        channels,
+        bits_per_sample: 0,
+        bitrate,
+    })
 }
 
 musefs_plugin_api::export_plugin! {

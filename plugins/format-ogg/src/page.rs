@@ -1,6 +1,6 @@
 //! Ogg pages: header parsing and the page CRC.
 
-use musefs_plugin_api::{PluginError, PluginResult};
+use musefs_plugin_api::{PluginError, PluginResult, Source};
 
 /// The Ogg CRC-32 (polynomial 0x04C11DB7, no reflection, initial value 0).
 pub fn crc32(data: &[u8]) -> u32 {
@@ -63,6 +63,19 @@ impl Page {
 /// # Errors
 /// `INVALID_DATA` naming the offset for a missing capture pattern, truncation or a bad CRC.
 pub fn parse(data: &[u8], offset: u64) -> PluginResult<Page> {
+    let (page, crc_ok) = parse_lenient(data, offset)?;
+    if !crc_ok {
+        return Err(PluginError::invalid_data(format!("Ogg page at offset {offset} fails its CRC check (corrupt)")));
+    }
+    Ok(page)
+}
+
+/// [`parse`] without the CRC verdict: the page and whether its CRC checks. Players
+/// (ffmpeg among them) do not check Ogg CRCs, so a page whose CRC fails is still read.
+///
+/// # Errors
+/// `INVALID_DATA` naming the offset for a missing capture pattern or truncation.
+pub fn parse_lenient(data: &[u8], offset: u64) -> PluginResult<(Page, bool)> {
     if data.len() < 27 || &data[..4] != b"OggS" {
         return Err(PluginError::invalid_data(format!("no Ogg page at offset {offset}")));
     }
@@ -82,10 +95,8 @@ pub fn parse(data: &[u8], offset: u64) -> PluginResult<Page> {
     let stored = u32::from_le_bytes([data[22], data[23], data[24], data[25]]);
     let mut copy = data[..header_len + body_len].to_vec();
     copy[22..26].fill(0);
-    if crc32(&copy) != stored {
-        return Err(PluginError::invalid_data(format!("Ogg page at offset {offset} fails its CRC check (corrupt)")));
-    }
-    Ok(Page {
+    let crc_ok = crc32(&copy) == stored;
+    let page = Page {
         offset,
         flags: data[5],
         granule: u64::from_le_bytes(data[6..14].try_into().expect("8 bytes")),
@@ -94,7 +105,71 @@ pub fn parse(data: &[u8], offset: u64) -> PluginResult<Page> {
         lacing,
         header_len,
         body_len,
-    })
+    };
+    Ok((page, crc_ok))
+}
+
+/// How far past a missing page the next capture pattern is looked for.
+pub const RESYNC_WINDOW: u64 = 64 * 1024;
+
+/// A page read from a file: where it starts, the page, its bytes, whether its CRC checks,
+/// and how many bytes of garbage before it were skipped.
+pub struct Read {
+    /// Where the page starts.
+    pub at: u64,
+    /// The page.
+    pub page: Page,
+    /// Its bytes (header and body).
+    pub bytes: Vec<u8>,
+    /// Whether its CRC checks.
+    pub crc_ok: bool,
+    /// Bytes skipped before it (0: it was where expected).
+    pub skipped: u64,
+}
+
+/// Reads the page expected at `pos`. Where there is none (bytes inserted by damage),
+/// the next capture pattern within [`RESYNC_WINDOW`] that starts a page whose CRC checks
+/// is taken instead, as ffmpeg resynchronises.
+///
+/// # Errors
+/// `INVALID_DATA` naming the offset when no page is found; read errors.
+pub fn read_at(src: &Source, pos: u64) -> PluginResult<Read> {
+    let one = |at: u64| -> PluginResult<Option<(Page, Vec<u8>, bool)>> {
+        let head = src.read_vec(at, 27 + 255)?;
+        if head.len() < 27 || &head[..4] != b"OggS" {
+            return Ok(None);
+        }
+        let hl = 27 + head[26] as usize;
+        let body: usize = head.get(27..hl).map_or(0, |l| l.iter().map(|&b| b as usize).sum());
+        let whole = src.read_vec(at, hl + body)?;
+        match parse_lenient(&whole, at) {
+            Ok((p, ok)) => Ok(Some((p, whole, ok))),
+            Err(_) => Ok(None),
+        }
+    };
+    let head = src.read_vec(pos, 27)?;
+    if head.len() < 27 {
+        return Err(PluginError::invalid_data(format!("truncated: the header pages end at offset {pos}")));
+    }
+    if &head[..4] == b"OggS" {
+        // A page is here: its own errors (truncation) are the answer.
+        let hl = 27 + head[26] as usize;
+        let lacing = src.read_vec(pos + 27, hl - 27)?;
+        let body: usize = lacing.iter().map(|&b| b as usize).sum();
+        let bytes = src.read_vec(pos, hl + body)?;
+        let (page, crc_ok) = parse_lenient(&bytes, pos)?;
+        return Ok(Read { at: pos, page, bytes, crc_ok, skipped: 0 });
+    }
+    let window = src.read_vec(pos, RESYNC_WINDOW as usize)?;
+    let mut i = 1;
+    while let Some(k) = window.get(i..).and_then(|w| w.windows(4).position(|x| x == b"OggS")) {
+        let at = pos + (i + k) as u64;
+        if let Some((page, bytes, true)) = one(at)? {
+            return Ok(Read { at, page, bytes, crc_ok: true, skipped: at - pos });
+        }
+        i += k + 1;
+    }
+    Err(PluginError::invalid_data(format!("no Ogg page at offset {pos}: not an Ogg file or corrupt")))
 }
 
 #[cfg(test)]

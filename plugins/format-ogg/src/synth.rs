@@ -38,14 +38,10 @@ fn read_headers(src: &Source, header_end: u64) -> PluginResult<HeaderPages> {
     let mut out = HeaderPages { serial: 0, first: (0, 0), packets: Vec::new(), rest_pages: 0, mixed: false };
     let mut partial = Vec::new();
     while pos < header_end {
-        let head = src.read_vec(pos, 27 + 255)?;
-        if head.len() < 27 {
-            return Err(PluginError::invalid_data(format!("truncated Ogg page at offset {pos}")));
-        }
-        let hl = 27 + head[26] as usize;
-        let body: usize = head.get(27..hl).map_or(0, |l| l.iter().map(|&b| b as usize).sum());
-        let whole = src.read_vec(pos, hl + body)?;
-        let p = page::parse(&whole, pos)?;
+        // As the reader does: garbage before a page is skipped (it is not served: the
+        // header region is rewritten), a header page whose CRC fails is rewritten anyway.
+        let page::Read { at, page: p, bytes: whole, .. } = page::read_at(src, pos)?;
+        pos = at;
         let s = *serial.get_or_insert(p.serial);
         if p.serial != s {
             out.mixed = true;
