@@ -235,11 +235,8 @@ fn fallback_props(src: &Source, codec: Codec, id: &[u8], serial: u32, audio_offs
     let samples = granule?.saturating_sub(pre_skip);
     let duration_ms = samples.saturating_mul(1000) / u64::from(rate);
     let audio_len = len - audio_offset;
-    let bitrate = if duration_ms > 0 {
-        (audio_len.saturating_mul(8000) / duration_ms).min(u64::from(u32::MAX)) as u32
-    } else {
-        0
-    };
+    let bitrate =
+        audio_len.saturating_mul(8000).checked_div(duration_ms).map_or(0, |b| b.min(u64::from(u32::MAX)) as u32);
     Some(AudioProps {
         codec: match codec {
             Codec::Vorbis => "vorbis",
