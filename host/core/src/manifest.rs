@@ -91,6 +91,18 @@ enum RawInterval {
 ///
 /// # Errors
 /// A message naming the bad value.
+/// A TOML error as one line: `line N: `key`: message`.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let msg = e.message().trim().replace('\n', " ");
+    let Some(span) = e.span() else { return msg };
+    let line_no = text[..span.start.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or("");
+    match line.split_once('=') {
+        Some((key, _)) if !msg.contains(key.trim()) => format!("line {line_no}: `{}`: {msg}", key.trim()),
+        _ => format!("line {line_no}: {msg}"),
+    }
+}
+
 fn parse_interval(raw: Option<RawInterval>) -> Result<Option<Duration>, String> {
     let secs = match raw {
         None => return Ok(Some(Duration::from_secs(15 * 60))),
@@ -177,6 +189,8 @@ pub struct OriginSpec {
     pub kind: String,
     /// Its whole table as JSON, passed to the plugin.
     pub config_json: String,
+    /// The manifest it comes from (for error messages).
+    pub manifest: PathBuf,
 }
 
 /// A validated manifest.
@@ -228,6 +242,15 @@ impl Manifest {
         let invalid = |message: String| ManifestError::Invalid { path: path.to_owned(), message };
         if !path.is_file() {
             return Err(invalid("no such file".into()));
+        }
+        // The file's own types first, strictly (the `config` crate coerces `true` to 1
+        // and "7" to 7): a wrong type names its key and line. Missing keys may still come
+        // from `MUSEFS_*` variables, so those are left to the merged check below.
+        let text = std::fs::read_to_string(path).map_err(|e| invalid(e.to_string()))?;
+        if let Err(e) = toml::from_str::<RawManifest>(&text) {
+            if !e.message().starts_with("missing field") {
+                return Err(invalid(toml_error(&text, &e)));
+            }
         }
         let cfg = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
@@ -306,6 +329,7 @@ impl Manifest {
                 name: o.name,
                 kind: o.kind,
                 config_json: serde_json::Value::Object(table).to_string(),
+                manifest: path.to_owned(),
             });
         }
         let mut render = RenderOptions::default();

@@ -85,22 +85,35 @@ pub enum PluginsError {
         hint: String,
     },
     /// A format plugin refused its `[format.NAME]` options.
-    #[error("manifest [format.{name}]: {source}")]
+    #[error("manifest [format.{name}]: {error}")]
     Options {
         /// The plugin name.
         name: String,
-        /// Its error, naming the option.
-        source: musefs_plugin_api::PluginError,
+        /// Its error, naming the option (in the message: not a separate cause, which
+        /// would print it twice).
+        error: musefs_plugin_api::PluginError,
     },
     /// The plugin's factory refused.
-    #[error("plugin `{name}` ({path}): {source}")]
+    #[error("plugin `{name}` ({path}): {error}")]
     Factory {
         /// The plugin name.
         name: String,
         /// Its file.
         path: PathBuf,
         /// Its error.
-        source: musefs_plugin_api::PluginError,
+        error: musefs_plugin_api::PluginError,
+    },
+    /// An `[[origin]]` of the manifest could not be created.
+    #[error("{manifest}: [[origin]] `{origin}` (kind `{kind}`): {error}")]
+    Origin {
+        /// The manifest file.
+        manifest: PathBuf,
+        /// The origin's name.
+        origin: String,
+        /// Its kind.
+        kind: String,
+        /// Why.
+        error: Box<PluginsError>,
     },
 }
 
@@ -293,10 +306,10 @@ impl Plugins {
     /// [`PluginsError::Missing`] or the plugin's own refusal.
     pub fn new_origin(&self, kind: &str, config_json: &str) -> Result<OriginBox, PluginsError> {
         let p = self.find(kind, PluginKinds::ORIGIN, "origin")?;
-        (p.module.new_origin())(config_json.into()).into_result().map_err(|source| PluginsError::Factory {
+        (p.module.new_origin())(config_json.into()).into_result().map_err(|error| PluginsError::Factory {
             name: p.name.clone(),
             path: p.path.clone(),
-            source,
+            error,
         })
     }
 
@@ -307,10 +320,10 @@ impl Plugins {
     pub fn formats(&self) -> Result<Vec<(String, FormatBox)>, PluginsError> {
         let mut out = Vec::new();
         for p in self.loaded.iter().filter(|p| p.kinds.contains(PluginKinds::FORMAT)) {
-            let f = (p.module.new_format())("{}".into()).into_result().map_err(|source| PluginsError::Factory {
+            let f = (p.module.new_format())("{}".into()).into_result().map_err(|error| PluginsError::Factory {
                 name: p.name.clone(),
                 path: p.path.clone(),
-                source,
+                error,
             })?;
             out.push((p.name.clone(), f));
         }
@@ -334,10 +347,10 @@ impl Plugins {
         names.sort();
         for name in names {
             let p = self.find(name, PluginKinds::FORMAT, "format")?;
-            let f = (p.module.new_format())("{}".into()).into_result().map_err(|source| PluginsError::Factory {
+            let f = (p.module.new_format())("{}".into()).into_result().map_err(|error| PluginsError::Factory {
                 name: p.name.clone(),
                 path: p.path.clone(),
-                source,
+                error,
             })?;
             match f.check_options(options[name].as_str().into()).into_result() {
                 Ok(()) => {}
@@ -351,7 +364,7 @@ impl Plugins {
                     p.abi_minor
                     );
                 }
-                Err(source) => return Err(PluginsError::Options { name: name.clone(), source }),
+                Err(error) => return Err(PluginsError::Options { name: name.clone(), error }),
             }
         }
         Ok(())
@@ -364,7 +377,12 @@ impl Plugins {
     /// # Errors
     /// As for [`new_origin`](Self::new_origin).
     pub fn origin(&self, spec: &crate::manifest::OriginSpec) -> Result<OriginBox, PluginsError> {
-        let origin = self.new_origin(&spec.kind, &spec.config_json)?;
+        let origin = self.new_origin(&spec.kind, &spec.config_json).map_err(|e| PluginsError::Origin {
+            manifest: spec.manifest.clone(),
+            origin: spec.name.clone(),
+            kind: spec.kind.clone(),
+            error: Box::new(e),
+        })?;
         let policy = crate::origin_layer::policy_of_config(&spec.config_json);
         Ok(crate::origin_layer::layered(&spec.name, origin, policy))
     }
