@@ -13,7 +13,7 @@ SUDO=""
 [ "$(id -u)" -ne 0 ] && SUDO=sudo
 export DEBIAN_FRONTEND=noninteractive
 
-apt_pkgs=(fuse3 flac lame vorbis-tools opus-tools sox ffmpeg mp3val pkg-config
+apt_pkgs=(fuse3 flac lame vorbis-tools opus-tools sox ffmpeg mp3val atomicparsley pkg-config
           openssh-server openssh-client procps python3-pip)
 missing=()
 for p in "${apt_pkgs[@]}"; do

@@ -281,7 +281,8 @@ pub struct KeyValue {
 pub struct TrackInfo {
     /// The container/codec family this plugin recognised (`flac`, `mp3`, `ogg-vorbis`, `ogg-opus`).
     pub format: RString,
-    /// The file extension to serve the file with, without the dot (`flac`, `mp3`, `ogg`, `opus`).
+    /// The file extension to serve the file with, without the dot (`flac`, `mp3`, `ogg`, `opus`);
+    /// empty: the original's own extension (since 2.1: a host before it serves it without one).
     pub extension: RString,
     /// Every tag, in file order, text and binary alike.
     pub tags: RVec<Tag>,

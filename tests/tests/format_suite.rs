@@ -91,12 +91,18 @@ fn main() {
     let args = Arguments::from_args();
     let lib = Arc::new(tempfile::tempdir().unwrap());
     make_library(lib.path(), false);
+    // MP4 fixtures: ffmpeg (AAC, ALAC, faststart or not, an M4B) tagged by mutagen.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mp4_fixtures.py");
+    let out = std::process::Command::new("python3").arg(script).arg(lib.path().join("mp4")).output().unwrap();
+    assert!(out.status.success(), "mp4_fixtures.py: {}", String::from_utf8_lossy(&out.stderr));
     let plugins = Plugins::load_dir(&target_dir()).unwrap();
     let formats: Vec<(String, Arc<FormatBox>)> =
         plugins.formats().unwrap().into_iter().map(|(n, f)| (n, Arc::new(f))).collect();
     let mut trials = vec![Trial::test("format::bundled_formats_load", {
         let names: Vec<String> = formats.iter().map(|(n, _)| n.clone()).collect();
-        move || check(["flac", "mp3", "ogg"].iter().all(|n| names.iter().any(|m| m == n)), || format!("{names:?}"))
+        move || {
+            check(["flac", "mp3", "ogg", "mp4"].iter().all(|n| names.iter().any(|m| m == n)), || format!("{names:?}"))
+        }
     })];
     for (name, f) in &formats {
         let exts: Vec<String> = f.extensions().into_iter().map(|e| e.into_string()).collect();

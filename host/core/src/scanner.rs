@@ -638,7 +638,11 @@ fn read_file(
     let Some((_, name, format)) = best else {
         return Err("not a recognised audio file (no format plugin claims it)".into());
     };
-    let info = format.read(&ctx, &handle).into_result().map_err(|e| format!("{name}: {e}"))?;
+    let mut info = format.read(&ctx, &handle).into_result().map_err(|e| format!("{name}: {e}"))?;
+    // An empty extension: the format serves the file under its own (`.m4a`, `.m4b`).
+    if info.extension.is_empty() {
+        info.extension = ext.as_str().into();
+    }
     if info.audio_offset + info.audio_len > len {
         return Err(format!(
             "{name}: audio range {}+{} lies past the end ({len} bytes)",

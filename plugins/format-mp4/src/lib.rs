@@ -1,0 +1,420 @@
+//! musefs format plugin `mp4`: M4A, M4B and MP4 audio (AAC, ALAC).
+//!
+//! Layout of an MP4 file as this plugin sees it (top-level atoms, any order after `ftyp`):
+//!
+//! ```text
+//! ftyp | moov { mvhd, trak { .. stbl { stsd, stco | co64, .. } }, udta { meta { hdlr, ilst } } } | free | mdat
+//! ```
+//!
+//! ## Read
+//! The `ilst` items (see [`ilst`]); audio properties from the sound track's `mdhd`
+//! (duration) and `stsd` entry (`mp4a` or `alac`: channels, sample rate; ALAC's bit
+//! depth from its magic cookie); the audio range is the first `mdat`'s payload.
+//!
+//! ## Synthesis
+//! A new `moov`: every atom verbatim but `udta/meta/ilst`, rebuilt from the catalog
+//! (created with its `meta`/`hdlr` when missing). When the new `moov` is shorter by 8
+//! bytes or more, a `free` atom takes up the difference, so nothing after it moves;
+//! otherwise, if `mdat` follows `moov`, every chunk offset (`stco`/`co64`) pointing past
+//! the old `moov` is shifted by the size difference. Served: the bytes before `moov`
+//! and after it as origin ranges, the new `moov` as a literal. Fragmented files (`moof`)
+//! and files with more than one sound track are served as they are (a warning says so).
+
+pub mod atom;
+pub mod ilst;
+
+use musefs_format_util::options::Options;
+use musefs_plugin_api::{
+    AudioProps, Format, KeyValue, Plan, PlanRequest, PluginError, PluginResult, Region, Segment, Source, TrackInfo,
+};
+
+use atom::{build, children, parse_header, Atom};
+
+/// The largest `moov` read (long audiobooks have large sample tables).
+const MAX_MOOV: u64 = 256 * 1024 * 1024;
+
+/// The MP4 format.
+pub struct Mp4;
+
+/// The top-level atoms of a file.
+fn top_level(src: &Source) -> PluginResult<Vec<Atom>> {
+    let len = src.len();
+    let mut out = Vec::new();
+    let mut pos = 0u64;
+    while pos + 8 <= len {
+        let head = src.read_vec(pos, 16)?;
+        let a = match parse_header(&head, pos, len) {
+            Ok(a) => a,
+            // Trailing junk after the last atom (a tagger's leftover): ignored, as
+            // players do, once the atoms that matter were seen.
+            Err(_)
+                if out.iter().any(|a: &Atom| &a.kind == b"moov") && out.iter().any(|a: &Atom| &a.kind == b"mdat") =>
+            {
+                break
+            }
+            Err(e) => return Err(e),
+        };
+        pos = a.end();
+        out.push(a);
+    }
+    Ok(out)
+}
+
+/// A child atom of `data` (an atom body at file offset `base`) by type.
+fn child(data: &[u8], base: u64, kind: &[u8; 4]) -> Option<Atom> {
+    children(data, base).ok()?.into_iter().find(|a| &a.kind == kind)
+}
+
+fn slice<'a>(moov: &'a [u8], moov_start: u64, a: &Atom) -> &'a [u8] {
+    &moov[(a.body() - moov_start) as usize..(a.end() - moov_start) as usize]
+}
+
+/// The body of a `meta` atom's children: after its version/flags when it is a full box
+/// (Apple), at once when it is not (older QuickTime files).
+fn meta_children_offset(meta_body: &[u8]) -> usize {
+    if meta_body.len() >= 12 && &meta_body[4..8] == b"hdlr" {
+        0
+    } else {
+        4
+    }
+}
+
+struct Sound {
+    timescale: u32,
+    duration: u64,
+    codec: String,
+    channels: u32,
+    sample_rate: u32,
+    bits: u32,
+}
+
+/// The sound tracks of a `moov` (its bytes at `start`).
+fn sound_tracks(moov: &[u8], start: u64) -> Vec<Sound> {
+    let mut out = Vec::new();
+    let body = &moov[8.min(moov.len())..];
+    let Ok(traks) = children(body, start + 8) else { return out };
+    for trak in traks.iter().filter(|a| &a.kind == b"trak") {
+        let tb = slice(moov, start, trak);
+        let Some(mdia) = child(tb, trak.body(), b"mdia") else { continue };
+        let mb = slice(moov, start, &mdia);
+        let Some(hdlr) = child(mb, mdia.body(), b"hdlr") else { continue };
+        let hb = slice(moov, start, &hdlr);
+        if hb.get(8..12) != Some(b"soun") {
+            continue;
+        }
+        let mut s = Sound { timescale: 0, duration: 0, codec: String::new(), channels: 0, sample_rate: 0, bits: 0 };
+        if let Some(mdhd) = child(mb, mdia.body(), b"mdhd") {
+            let d = slice(moov, start, &mdhd);
+            let be32 = |i: usize| d.get(i..i + 4).map_or(0, |b| u32::from_be_bytes(b.try_into().expect("4")));
+            if d.first() == Some(&1) {
+                s.timescale = be32(20);
+                s.duration = d.get(24..32).map_or(0, |b| u64::from_be_bytes(b.try_into().expect("8")));
+            } else {
+                s.timescale = be32(12);
+                s.duration = u64::from(be32(16));
+            }
+        }
+        let stsd = child(mb, mdia.body(), b"minf")
+            .and_then(|minf| child(slice(moov, start, &minf), minf.body(), b"stbl"))
+            .and_then(|stbl| child(slice(moov, start, &stbl), stbl.body(), b"stsd"));
+        if let Some(stsd) = stsd {
+            let d = slice(moov, start, &stsd);
+            // version/flags, entry count, then the first sample entry.
+            if let Some(entry) = d.get(8..).and_then(|e| parse_header(e, 0, e.len() as u64).ok()) {
+                let e = &d[8..8 + entry.len as usize];
+                s.codec = match &entry.kind {
+                    b"mp4a" => "aac".into(),
+                    b"alac" => "alac".into(),
+                    k => String::from_utf8_lossy(k).into_owned(),
+                };
+                let be16 = |i: usize| e.get(i..i + 2).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+                s.channels = u32::from(be16(24));
+                s.bits = u32::from(be16(26));
+                s.sample_rate = u32::from(be16(32));
+                if &entry.kind == b"alac" {
+                    // The magic cookie (an `alac` atom inside the entry): bit depth at +5.
+                    if let Some(c) = e.get(36..).and_then(|x| child(x, 0, b"alac")) {
+                        let cb = &e[36 + c.body() as usize..36 + c.end() as usize];
+                        if let Some(&b) = cb.get(4 + 5) {
+                            s.bits = u32::from(b);
+                        }
+                        if let Some(r) = cb.get(4 + 20..4 + 24) {
+                            s.sample_rate = u32::from_be_bytes(r.try_into().expect("4"));
+                        }
+                    }
+                } else {
+                    s.bits = 0; // AAC has no bit depth
+                }
+            }
+        }
+        out.push(s);
+    }
+    out
+}
+
+/// The `ilst` body of a `moov`, if any.
+fn ilst_of(moov: &[u8], start: u64) -> Option<Vec<u8>> {
+    let body = &moov[8..];
+    let udta = child(body, start + 8, b"udta")?;
+    let ub = slice(moov, start, &udta);
+    let meta = child(ub, udta.body(), b"meta")?;
+    let mb = slice(moov, start, &meta);
+    let off = meta_children_offset(mb);
+    let ilst = child(&mb[off..], meta.body() + off as u64, b"ilst")?;
+    Some(slice(moov, start, &ilst).to_vec())
+}
+
+fn read_moov(src: &Source, moov: &Atom) -> PluginResult<Vec<u8>> {
+    if moov.len > MAX_MOOV {
+        return Err(PluginError::invalid_data(format!("the moov atom is implausibly large ({} bytes)", moov.len)));
+    }
+    let mut b = src.read_vec(moov.start, moov.len as usize)?;
+    if moov.header == 16 {
+        // Normalise to an 8-byte header so offsets inside are body-relative + 8.
+        let body = b.split_off(16);
+        b = build(b"moov", &body);
+    }
+    Ok(b)
+}
+
+impl Format for Mp4 {
+    fn check_options(&self, options: &str) -> PluginResult<()> {
+        Options::parse(options, "mp4", &[]).map(|_| ())
+    }
+
+    fn extensions(&self) -> Vec<String> {
+        vec!["m4a".into(), "m4b".into(), "mp4".into()]
+    }
+
+    fn probe(&self, head: &[u8], extension: &str) -> u32 {
+        if head.len() >= 12 && &head[4..8] == b"ftyp" {
+            if ["m4a", "m4b", "mp4"].contains(&extension) {
+                100
+            } else {
+                60
+            }
+        } else {
+            0
+        }
+    }
+
+    fn read(&self, src: &Source) -> PluginResult<TrackInfo> {
+        let atoms = top_level(src)?;
+        if atoms.first().is_none_or(|a| &a.kind != b"ftyp") {
+            return Err(PluginError::invalid_data("not an MP4 file (no ftyp atom first)"));
+        }
+        let moov =
+            atoms.iter().find(|a| &a.kind == b"moov").ok_or_else(|| PluginError::invalid_data("no moov atom"))?;
+        let mdat =
+            atoms.iter().find(|a| &a.kind == b"mdat").ok_or_else(|| PluginError::invalid_data("no mdat atom"))?;
+        let bytes = read_moov(src, moov)?;
+        let sounds = sound_tracks(&bytes, moov.start);
+        let s = sounds.first().ok_or_else(|| PluginError::invalid_data("no sound track in the moov atom"))?;
+        let mut warnings = Vec::new();
+        if atoms.iter().any(|a| &a.kind == b"moof") {
+            warnings.push("a fragmented MP4 (moof): served as it is, tags not rewritten".to_owned());
+        }
+        if sounds.len() > 1 {
+            warnings.push(format!("{} sound tracks: served as it is, tags not rewritten", sounds.len()));
+        }
+        let (tags, pictures, w) = match ilst_of(&bytes, moov.start) {
+            Some(body) => ilst::read(&body),
+            None => (Vec::new(), Vec::new(), Vec::new()),
+        };
+        warnings.extend(w);
+        let duration_ms = if s.timescale > 0 { s.duration.saturating_mul(1000) / u64::from(s.timescale) } else { 0 };
+        let audio_len = mdat.len - mdat.header;
+        let bitrate =
+            audio_len.saturating_mul(8000).checked_div(duration_ms).map_or(0, |b| b.min(u64::from(u32::MAX)) as u32);
+        let mut extra: Vec<KeyValue> =
+            warnings.into_iter().map(|w| KeyValue { key: "warning".into(), value: w.into() }).collect();
+        extra.push(KeyValue {
+            key: "brand".into(),
+            value: String::from_utf8_lossy(&src.read_vec(8, 4)?).into_owned().into(),
+        });
+        // The file's own extension (`.m4a`, `.m4b`, `.mp4`: the brand does not tell an
+        // audiobook made by ffmpeg from a song).
+        let ext = "";
+        Ok(TrackInfo {
+            format: format!("mp4-{}", s.codec).into(),
+            extension: ext.into(),
+            tags: tags.into(),
+            pictures: pictures.into(),
+            props: AudioProps {
+                codec: s.codec.as_str().into(),
+                duration_ms,
+                sample_rate: s.sample_rate,
+                channels: s.channels,
+                bits_per_sample: s.bits,
+                bitrate,
+            },
+            audio_offset: mdat.body(),
+            audio_len,
+            regions: vec![
+                Region { kind: "mp4-moov".into(), offset: moov.start, len: moov.len },
+                Region { kind: "mp4-mdat".into(), offset: mdat.start, len: mdat.len },
+            ]
+            .into(),
+            extra: extra.into(),
+        })
+    }
+
+    fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
+        let len = src.len();
+        let atoms = top_level(src)?;
+        let moov =
+            *atoms.iter().find(|a| &a.kind == b"moov").ok_or_else(|| PluginError::invalid_data("no moov atom"))?;
+        let bytes = read_moov(src, &moov)?;
+        if atoms.iter().any(|a| &a.kind == b"moof") || sound_tracks(&bytes, moov.start).len() != 1 {
+            return Ok(Plan::passthrough(len));
+        }
+        let new_ilst = ilst::write(&req.tags, &req.pictures);
+        let mut body = rebuild_moov(&bytes, moov.start, &new_ilst)?;
+        let old_len = moov.len;
+        let mut new_len = body.len() as u64 + 8;
+        if new_len < old_len && old_len - new_len >= 8 {
+            // A `free` atom takes up the difference: nothing after the moov moves.
+            body.extend(build(b"free", &vec![0u8; (old_len - new_len - 8) as usize]));
+            new_len = old_len;
+        }
+        let delta = new_len as i64 - old_len as i64;
+        if delta != 0 {
+            patch_offsets(&mut body, moov.end(), delta)?;
+        }
+        let new_moov = build(b"moov", &body);
+        let mut segs = Vec::new();
+        if moov.start > 0 {
+            segs.push(Segment::origin(0, moov.start));
+        }
+        segs.push(Segment::literal(new_moov));
+        if moov.end() < len {
+            segs.push(Segment::origin(moov.end(), len - moov.end()));
+        }
+        Ok(Plan { segments: segs.into() })
+    }
+}
+
+/// The body of a new `moov` (its bytes `moov` at file offset `start`) with `udta/meta/ilst`
+/// replaced by `ilst` (created as needed); every other atom verbatim.
+fn rebuild_moov(moov: &[u8], start: u64, ilst: &[u8]) -> PluginResult<Vec<u8>> {
+    let body = &moov[8..];
+    let kids = children(body, start + 8)?;
+    let mut out = Vec::with_capacity(moov.len() + ilst.len());
+    let mut had_udta = false;
+    for a in &kids {
+        let whole = &moov[(a.start - start) as usize..(a.end() - start) as usize];
+        if &a.kind == b"udta" {
+            had_udta = true;
+            out.extend(build(b"udta", &rebuild_udta(slice(moov, start, a), a.body(), ilst)?));
+        } else {
+            out.extend_from_slice(whole);
+        }
+    }
+    if !had_udta {
+        out.extend(build(b"udta", &new_meta(ilst)));
+    }
+    Ok(out)
+}
+
+fn new_meta(ilst: &[u8]) -> Vec<u8> {
+    // hdlr: version/flags, pre_defined, handler `mdir`, reserved (`appl`, 0, 0), name "".
+    let mut hdlr = vec![0u8; 8];
+    hdlr.extend_from_slice(b"mdir");
+    hdlr.extend_from_slice(b"appl");
+    hdlr.extend_from_slice(&[0u8; 8]);
+    hdlr.push(0);
+    let mut meta = vec![0u8; 4];
+    meta.extend(build(b"hdlr", &hdlr));
+    meta.extend_from_slice(ilst);
+    build(b"meta", &meta)
+}
+
+fn rebuild_udta(udta: &[u8], base: u64, ilst: &[u8]) -> PluginResult<Vec<u8>> {
+    let mut out = Vec::with_capacity(udta.len() + ilst.len());
+    let mut had_meta = false;
+    for a in children(udta, base)? {
+        let whole = &udta[(a.start - base) as usize..(a.end() - base) as usize];
+        if &a.kind == b"meta" && !had_meta {
+            had_meta = true;
+            let mb = &whole[a.header as usize..];
+            let off = meta_children_offset(mb);
+            let mut meta = mb[..off].to_vec();
+            let mut had_ilst = false;
+            for c in children(&mb[off..], 0)? {
+                let cw = &mb[off + c.start as usize..off + c.end() as usize];
+                match &c.kind {
+                    b"ilst" => {
+                        had_ilst = true;
+                        meta.extend_from_slice(ilst);
+                    }
+                    b"free" => {} // the old tag's padding
+                    _ => meta.extend_from_slice(cw),
+                }
+            }
+            if !had_ilst {
+                meta.extend_from_slice(ilst);
+            }
+            out.extend(build(b"meta", &meta));
+        } else {
+            out.extend_from_slice(whole);
+        }
+    }
+    if !had_meta {
+        out.extend(new_meta(ilst));
+    }
+    Ok(out)
+}
+
+/// Shifts every chunk offset (`stco`, `co64`) in the sample tables of a `moov` body that
+/// points at or past `after` by `delta`.
+fn patch_offsets(body: &mut [u8], after: u64, delta: i64) -> PluginResult<()> {
+    fn walk(data: &mut [u8], after: u64, delta: i64) -> PluginResult<()> {
+        let kids = children(data, 0)?;
+        for a in kids {
+            let (b, e) = (a.body() as usize, a.end() as usize);
+            match &a.kind {
+                b"trak" | b"mdia" | b"minf" | b"stbl" => walk(&mut data[b..e], after, delta)?,
+                b"stco" | b"co64" => {
+                    let t = &mut data[b..e];
+                    let n = t.get(4..8).map_or(0, |c| u32::from_be_bytes(c.try_into().expect("4"))) as usize;
+                    let w = if &a.kind == b"stco" { 4 } else { 8 };
+                    if t.len() < 8 + n * w {
+                        return Err(PluginError::invalid_data("a chunk offset table is shorter than its count"));
+                    }
+                    for i in 0..n {
+                        let at = 8 + i * w;
+                        let old = if w == 4 {
+                            u64::from(u32::from_be_bytes(t[at..at + 4].try_into().expect("4")))
+                        } else {
+                            u64::from_be_bytes(t[at..at + 8].try_into().expect("8"))
+                        };
+                        if old < after {
+                            continue;
+                        }
+                        let new = old
+                            .checked_add_signed(delta)
+                            .ok_or_else(|| PluginError::invalid_data("chunk offset out of range"))?;
+                        if w == 4 {
+                            let v = u32::try_from(new).map_err(|_| {
+                                PluginError::invalid_data("a shifted chunk offset does not fit stco (32 bits)")
+                            })?;
+                            t[at..at + 4].copy_from_slice(&v.to_be_bytes());
+                        } else {
+                            t[at..at + 8].copy_from_slice(&new.to_be_bytes());
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+    walk(body, after, delta)
+}
+
+musefs_plugin_api::export_plugin! {
+    name: "mp4",
+    version: env!("CARGO_PKG_VERSION"),
+    description: "MP4/M4A/M4B audio (AAC, ALAC): iTunes ilst tags and cover art",
+    format: |_config: &str| Ok(Mp4),
+}
