@@ -103,10 +103,10 @@ def make_ogg(out, tmp, name, tags, *, opus=False, cover=None, freq=550):
     tone(wav, 2, rate=48000 if opus else 44100, freq=freq)
     path = os.path.join(out, name + (".opus" if opus else ".ogg"))
     if opus:
-        run("opusenc", "--quiet", wav, path)
+        run("opusenc", "--quiet", "--serial", "1234", wav, path)
         f = OggOpus(path)
     else:
-        run("oggenc", "-Q", "-o", path, wav)
+        run("oggenc", "-Q", "-s", "1234", "-o", path, wav)
         f = OggVorbis(path)
     for k, v in tags.items():
         f[k] = v

@@ -1017,3 +1017,48 @@ fn ogg_files_with_a_bad_crc_or_inserted_garbage_are_served() {
     }
     assert_eq!(mount.stop(), Some(0));
 }
+
+/// Regression (found by the damaged-file corpus in CI, where encoders made other bytes):
+/// a FLAC file whose ID3v2 prefix has bytes inserted (the `fLaC` marker is no longer
+/// where the tag's size says; the MP3 plugin claimed it and refused it). ffmpeg plays
+/// it; musefs serves it, in synthesis mode, playable. (A damaged block header after
+/// STREAMINFO, the corpus's other find, now ends the metadata there instead of refusing
+/// the file: covered by the corpus test.)
+#[test]
+fn a_flac_file_with_a_damaged_id3_prefix_is_served() {
+    let lib = setup("");
+    let m = lib.manifest.to_str().unwrap().to_owned();
+    let prefixed = fs::read(lib.lib.join("alpha/id3-prefixed.flac")).unwrap();
+    let mut a = prefixed.clone();
+    a.splice(20..20, [0x5Au8; 7]);
+    fs::write(lib.lib.join("alpha/damaged-id3.flac"), &a).unwrap();
+    for name in ["damaged-id3"] {
+        let p = lib.lib.join(format!("alpha/{name}.flac"));
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "quiet", "-i"])
+            .arg(&p)
+            .args(["-f", "null", "-"])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ffmpeg plays {name}.flac");
+    }
+    let out = musefs(&["scan", "--manifest", &m]);
+    let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success() && so.contains("added 1") && so.contains("failed 0"), "{so}{se}");
+    assert!(se.contains("before the fLaC marker"), "{se}");
+    let mnt = lib.root.join("mnt");
+    let mount = Mount::start(&lib.manifest, &mnt, &[]);
+    let listed = ls_long(&lib.manifest);
+    for name in ["damaged-id3.flac"] {
+        let (tree, _) = listed.iter().find(|(_, o)| o.ends_with(name)).unwrap();
+        let served = mnt.join(tree);
+        let ok = std::process::Command::new("ffmpeg")
+            .args(["-nostdin", "-v", "quiet", "-i"])
+            .arg(&served)
+            .args(["-f", "null", "-"])
+            .status()
+            .unwrap();
+        assert!(ok.success(), "ffmpeg plays the served {name}");
+    }
+    assert_eq!(mount.stop(), Some(0));
+}

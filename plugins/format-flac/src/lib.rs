@@ -46,6 +46,9 @@ impl Format for Flac {
         let start = id3::skip_len(head).unwrap_or(0) as usize;
         if head.get(start..start + 4) == Some(b"fLaC") {
             100
+        } else if start > 0 && head.get(start..).is_some_and(|h| h.windows(4).any(|w| w == b"fLaC")) {
+            // A damaged ID3 prefix (its size wrong): the marker a little further on.
+            90
         } else if extension == "flac" && start > 0 && start >= head.len() {
             // A huge ID3 prefix hides the marker from the probe window.
             50
@@ -66,8 +69,21 @@ impl Format for Flac {
         let mut marker = [0u8; 4];
         src.read_exact_at(pos, &mut marker)
             .map_err(|_| PluginError::invalid_data("file ends before the fLaC marker"))?;
+        let mut early_warnings = Vec::new();
         if &marker != b"fLaC" {
-            return Err(PluginError::invalid_data(format!("no fLaC marker at offset {pos}: not a FLAC file")));
+            // A damaged ID3 prefix (its size wrong, bytes inserted): the marker within
+            // the next 64 KiB, as ffmpeg finds it.
+            let window = if pos > 0 { src.read_vec(pos, SYNC_SEARCH as usize)? } else { Vec::new() };
+            match window.windows(4).position(|w| w == b"fLaC") {
+                Some(k) => {
+                    early_warnings
+                        .push(format!("{k} byte(s) before the fLaC marker at offset {} skipped", pos + k as u64));
+                    pos += k as u64;
+                }
+                None => {
+                    return Err(PluginError::invalid_data(format!("no fLaC marker at offset {pos}: not a FLAC file")))
+                }
+            }
         }
         let meta_start = pos;
         pos += 4;
@@ -76,7 +92,8 @@ impl Format for Flac {
         let mut extra = Vec::new();
         let mut saw_streaminfo = false;
         let mut streaminfo = Vec::new();
-        let mut warnings = Vec::new();
+        let mut warnings = early_warnings;
+        let mut damaged_meta = false;
         loop {
             let mut h = [0u8; 4];
             src.read_exact_at(pos, &mut h).map_err(|_| {
@@ -86,12 +103,24 @@ impl Format for Flac {
             let kind = h[0] & 0x7F;
             let size = u32::from_be_bytes([0, h[1], h[2], h[3]]);
             let body_at = pos + 4;
-            if body_at + u64::from(size) > len {
-                return Err(PluginError::invalid_data(format!(
-                    "truncated: metadata block of type {kind} at offset {pos} claims {size} bytes past the end of the file"
-                )));
-            }
-            if kind == 127 || size > MAX_BLOCK {
+            let past_end = body_at + u64::from(size) > len;
+            if past_end || kind == 127 || size > MAX_BLOCK {
+                if saw_streaminfo {
+                    // A damaged block header after STREAMINFO: the metadata ends here and
+                    // the audio starts at the first valid frame after it (ffmpeg plays
+                    // such files). The blocks read so far are kept.
+                    warnings.push(format!(
+                        "metadata block header at offset {pos} is damaged (type {kind}, {size} bytes): the metadata \
+                         is read up to it"
+                    ));
+                    damaged_meta = true;
+                    break;
+                }
+                if past_end {
+                    return Err(PluginError::invalid_data(format!(
+                        "truncated: metadata block of type {kind} at offset {pos} claims {size} bytes past the end of the file"
+                    )));
+                }
                 return Err(PluginError::invalid_data(format!("invalid metadata block (type {kind}) at offset {pos}")));
             }
             if !saw_streaminfo && kind != block::STREAMINFO {
@@ -144,7 +173,9 @@ impl Format for Flac {
                 regions.push(Region { kind: "id3v1".into(), offset: audio_end, len: 128 });
             }
         }
-        let window = src.read_vec(audio_offset, SYNC_SEARCH.min(audio_end.saturating_sub(audio_offset)) as usize)?;
+        // After damaged metadata the first frame may lie past what remains of a big block.
+        let search = if damaged_meta { DAMAGED_SYNC_SEARCH } else { SYNC_SEARCH };
+        let window = src.read_vec(audio_offset, search.min(audio_end.saturating_sub(audio_offset)) as usize)?;
         if window.len() < 2 {
             return Err(PluginError::invalid_data("truncated: no audio frames after the metadata"));
         }
@@ -153,7 +184,7 @@ impl Format for Flac {
         let skip = first_frame(&window).ok_or_else(|| {
             PluginError::invalid_data(format!(
                 "no FLAC frame within {} KiB after the metadata (offset {audio_offset})",
-                SYNC_SEARCH / 1024
+                search / 1024
             ))
         })?;
         if skip > 0 {
@@ -193,6 +224,8 @@ impl Format for Flac {
 
 /// How far after the metadata the first frame is looked for.
 const SYNC_SEARCH: u64 = 64 * 1024;
+/// How far the first frame is looked for after a damaged metadata block header.
+const DAMAGED_SYNC_SEARCH: u64 = 16 * 1024 * 1024;
 
 /// The CRC-8 of FLAC frame headers (polynomial 0x07).
 fn crc8(bytes: &[u8]) -> u8 {
