@@ -193,6 +193,18 @@ pub fn mutagen_tags(paths: &[&Path]) -> Vec<String> {
     String::from_utf8(out.stdout).unwrap().lines().map(str::to_owned).collect()
 }
 
+/// Whether ffmpeg decodes the first audio stream of `path` to the end without giving up
+/// (its exit status; what "a file a player can play" means in the tests).
+pub fn ffmpeg_plays(path: &Path) -> bool {
+    Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "quiet", "-i"])
+        .arg(path)
+        .args(["-map", "0:a:0", "-f", "null", "-"])
+        .status()
+        .expect("ffmpeg")
+        .success()
+}
+
 /// MD5 of the audio packets (`ffmpeg -map 0:a -c copy -f md5`): equal for equal audio.
 pub fn audio_md5(path: &Path) -> String {
     let out = Command::new("ffmpeg")

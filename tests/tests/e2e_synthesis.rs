@@ -934,18 +934,8 @@ fn damaged_files_are_refused_only_when_ffmpeg_cannot_play_them() {
         .collect();
     assert!(!refused.is_empty() && refused.len() < n / 4, "{} of {n} refused: {so}", refused.len());
     assert!(so.contains(&format!("refused ({} file(s)", refused.len())) && so.contains(" × "), "{so}");
-    let playable: Vec<&(String, String)> = refused
-        .iter()
-        .filter(|(p, _)| {
-            std::process::Command::new("ffmpeg")
-                .args(["-nostdin", "-v", "quiet", "-i"])
-                .arg(lib.join(p))
-                .args(["-map", "0:a:0", "-f", "null", "-"])
-                .status()
-                .unwrap()
-                .success()
-        })
-        .collect();
+    let playable: Vec<&(String, String)> =
+        refused.iter().filter(|(p, _)| musefs_tests::ffmpeg_plays(&lib.join(p))).collect();
     assert!(playable.is_empty(), "refused although ffmpeg plays them: {playable:?}");
     // Every accepted file is served whole, in synthesis mode.
     let mnt = t.path().join("mnt");
@@ -986,13 +976,7 @@ fn ogg_files_with_a_bad_crc_or_inserted_garbage_are_served() {
     fs::write(lib.lib.join("ogg/inserted.ogg"), &ins).unwrap();
     for (name, _) in [("crc", &crc), ("inserted", &ins)] {
         let p = lib.lib.join(format!("ogg/{name}.ogg"));
-        let ok = std::process::Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "quiet", "-i"])
-            .arg(&p)
-            .args(["-f", "null", "-"])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "ffmpeg plays {name}.ogg");
+        assert!(musefs_tests::ffmpeg_plays(&p), "ffmpeg plays {name}.ogg");
     }
     let out = musefs(&["scan", "--manifest", &m]);
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -1007,13 +991,7 @@ fn ogg_files_with_a_bad_crc_or_inserted_garbage_are_served() {
         let served = mnt.join(tree);
         let bytes = fs::read(&served).unwrap();
         assert_eq!(bytes.len() as u64, fs::metadata(&served).unwrap().len());
-        let ok = std::process::Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "quiet", "-i"])
-            .arg(&served)
-            .args(["-f", "null", "-"])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "ffmpeg plays the served {name}");
+        assert!(musefs_tests::ffmpeg_plays(&served), "ffmpeg plays the served {name}");
     }
     assert_eq!(mount.stop(), Some(0));
 }
@@ -1034,13 +1012,7 @@ fn a_flac_file_with_a_damaged_id3_prefix_is_served() {
     fs::write(lib.lib.join("alpha/damaged-id3.flac"), &a).unwrap();
     {
         let (name, p) = ("damaged-id3", lib.lib.join("alpha/damaged-id3.flac"));
-        let ok = std::process::Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "quiet", "-i"])
-            .arg(&p)
-            .args(["-f", "null", "-"])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "ffmpeg plays {name}.flac");
+        assert!(musefs_tests::ffmpeg_plays(&p), "ffmpeg plays {name}.flac");
     }
     let out = musefs(&["scan", "--manifest", &m]);
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -1053,13 +1025,7 @@ fn a_flac_file_with_a_damaged_id3_prefix_is_served() {
         let name = "damaged-id3.flac";
         let (tree, _) = listed.iter().find(|(_, o)| o.ends_with(name)).unwrap();
         let served = mnt.join(tree);
-        let ok = std::process::Command::new("ffmpeg")
-            .args(["-nostdin", "-v", "quiet", "-i"])
-            .arg(&served)
-            .args(["-f", "null", "-"])
-            .status()
-            .unwrap();
-        assert!(ok.success(), "ffmpeg plays the served {name}");
+        assert!(musefs_tests::ffmpeg_plays(&served), "ffmpeg plays the served {name}");
     }
     assert_eq!(mount.stop(), Some(0));
 }

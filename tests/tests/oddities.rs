@@ -17,16 +17,6 @@ use musefs_tests::{
     audio_data, audio_md5, ls_long, make_library, musefs, mutagen_tags, sha256, validate, write_manifest, Mount,
 };
 
-fn ffmpeg_reads(p: &Path) -> bool {
-    Command::new("ffmpeg")
-        .args(["-nostdin", "-v", "quiet", "-i"])
-        .arg(p)
-        .args(["-map", "0:a:0", "-f", "null", "-"])
-        .status()
-        .unwrap()
-        .success()
-}
-
 fn audio_files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_owned()];
@@ -63,7 +53,7 @@ fn a_library_of_real_world_oddities_is_served_faithfully_in_both_modes() {
     let original = |origin: &str| lib.join(OsStr::from_bytes(&musefs_plugin_api::path_bytes(origin)));
     let served_originals: Vec<PathBuf> = listed.iter().map(|(_, o)| original(o)).collect();
     for f in audio_files(&lib) {
-        if ffmpeg_reads(&f) {
+        if musefs_tests::ffmpeg_plays(&f) {
             assert!(served_originals.contains(&f), "ffmpeg reads {} but it is not served", f.display());
         }
     }
