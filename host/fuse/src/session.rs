@@ -191,19 +191,19 @@ pub fn run(
         if syncer.as_ref().is_some_and(Syncer::take_changed) {
             next_refresh = Instant::now(); // a sync just wrote: show it now, not at the next poll
         }
-        if core.has_pending() {
-            next_refresh = Instant::now(); // an open brought the tree forward: tell the kernel now
-        }
-        if let Some(every) = opts.refresh_interval {
-            if Instant::now() >= next_refresh {
+        // An open that brought the tree forward owes the kernel its invalidations now,
+        // polling or not.
+        let polled = opts.refresh_interval.is_some_and(|_| Instant::now() >= next_refresh);
+        if polled || core.has_pending() {
+            if let Some(every) = opts.refresh_interval {
                 next_refresh = Instant::now() + every;
-                match core.refresh() {
-                    Ok(inval) => {
-                        apply_invalidations(&notifier, &inval);
-                        core.invalidated(&inval);
-                    }
-                    Err(e) => tracing::warn!("refreshing from the catalog: {e}"),
+            }
+            match core.refresh() {
+                Ok(inval) => {
+                    apply_invalidations(&notifier, &inval);
+                    core.invalidated(&inval);
                 }
+                Err(e) => tracing::warn!("refreshing from the catalog: {e}"),
             }
         }
         std::thread::sleep(Duration::from_millis(50).min(opts.refresh_interval.unwrap_or(Duration::MAX)));
