@@ -4,7 +4,8 @@
 //! format is a rival that must probe them lower). One check per test
 //! (`format::PLUGIN::FIXTURE::CHECK`), plus format-specific checks.
 
-use std::path::Path;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use musefs_core::plugins::Plugins;
@@ -34,12 +35,13 @@ fn files_with_ext(dir: &Path, exts: &[String]) -> Vec<std::path::PathBuf> {
 }
 
 /// The format-specific checks (beyond the shared suite), each a trial.
-fn specific(lib: Arc<tempfile::TempDir>, formats: Arc<Vec<(String, Arc<FormatBox>)>>) -> Vec<Trial> {
+fn specific(lib: Arc<PathBuf>, formats: Arc<Vec<(String, Arc<FormatBox>)>>) -> Vec<Trial> {
     let get = move |n: &str| formats.iter().find(|(m, _)| m == n).map(|(_, f)| f.clone()).expect("format loaded");
-    let file = move |p: &str| std::fs::read(lib.path().join(p)).unwrap();
+    let file = move |p: &str| std::fs::read(lib.join(p)).unwrap();
     let (g1, f1) = (get.clone(), file.clone());
     let (g2, f2) = (get.clone(), file.clone());
-    let (g3, f3) = (get, file);
+    let (g3, f3) = (get.clone(), file.clone());
+    let (g4, f4) = (get, file);
     vec![
         Trial::test("format::mp3::keeps_binary_frames_trailers_and_big_pictures", move || -> Result<(), Failed> {
             let mp3 = g1("mp3");
@@ -84,24 +86,118 @@ fn specific(lib: Arc<tempfile::TempDir>, formats: Arc<Vec<(String, Arc<FormatBox
             let vorbis = read(&ogg, &f3("ogg/vorbis.ogg"))?;
             check((vorbis.format.as_str(), vorbis.pictures.len()) == ("ogg-vorbis", 1), || format!("{}", vorbis.format))
         }),
+        Trial::test(
+            "format::riff::reads_id3_info_aiff_text_and_tolerates_buggy_writers",
+            move || -> Result<(), Failed> {
+                let riff = g4("riff");
+                let key = |i: &TrackInfo, k: &str| -> Vec<String> {
+                    i.tags.iter().filter(|t| t.key == k).map(|t| t.value.to_string()).collect()
+                };
+                let id3 = read(&riff, &f4("riff/id3.wav"))?;
+                check(key(&id3, "albumartist") == ["WAV Album Artist"], || format!("{:?}", id3.tags))?;
+                check(key(&id3, "musicbrainz_albumid").len() == 1 && id3.pictures.len() == 1, || {
+                    format!("{:?}", id3.tags)
+                })?;
+                let p = &id3.props;
+                check((p.sample_rate, p.channels, p.bits_per_sample, p.duration_ms) == (44100, 2, 16, 3000), || {
+                    format!("{p:?}")
+                })?;
+                // Both chunks: the ID3 value is the field, the INFO item stays under its native name.
+                let both = read(&riff, &f4("riff/both.wav"))?;
+                check(key(&both, "title") == ["WAV Title 3"], || format!("{:?}", both.tags))?;
+                check(both.tags.iter().any(|t| t.native == "INFO:INAM" && t.key.is_empty()), || {
+                    format!("{:?}", both.tags)
+                })?;
+                let info = read(&riff, &f4("riff/info.wav"))?;
+                check(key(&info, "title") == ["INFO Title 1"] && key(&info, "track") == ["1"], || {
+                    format!("{:?}", info.tags)
+                })?;
+                let rf = read(&riff, &f4("riff/rf64.wav"))?;
+                check(rf.format.as_str() == "rf64" && rf.audio_len == 3 * 44100 * 4, || {
+                    format!("{} {}", rf.format, rf.audio_len)
+                })?;
+                let sur = read(&riff, &f4("riff/surround.wav"))?;
+                check(
+                    (sur.props.channels, sur.props.bits_per_sample, sur.props.codec.as_str()) == (6, 24, "pcm"),
+                    || format!("{:?}", sur.props),
+                )?;
+                let aiff = read(&riff, &f4("riff/text.aiff"))?;
+                check(key(&aiff, "title") == ["AIFF Title 6"] && key(&aiff, "artist") == ["AIFF Artist"], || {
+                    format!("{:?}", aiff.tags)
+                })?;
+                check(key(&aiff, "comment") == ["An annotation"] && aiff.props.sample_rate == 44100, || {
+                    format!("{:?}", aiff.props)
+                })?;
+                let aid3 = read(&riff, &f4("riff/id3.aiff"))?;
+                check(key(&aid3, "artist") == ["AIFF Ärtist"] && aid3.pictures.len() == 1, || {
+                    format!("{:?}", aid3.tags)
+                })?;
+                let sowt = read(&riff, &f4("riff/sowt.aifc"))?;
+                check((sowt.format.as_str(), sowt.props.codec.as_str()) == ("aifc", "pcm"), || {
+                    format!("{:?}", sowt.props)
+                })?;
+                // Buggy writers: a missing pad byte, an unset data size, chunks after the audio.
+                let nopad = read(&riff, &f4("riff/nopad.wav"))?;
+                check(key(&nopad, "title") == ["No Pad 9"] && nopad.audio_len == 8000, || format!("{:?}", nopad.tags))?;
+                let unset = read(&riff, &f4("riff/unset.wav"))?;
+                check(unset.audio_len == 8000 && unset.extra.iter().any(|w| w.value.contains("unset")), || {
+                    format!("{:?}", unset.extra)
+                })?;
+                let odd = read(&riff, &f4("riff/odd-after.wav"))?;
+                check(odd.audio_len == 8001 && key(&odd, "title") == ["Odd Title 8"], || format!("{:?}", odd.tags))
+            },
+        ),
     ]
+}
+
+/// The fixture library: the demo library, MP4 fixtures (ffmpeg AAC/ALAC, faststart or
+/// not, an M4B, tagged by mutagen) and WAV/AIFF fixtures (ffmpeg, mutagen, sox and
+/// hand-made files as buggy writers leave them). Made once per version of the scripts
+/// and shared by the test processes (nextest runs each trial in its own): built in a
+/// temporary directory, then renamed into place, so a half-made library is never used.
+fn fixtures() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let scripts = [
+        root.join("../examples/demo/make_library.py"),
+        root.join("scripts/mp4_fixtures.py"),
+        root.join("scripts/riff_fixtures.py"),
+    ];
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    for s in &scripts {
+        std::fs::read(s).unwrap().hash(&mut h);
+    }
+    let dir = target_dir().join(format!("format-suite-fixtures-{:016x}", h.finish()));
+    if dir.join(".complete").exists() {
+        return dir;
+    }
+    let tmp = tempfile::tempdir_in(target_dir()).unwrap();
+    make_library(tmp.path(), false);
+    for (script, sub) in [(&scripts[1], "mp4"), (&scripts[2], "riff")] {
+        let out = std::process::Command::new("python3").arg(script).arg(tmp.path().join(sub)).output().unwrap();
+        assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::write(tmp.path().join(".complete"), b"").unwrap();
+    let tmp = tmp.keep();
+    if std::fs::rename(&tmp, &dir).is_err() {
+        // Another test process finished first: use its library.
+        let _ = std::fs::remove_dir_all(&tmp);
+    }
+    assert!(dir.join(".complete").exists(), "fixture library {} missing", dir.display());
+    dir
 }
 
 fn main() {
     let args = Arguments::from_args();
-    let lib = Arc::new(tempfile::tempdir().unwrap());
-    make_library(lib.path(), false);
-    // MP4 fixtures: ffmpeg (AAC, ALAC, faststart or not, an M4B) tagged by mutagen.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mp4_fixtures.py");
-    let out = std::process::Command::new("python3").arg(script).arg(lib.path().join("mp4")).output().unwrap();
-    assert!(out.status.success(), "mp4_fixtures.py: {}", String::from_utf8_lossy(&out.stderr));
+    let lib = Arc::new(fixtures());
     let plugins = Plugins::load_dir(&target_dir()).unwrap();
     let formats: Vec<(String, Arc<FormatBox>)> =
         plugins.formats().unwrap().into_iter().map(|(n, f)| (n, Arc::new(f))).collect();
     let mut trials = vec![Trial::test("format::bundled_formats_load", {
         let names: Vec<String> = formats.iter().map(|(n, _)| n.clone()).collect();
         move || {
-            check(["flac", "mp3", "ogg", "mp4"].iter().all(|n| names.iter().any(|m| m == n)), || format!("{names:?}"))
+            check(["flac", "mp3", "ogg", "mp4", "riff"].iter().all(|n| names.iter().any(|m| m == n)), || {
+                format!("{names:?}")
+            })
         }
     })];
     for (name, f) in &formats {
@@ -112,8 +208,8 @@ fn main() {
                 under = under.rival(other, g.clone());
             }
         }
-        for path in files_with_ext(lib.path(), &exts) {
-            let rel = path.strip_prefix(lib.path()).unwrap().to_string_lossy().into_owned();
+        for path in files_with_ext(&lib, &exts) {
+            let rel = path.strip_prefix(lib.as_path()).unwrap().to_string_lossy().into_owned();
             let data = std::fs::read(&path).unwrap();
             under = under.fixture(if rel.ends_with("untagged.flac") {
                 Fixture::untagged(&rel, data)

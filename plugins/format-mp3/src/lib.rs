@@ -20,9 +20,9 @@
 //! the served file the size of the original's leading tags when the new tag fits, else
 //! rounds up to 4 KiB with at least `min_padding` (default 1024) spare.
 
-pub mod id3v2;
+pub use musefs_format_util::id3v2;
 mod trailers;
-pub mod writer;
+pub use musefs_format_util::id3write as writer;
 
 use musefs_format_util::{options::Options, padding_for, props};
 use musefs_plugin_api::{

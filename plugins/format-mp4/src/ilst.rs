@@ -137,7 +137,7 @@ pub fn read(body: &[u8]) -> (Vec<Tag>, Vec<Picture>, Vec<String>) {
                 Some(vs) if !name.is_empty() && !vs.is_empty() => {
                     let native = format!("----:{mean}:{name}");
                     for v in vs {
-                        tags.push(Tag::text(&name.to_lowercase(), &native, &v));
+                        tags.push(Tag::text(&musefs_format_util::names::freeform_key(&name), &native, &v));
                     }
                 }
                 _ => binary(&mut tags),
@@ -238,7 +238,7 @@ fn slot_of(t: &Tag) -> Slot {
         "bpm" => Slot::Item(*b"tmpo"),
         _ => match TEXT.iter().find(|(_, k)| *k == key) {
             Some((k, _)) => Slot::Item(**k),
-            None => Slot::Free("com.apple.iTunes".into(), key.to_uppercase()),
+            None => Slot::Free("com.apple.iTunes".into(), musefs_format_util::names::freeform_name(key)),
         },
     }
 }

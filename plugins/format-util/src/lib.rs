@@ -4,12 +4,17 @@
 //! - [`vorbis`]: Vorbis comment blocks (FLAC `VORBIS_COMMENT`, Ogg Vorbis and Opus tags)
 //!   and the canonical field names templates use;
 //! - [`picture`]: the FLAC `PICTURE` structure (also Ogg's `METADATA_BLOCK_PICTURE`);
+//! - [`id3v2`] / [`id3write`]: reading and writing ID3v2 tags (MP3, WAV/AIFF `ID3 ` chunks);
+//! - [`names`]: free-form field names (`TXXX`, MP4 `----`) mapped to the Vorbis keys;
 //! - [`options`]: the per-format options of the manifest (`[format.NAME]`), typed and checked;
 //! - [`props`]: audio properties through symphonia, reading only what the demuxer needs;
 //! - [`Cursor`]: a bounds-checked reader over a byte slice, so a truncated or hostile
 //!   structure gives an error naming what was cut short, never a panic.
 
 pub mod id3;
+pub mod id3v2;
+pub mod id3write;
+pub mod names;
 pub mod options;
 pub mod picture;
 pub mod props;

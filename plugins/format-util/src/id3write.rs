@@ -101,7 +101,7 @@ fn text_frame_id(t: &Tag, v: Version) -> Option<String> {
         // A user-added tag, or one from an ID3v1/APE trailer.
         match frame_for_key(&t.key) {
             Some(f) => f.to_owned(),
-            None => format!("TXXX:{}", t.key.to_ascii_uppercase()),
+            None => format!("TXXX:{}", crate::names::freeform_name(&t.key)),
         }
     } else {
         return None;

@@ -6,7 +6,7 @@
 //! not land on a valid frame. Tag-level unsynchronisation (v2.3) and frame-level
 //! unsynchronisation and data-length indicators (v2.4) are undone before decoding.
 
-pub use musefs_format_util::id3::{header_len, synchsafe, GENRES};
+pub use crate::id3::{header_len, synchsafe, GENRES};
 use musefs_plugin_api::{Picture, PluginError, PluginResult, Tag};
 
 /// A parsed ID3v2 tag.
@@ -307,13 +307,7 @@ fn decode_frame(tag: &mut Id3v2, version: u8, id: &str, payload: Vec<u8>) {
 }
 
 fn txxx_key(desc: &str) -> String {
-    match desc.to_ascii_uppercase().as_str() {
-        "ALBUMARTIST" | "ALBUM ARTIST" => "albumartist".to_owned(),
-        "MUSICBRAINZ ALBUM ID" => "musicbrainz_albumid".to_owned(),
-        "MUSICBRAINZ ARTIST ID" => "musicbrainz_artistid".to_owned(),
-        "MUSICBRAINZ ALBUM ARTIST ID" => "musicbrainz_albumartistid".to_owned(),
-        _ => desc.to_ascii_lowercase().replace(' ', "_"),
-    }
+    crate::names::freeform_key(desc)
 }
 
 fn picture(ptype: u8, mime: &str, desc: &str, data: &[u8]) -> Picture {
