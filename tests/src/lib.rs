@@ -279,6 +279,49 @@ pub fn validate(path: &Path) -> Result<Vec<String>, String> {
                 .map(|l| l.rsplit_once("\": ").map_or(l, |(_, w)| w).to_owned())
                 .collect())
         }
+        "oga" | "spx" => {
+            // Page structure and stream headers; Ogg FLAC also decoded by flac.
+            // (ogginfo's warnings are returned: ffmpeg's Ogg FLAC has a zero-size packet.)
+            let o = run("ogginfo", &[]);
+            let t = text(&o);
+            let warnings: Vec<String> = t.lines().filter(|l| l.starts_with("WARNING")).map(str::to_owned).collect();
+            // (ogginfo exits 1 on warnings too.)
+            if (!o.status.success() && warnings.is_empty()) || t.lines().any(|l| l.contains("ERROR")) {
+                return Err(format!("ogginfo: {t}"));
+            }
+            if ext == "oga" {
+                let o = run("flac", &["--ogg", "-t", "-s"]);
+                if !o.status.success() {
+                    return Err(format!("flac: {}", text(&o)));
+                }
+            }
+            Ok(warnings)
+        }
+        "wav" | "aif" | "aiff" | "aifc" => {
+            // sox parses the chunks strictly; ffprobe must read it without complaint.
+            let o = run("sox", &["--i"]);
+            if !o.status.success() {
+                return Err(format!("sox: {}", text(&o)));
+            }
+            let o = run("ffprobe", &["-v", "error"]);
+            if !o.status.success() || !o.stderr.is_empty() {
+                return Err(format!("ffprobe: {}", text(&o)));
+            }
+            Ok(Vec::new())
+        }
+        "m4a" | "m4b" | "mp4" => {
+            // AtomicParsley wants the file first.
+            let o2 = Command::new("AtomicParsley").arg(path).arg("-T").output().expect("AtomicParsley");
+            let t = text(&o2);
+            if !o2.status.success() || !t.contains("Atom moov") {
+                return Err(format!("AtomicParsley -T: {t}"));
+            }
+            let o = run("ffprobe", &["-v", "error"]);
+            if !o.status.success() || !o.stderr.is_empty() {
+                return Err(format!("ffprobe: {}", text(&o)));
+            }
+            Ok(Vec::new())
+        }
         _ => Err(format!("no validator for {}", path.display())),
     }
 }

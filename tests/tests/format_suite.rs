@@ -84,7 +84,32 @@ fn specific(lib: Arc<PathBuf>, formats: Arc<Vec<(String, Arc<FormatBox>)>>) -> V
             check(opus.format.as_str() == "ogg-opus" && opus.pictures.len() == 1, || format!("{}", opus.format))?;
             check(opus.tags.iter().any(|t| t.key == "r128_track_gain" && t.value == "-512"), || "R128 gain".into())?;
             let vorbis = read(&ogg, &f3("ogg/vorbis.ogg"))?;
-            check((vorbis.format.as_str(), vorbis.pictures.len()) == ("ogg-vorbis", 1), || format!("{}", vorbis.format))
+            check((vorbis.format.as_str(), vorbis.pictures.len()) == ("ogg-vorbis", 1), || {
+                format!("{}", vorbis.format)
+            })?;
+            // FLAC in Ogg: flac's (PICTURE block, header count) and ffmpeg's; Speex.
+            let title = |i: &TrackInfo| i.tags.iter().find(|t| t.key == "title").map(|t| t.value.to_string());
+            let fl = read(&ogg, &f3("oggx/flac.oga"))?;
+            check((fl.format.as_str(), fl.pictures.len(), fl.extension.as_str()) == ("ogg-flac", 1, ""), || {
+                format!("{fl:?}")
+            })?;
+            check(title(&fl).as_deref() == Some("Ogg FLAC 1"), || format!("{:?}", fl.tags))?;
+            check(fl.tags.iter().any(|t| t.key == "musicbrainz_albumid"), || format!("{:?}", fl.tags))?;
+            let p = &fl.props;
+            check((p.sample_rate, p.channels, p.bits_per_sample, p.duration_ms) == (44100, 2, 16, 3000), || {
+                format!("{p:?}")
+            })?;
+            let ff = read(&ogg, &f3("oggx/ffmpeg-flac.oga"))?;
+            check(ff.tags.iter().any(|t| t.key == "albumartist" && t.value == "Ogg Album Artist"), || {
+                format!("{:?}", ff.tags)
+            })?;
+            let spx = read(&ogg, &f3("oggx/speech.spx"))?;
+            check(spx.format.as_str() == "ogg-speex" && title(&spx).as_deref() == Some("Speex 3"), || {
+                format!("{spx:?}")
+            })?;
+            check((spx.props.sample_rate, spx.props.channels) == (16000, 1) && spx.props.duration_ms > 2900, || {
+                format!("{:?}", spx.props)
+            })
         }),
         Trial::test(
             "format::riff::reads_id3_info_aiff_text_and_tolerates_buggy_writers",
@@ -161,6 +186,7 @@ fn fixtures() -> PathBuf {
         root.join("../examples/demo/make_library.py"),
         root.join("scripts/mp4_fixtures.py"),
         root.join("scripts/riff_fixtures.py"),
+        root.join("scripts/ogg_fixtures.py"),
     ];
     let mut h = std::collections::hash_map::DefaultHasher::new();
     for s in &scripts {
@@ -172,7 +198,7 @@ fn fixtures() -> PathBuf {
     }
     let tmp = tempfile::tempdir_in(target_dir()).unwrap();
     make_library(tmp.path(), false);
-    for (script, sub) in [(&scripts[1], "mp4"), (&scripts[2], "riff")] {
+    for (script, sub) in [(&scripts[1], "mp4"), (&scripts[2], "riff"), (&scripts[3], "oggx")] {
         let out = std::process::Command::new("python3").arg(script).arg(tmp.path().join(sub)).output().unwrap();
         assert!(out.status.success(), "{}: {}", script.display(), String::from_utf8_lossy(&out.stderr));
     }

@@ -1,8 +1,11 @@
-//! musefs format plugin `ogg`: Ogg Vorbis and Ogg Opus.
+//! musefs format plugin `ogg`: Ogg Vorbis, Opus, FLAC (the `\x7fFLAC` mapping) and Speex.
 //!
 //! Reads the header pages of the first logical stream: the identification packet, the
 //! comment packet (`\x03vorbis` / `OpusTags` + a Vorbis comment block, pictures in
-//! `METADATA_BLOCK_PICTURE`) and, for Vorbis, the setup packet. Audio starts at the first
+//! `METADATA_BLOCK_PICTURE`; FLAC: a `VORBIS_COMMENT` metadata block, pictures in
+//! `PICTURE` blocks; Speex: a bare Vorbis comment block) and the codec's other header
+//! packets (the Vorbis setup packet, FLAC's further metadata blocks, Speex's extra
+//! headers). Audio starts at the first
 //! page after the header packets (both specs require audio to begin on a fresh page).
 //! Every header page's CRC is checked. Chained streams and other serials are not read.
 
@@ -25,6 +28,8 @@ pub struct Ogg;
 enum Codec {
     Vorbis,
     Opus,
+    Flac,
+    Speex,
 }
 
 fn codec_of(first_packet: &[u8]) -> Option<Codec> {
@@ -32,14 +37,47 @@ fn codec_of(first_packet: &[u8]) -> Option<Codec> {
         Some(Codec::Vorbis)
     } else if first_packet.starts_with(b"OpusHead") {
         Some(Codec::Opus)
+    } else if first_packet.starts_with(b"\x7fFLAC") {
+        Some(Codec::Flac)
+    } else if first_packet.starts_with(b"Speex   ") {
+        Some(Codec::Speex)
     } else {
         None
     }
 }
 
+/// The FLAC metadata block type of a header packet (low 7 bits of its first byte), and
+/// whether it is the last one.
+fn flac_block(packet: &[u8]) -> Option<(u8, bool)> {
+    packet.first().map(|b| (b & 0x7f, b & 0x80 != 0))
+}
+
+/// How many header packets a stream has, once its first packet (and, for FLAC without a
+/// count, the packets so far) are known; `None` while that is still open.
+fn header_packets(codec: Codec, packets: &[Vec<u8>]) -> Option<usize> {
+    match codec {
+        Codec::Vorbis => Some(3),
+        Codec::Opus => Some(2),
+        Codec::Speex => {
+            // extra_headers at offset 68 of the 80-byte Speex header.
+            let extra = packets[0].get(68..72).map_or(0, |b| u32::from_le_bytes(b.try_into().expect("4")));
+            Some(2 + extra.min(16) as usize)
+        }
+        Codec::Flac => {
+            let n = packets[0].get(7..9).map_or(0, |b| u16::from_be_bytes([b[0], b[1]]));
+            if n > 0 {
+                Some(1 + n as usize)
+            } else {
+                // No count: up to the block flagged last.
+                packets[1..].iter().position(|p| flac_block(p).is_some_and(|(_, last)| last)).map(|i| i + 2)
+            }
+        }
+    }
+}
+
 impl Format for Ogg {
     fn extensions(&self) -> Vec<String> {
-        vec!["ogg".into(), "oga".into(), "opus".into()]
+        vec!["ogg".into(), "oga".into(), "opus".into(), "spx".into()]
     }
 
     fn probe(&self, head: &[u8], _extension: &str) -> u32 {
@@ -47,7 +85,7 @@ impl Format for Ogg {
             let body = 27 + head[26] as usize;
             match head.get(body..).and_then(codec_of) {
                 Some(_) => 100,
-                None => 20, // Ogg, but not a codec we read (e.g. Ogg FLAC)
+                None => 20, // Ogg, but not a codec we read (e.g. Theora video)
             }
         } else {
             0
@@ -96,17 +134,12 @@ impl Format for Ogg {
             }
             if codec.is_none() {
                 if let Some(first) = packets.first() {
-                    codec = Some(
-                        codec_of(first)
-                            .ok_or_else(|| PluginError::invalid_data("the Ogg stream is neither Vorbis nor Opus"))?,
-                    );
+                    codec = Some(codec_of(first).ok_or_else(|| {
+                        PluginError::invalid_data("the Ogg stream is not Vorbis, Opus, FLAC or Speex")
+                    })?);
                 }
             }
-            let needed = match codec {
-                Some(Codec::Vorbis) => 3,
-                Some(Codec::Opus) => 2,
-                None => usize::MAX,
-            };
+            let needed = codec.and_then(|c| header_packets(c, &packets)).unwrap_or(usize::MAX);
             if packets.len() >= needed {
                 break;
             }
@@ -115,13 +148,21 @@ impl Format for Ogg {
             }
         }
         let codec = codec.expect("set once a packet is complete");
+        // FLAC and Speex are served under the original's extension (`.oga`, `.ogg`, `.spx`).
         let (name, ext, prefix): (&str, &str, &[u8]) = match codec {
             Codec::Vorbis => ("vorbis", "ogg", b"\x03vorbis"),
             Codec::Opus => ("opus", "opus", b"OpusTags"),
+            Codec::Flac => ("flac", "", b""),
+            Codec::Speex => ("speex", "", b""),
         };
-        let comment = packets[1]
-            .strip_prefix(prefix)
-            .ok_or_else(|| PluginError::invalid_data("the second Ogg packet is not a comment header"))?;
+        let comment = match codec {
+            Codec::Flac => match flac_block(&packets[1]) {
+                Some((4, _)) => packets[1].get(4..),
+                _ => None,
+            },
+            _ => packets[1].strip_prefix(prefix),
+        }
+        .ok_or_else(|| PluginError::invalid_data("the second Ogg packet is not a comment header"))?;
         // A comment packet shorter than its fields claim (damage, a buggy tagger) is read
         // as far as it goes, as mutagen and ffmpeg do; the fields lost are reported.
         let (parsed, cut) = vorbis::parse_lenient(comment)?;
@@ -142,6 +183,17 @@ impl Format for Ogg {
                 Some(p) => pictures.push(p),
                 // Keep an undecodable picture as data rather than losing it.
                 None => tags.push(Tag::text("", "METADATA_BLOCK_PICTURE", &b64)),
+            }
+        }
+        if codec == Codec::Flac {
+            // PICTURE metadata blocks, each its own header packet.
+            for p in &packets[2..] {
+                if flac_block(p).is_some_and(|(t, _)| t == 6) {
+                    match picture::parse_flac_picture(p.get(4..).unwrap_or_default()) {
+                        Ok(pic) => pictures.push(pic),
+                        Err(e) => warnings.push(format!("a damaged PICTURE block ignored: {e}")),
+                    }
+                }
             }
         }
         let mut extra = vec![KeyValue { key: "vendor".into(), value: parsed.vendor.as_str().into() }];
@@ -166,11 +218,18 @@ impl Format for Ogg {
         // The properties probe never vetoes a file ffmpeg plays (a page whose CRC fails
         // deep in the audio stops symphonia): fall back to the identification header and
         // the last page's granule position.
-        let props = match props::audio_props(src, ext, name, audio_len) {
+        let probed = match codec {
+            Codec::Vorbis | Codec::Opus => props::audio_props(src, ext, name, audio_len),
+            // symphonia reads neither: the identification header and the last granule.
+            Codec::Flac | Codec::Speex => Err(PluginError::invalid_data(format!("{name}: no demuxer"))),
+        };
+        let props = match probed {
             Ok(p) => p,
             Err(e) => match fallback_props(src, codec, &packets[0], serial.unwrap_or(0), audio_offset) {
                 Some(p) => {
-                    warnings.push(format!("audio properties taken from the headers ({e})"));
+                    if matches!(codec, Codec::Vorbis | Codec::Opus) {
+                        warnings.push(format!("audio properties taken from the headers ({e})"));
+                    }
                     p
                 }
                 None => return Err(e),
@@ -198,10 +257,23 @@ impl Format for Ogg {
 /// Audio properties from the identification header (rate, channels) and the granule
 /// position of the stream's last page (duration); `None` if there is no audio page.
 fn fallback_props(src: &Source, codec: Codec, id: &[u8], serial: u32, audio_offset: u64) -> Option<AudioProps> {
+    let mut bits = 0;
     let (rate, channels, pre_skip) = match codec {
         Codec::Vorbis if id.len() >= 16 => (u32::from_le_bytes(id[12..16].try_into().ok()?), u32::from(id[11]), 0u64),
         // Opus always decodes at 48 kHz; the header's rate is the input's.
         Codec::Opus if id.len() >= 12 => (48_000, u32::from(id[9]), u64::from(u16::from_le_bytes([id[10], id[11]]))),
+        // `\x7fFLAC`, version, count, `fLaC`, then the STREAMINFO block (4-byte header).
+        Codec::Flac if id.len() >= 13 + 4 + 18 => {
+            let si = &id[17..];
+            let rate = (u32::from(si[10]) << 12) | (u32::from(si[11]) << 4) | (u32::from(si[12]) >> 4);
+            bits = (u32::from(si[12] & 1) << 4 | u32::from(si[13]) >> 4) + 1;
+            (rate, u32::from((si[12] >> 1) & 7) + 1, 0)
+        }
+        Codec::Speex if id.len() >= 52 => (
+            u32::from_le_bytes(id[36..40].try_into().ok()?),
+            u32::from_le_bytes(id[48..52].try_into().ok()?).min(255),
+            0,
+        ),
         _ => return None,
     };
     if rate == 0 {
@@ -241,12 +313,14 @@ fn fallback_props(src: &Source, codec: Codec, id: &[u8], serial: u32, audio_offs
         codec: match codec {
             Codec::Vorbis => "vorbis",
             Codec::Opus => "opus",
+            Codec::Flac => "flac",
+            Codec::Speex => "speex",
         }
         .into(),
         duration_ms,
         sample_rate: rate,
         channels,
-        bits_per_sample: 0,
+        bits_per_sample: bits,
         bitrate,
     })
 }
@@ -254,6 +328,6 @@ fn fallback_props(src: &Source, codec: Codec, id: &[u8], serial: u32, audio_offs
 musefs_plugin_api::export_plugin! {
     name: "ogg",
     version: env!("CARGO_PKG_VERSION"),
-    description: "Ogg Vorbis and Ogg Opus: comment headers, METADATA_BLOCK_PICTURE",
+    description: "Ogg Vorbis, Opus, FLAC and Speex: comment headers, METADATA_BLOCK_PICTURE, FLAC PICTURE blocks",
     format: |_config: &str| Ok(Ogg),
 }

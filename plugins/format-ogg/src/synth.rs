@@ -1,4 +1,7 @@
-//! Synthesis for Ogg Vorbis and Opus: a regenerated comment packet, re-laced header pages.
+//! Synthesis for Ogg Vorbis, Opus, FLAC and Speex: a regenerated comment packet, re-laced
+//! header pages. (FLAC: the comment is a `VORBIS_COMMENT` metadata block and pictures are
+//! `PICTURE` blocks, one a packet, the last one flagged; the identification packet's count
+//! of header packets is patched when it states one.)
 //!
 //! The identification page is served verbatim. The comment packet is rebuilt (Vorbis
 //! comment block, pictures as `METADATA_BLOCK_PICTURE`, the Vorbis framing bit, or the
@@ -66,6 +69,19 @@ fn read_headers(src: &Source, header_end: u64) -> PluginResult<HeaderPages> {
         return Err(PluginError::invalid_data("the catalog's Ogg header region does not end on a page: rescan it"));
     }
     out.serial = serial.unwrap_or(0);
+    Ok(out)
+}
+
+/// A FLAC metadata block (the last-block flag is set by the caller).
+fn flac_block(kind: u8, body: Vec<u8>) -> PluginResult<Vec<u8>> {
+    let n = u32::try_from(body.len())
+        .ok()
+        .filter(|&n| n < 1 << 24)
+        .ok_or_else(|| PluginError::invalid_data("a FLAC metadata block over 16 MiB (a picture too large for FLAC)"))?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.push(kind);
+    out.extend(&n.to_be_bytes()[1..]);
+    out.extend(body);
     Ok(out)
 }
 
@@ -161,43 +177,101 @@ pub fn synthesize(src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
         return Err(PluginError::invalid_data("the catalog's Ogg header region is outside the file: rescan it"));
     }
     let h = read_headers(src, header_end)?;
-    let opus = info.format.as_str() == "ogg-opus";
-    let needed = if opus { 2 } else { 3 };
-    if h.mixed || h.packets.len() != needed || h.rest_pages == 0 {
+    let format = info.format.as_str();
+    let (opus, flac, speex) = (format == "ogg-opus", format == "ogg-flac", format == "ogg-speex");
+    let needed = match format {
+        "ogg-opus" => 2,
+        "ogg-vorbis" => 3,
+        _ => h.packets.len().max(2),
+    };
+    let flac_ok = !flac
+        || (h.packets[0].starts_with(b"\x7fFLAC")
+            && h.packets[0].len() >= 9
+            && h.packets[1].first().map(|b| b & 0x7f) == Some(4));
+    if h.mixed || h.packets.len() != needed || h.rest_pages == 0 || !flac_ok {
         // Multiplexed headers (or an unusual packet split): served as they are.
         return Ok(Plan::passthrough(len));
     }
     let vendor = info.extra.iter().find(|kv| kv.key.as_str() == "vendor").map_or("musefs", |kv| kv.value.as_str());
     let mut fields = vorbis::fields_from_tags(&req.tags);
-    for p in req.pictures.iter() {
-        let b64 = base64::engine::general_purpose::STANDARD.encode(picture::write_flac_picture(p));
-        fields.push(("METADATA_BLOCK_PICTURE".into(), b64));
+    if !flac {
+        for p in req.pictures.iter() {
+            let b64 = base64::engine::general_purpose::STANDARD.encode(picture::write_flac_picture(p));
+            fields.push(("METADATA_BLOCK_PICTURE".into(), b64));
+        }
     }
-    let mut comment = if opus { b"OpusTags".to_vec() } else { b"\x03vorbis".to_vec() };
-    comment.extend(vorbis::write(vendor, &fields));
-    let old_comment = &h.packets[1];
-    if opus {
-        // Keep the original padding data (after the comment block) as it was.
-        let prefix = 8;
-        let consumed = vorbis::parse(&old_comment[prefix..]).map(|c| c.consumed).unwrap_or(old_comment.len() - prefix);
-        comment.extend(&old_comment[prefix + consumed..]);
+    let mut packets = Vec::new();
+    if flac {
+        // One metadata block a packet: the new VORBIS_COMMENT, the original's other
+        // blocks (not its comments, pictures or padding), the pictures as PICTURE blocks.
+        packets.push(flac_block(4, vorbis::write(vendor, &fields))?);
+        for p in &h.packets[2..] {
+            if !matches!(p.first().map(|b| b & 0x7f), Some(1 | 4 | 6)) {
+                packets.push(p.clone());
+            }
+        }
+        for p in req.pictures.iter() {
+            packets.push(flac_block(6, picture::write_flac_picture(p))?);
+        }
     } else {
-        comment.push(1); // framing bit
+        let mut comment = match (opus, speex) {
+            (true, _) => b"OpusTags".to_vec(),
+            (_, true) => Vec::new(),
+            _ => b"\x03vorbis".to_vec(),
+        };
+        comment.extend(vorbis::write(vendor, &fields));
+        let old_comment = &h.packets[1];
+        if opus {
+            // Keep the original padding data (after the comment block) as it was.
+            let prefix = 8;
+            let consumed =
+                vorbis::parse(&old_comment[prefix..]).map(|c| c.consumed).unwrap_or(old_comment.len() - prefix);
+            comment.extend(&old_comment[prefix + consumed..]);
+        } else if !speex {
+            comment.push(1); // framing bit
+        }
+        packets.push(comment);
+        packets.extend(h.packets[2..].iter().cloned());
     }
-    let mut packets = vec![comment];
-    packets.extend(h.packets[2..].iter().cloned());
     let segs_needed = |ps: &[Vec<u8>]| ps.iter().map(|p| p.len() / 255 + 1).sum::<usize>();
     let mut pages = h.rest_pages;
     let k = segs_needed(&packets);
     if k < pages {
-        // Fewer segments than pages: pad the comment packet (ignored trailing bytes).
-        let n = packets[0].len();
-        packets[0].resize(n + (pages - k) * 255, 0);
+        if flac {
+            // Fewer segments than pages: a PADDING block of `pages - k` segments.
+            packets.push(flac_block(1, vec![0; (pages - k - 1) * 255])?);
+        } else {
+            // Fewer segments than pages: pad the comment packet (ignored trailing bytes).
+            let n = packets[0].len();
+            packets[0].resize(n + (pages - k) * 255, 0);
+        }
     } else if k > pages * MAX_SEGS {
         pages = k.div_ceil(MAX_SEGS);
     }
-    let delta = pages as i64 - h.rest_pages as i64;
     let mut segs = vec![Segment::origin(h.first.0, h.first.1)];
+    if flac {
+        // The last block carries the last-metadata flag; the identification packet's
+        // count of header packets (when it states one) follows the new list.
+        let n = packets.len();
+        for (i, p) in packets.iter_mut().enumerate() {
+            p[0] = (p[0] & 0x7f) | if i + 1 == n { 0x80 } else { 0 };
+        }
+        let first = src.read_vec(h.first.0, h.first.1 as usize)?;
+        let fp =
+            page::parse(&first, 0).map_err(|_| PluginError::invalid_data("the first Ogg page changed: rescan it"))?;
+        let at = fp.header_len + 7;
+        let count = u16::from_be_bytes([first[at], first[at + 1]]);
+        if count != 0 {
+            let new = u16::try_from(n).map_err(|_| PluginError::invalid_data("too many FLAC metadata blocks"))?;
+            let mut page = first.clone();
+            page[at..at + 2].copy_from_slice(&new.to_be_bytes());
+            page[22..26].copy_from_slice(&[0; 4]);
+            let crc = crc32(&page);
+            page[22..26].copy_from_slice(&crc.to_le_bytes());
+            segs[0] = Segment::literal(page);
+        }
+    }
+    let delta = pages as i64 - h.rest_pages as i64;
     segs.push(Segment::literal(lay_out(h.serial, &packets, pages).concat()));
     if delta == 0 {
         segs.push(Segment::origin(header_end, len - header_end));

@@ -18,8 +18,10 @@
 //! left out wherever they were, and the header, rebuilt with the new form size. New
 //! tag chunks go just before the audio chunk: the text items for the fields they can
 //! hold, then, when the original had one or a field or picture would otherwise be lost,
-//! an ID3v2 chunk with everything (`id3v2_version = "2.4"` by default, `"2.3"`
-//! selectable; padded like MP3's tag, `min_padding` default 1024). An RF64 file gets
+//! an ID3v2 chunk (`id3v2_version = "2.4"` by default, `"2.3"`
+//! selectable; padded like MP3's tag, `min_padding` default 1024). A field with an ID3
+//! value is written to the text items too; an ID3 chunk musefs adds to a file that had
+//! none carries every field, one the file had keeps its own fields. An RF64 file gets
 //! its `ds64` form size patched; an audio chunk whose size was unset or too large gets
 //! a header with its real size. The audio bytes are never read.
 
@@ -296,11 +298,14 @@ impl Format for Riff {
         let mut new_tags = if c.is_wav() { text::info_chunk(&items) } else { text::aiff_chunks(&items) };
         let had_id3 = layout.chunks.iter().any(|x| is_id3(&x.id));
         if had_id3 || !req.pictures.is_empty() || !text::all_fit(&req.tags, prefix, keys) {
-            // Raw text items with no key are the text chunk's own; everything else goes in.
+            // A file that had an ID3 chunk keeps its text items' fields in the text
+            // chunk only (as it was); an ID3 chunk musefs adds carries every field, for
+            // the readers that look at ID3 alone. Raw items with no key stay text-only.
+            let text_native = format!("{prefix}:");
             let for_id3: Vec<Tag> = req
                 .tags
                 .iter()
-                .filter(|t| !(t.key.is_empty() && t.native.as_str().starts_with(&format!("{prefix}:"))))
+                .filter(|t| !(t.native.as_str().starts_with(&text_native) && (had_id3 || t.key.is_empty())))
                 .cloned()
                 .collect();
             let frames = id3write::frames(&for_id3, &req.pictures, s.version);
