@@ -10,7 +10,7 @@ secs="${1:-20}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(format_flac format_mp3 format_ogg format_mp4 template manifest snapshot owner)
+    targets=(format_flac format_mp3 format_ogg format_mp4 format_riff template manifest snapshot owner)
 fi
 if ! rustup toolchain list | grep -q '^nightly'; then
     echo "fuzz: no nightly toolchain (cargo-fuzz needs it); skipped" >&2
@@ -21,12 +21,17 @@ command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 seeds="$(mktemp -d)"
 trap 'rm -rf "$seeds"' EXIT
 python3 ../examples/demo/make_library.py "$seeds/lib" >/dev/null
-mkdir -p corpus/{format_flac,format_mp3,format_ogg,format_mp4,template,manifest,snapshot,owner}
+mkdir -p corpus/{format_flac,format_mp3,format_ogg,format_mp4,format_riff,template,manifest,snapshot,owner}
 find "$seeds/lib" -name '*.flac' -exec cp {} corpus/format_flac/ \;
 find "$seeds/lib" -name '*.mp3' -exec cp {} corpus/format_mp3/ \;
 find "$seeds/lib" \( -name '*.ogg' -o -name '*.opus' \) -exec cp {} corpus/format_ogg/ \;
 python3 ../tests/scripts/mp4_fixtures.py "$seeds/mp4" >/dev/null
 cp "$seeds"/mp4/*.m4? corpus/format_mp4/
+python3 ../tests/scripts/ogg_fixtures.py "$seeds/ogg" >/dev/null
+cp "$seeds"/ogg/*.oga "$seeds"/ogg/*.spx corpus/format_ogg/
+python3 ../tests/scripts/riff_fixtures.py "$seeds/riff" >/dev/null
+# WAV/AIFF seeds cut short: the chunk structure matters, not seconds of samples.
+for f in "$seeds"/riff/*; do head -c 65536 "$f" > "corpus/format_riff/$(basename "$f")"; done
 i=0
 while IFS= read -r t; do
     i=$((i + 1))

@@ -81,6 +81,10 @@ fn a_mixed_library_is_served_in_synthesis_with_every_file_tagged_and_valid() {
     ] {
         assert!(names.contains(want), "{want} missing from {names:?}");
     }
+    // MP4 chapters are read into the catalog.
+    let out = musefs(&["tag", "show", "--manifest", manifest.to_str().unwrap(), "main:mp4/book.m4b"]);
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(shown.contains("chapter 00:00:00.000 One\n  chapter 00:00:01.500 Two"), "{shown}");
     let originals: Vec<(PathBuf, String)> = all.iter().map(|p| (lib.join(p), sha256(&lib.join(p)))).collect();
 
     let mnt = t.path().join("mnt");

@@ -41,7 +41,8 @@ fn specific(lib: Arc<PathBuf>, formats: Arc<Vec<(String, Arc<FormatBox>)>>) -> V
     let (g1, f1) = (get.clone(), file.clone());
     let (g2, f2) = (get.clone(), file.clone());
     let (g3, f3) = (get.clone(), file.clone());
-    let (g4, f4) = (get, file);
+    let (g4, f4) = (get.clone(), file.clone());
+    let (g5, f5) = (get, file);
     vec![
         Trial::test("format::mp3::keeps_binary_frames_trailers_and_big_pictures", move || -> Result<(), Failed> {
             let mp3 = g1("mp3");
@@ -172,6 +173,14 @@ fn specific(lib: Arc<PathBuf>, formats: Arc<Vec<(String, Arc<FormatBox>)>>) -> V
                 check(odd.audio_len == 8001 && key(&odd, "title") == ["Odd Title 8"], || format!("{:?}", odd.tags))
             },
         ),
+        Trial::test("format::mp4::reads_chapters_and_musicbrainz_freeform_keys", move || -> Result<(), Failed> {
+            let mp4 = g5("mp4");
+            let book = read(&mp4, &f5("mp4/book.m4b"))?;
+            let ch = book.extra.iter().find(|kv| kv.key == "chapters").map(|kv| kv.value.to_string());
+            check(ch.as_deref() == Some("00:00:00.000 One\n00:00:01.500 Two"), || format!("{ch:?}"))?;
+            // Picard's `MusicBrainz Album Id` is the same key as Vorbis' MUSICBRAINZ_ALBUMID.
+            check(book.tags.iter().any(|t| t.key == "musicbrainz_albumid"), || format!("{:?}", book.tags))
+        }),
     ]
 }
 

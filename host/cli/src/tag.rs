@@ -269,5 +269,13 @@ pub fn show(catalog: &Catalog, id: i64) -> Result<String> {
     if pics.is_empty() && art_edited {
         let _ = writeln!(s, "  (pictures removed){mark}");
     }
+    // Chapters the format read (MP4: chapter tracks, Nero `chpl`), one line each.
+    if let Some(info) = catalog.track_info(id)? {
+        if let Some(ch) = info.extra.iter().find(|kv| kv.key.as_str() == "chapters") {
+            for line in ch.value.as_str().lines() {
+                let _ = writeln!(s, "  chapter {line}");
+            }
+        }
+    }
     Ok(s)
 }

@@ -9,7 +9,8 @@
 //! ## Read
 //! The `ilst` items (see [`ilst`]); audio properties from the sound track's `mdhd`
 //! (duration) and `stsd` entry (`mp4a` or `alac`: channels, sample rate; ALAC's bit
-//! depth from its magic cookie); the audio range is the first `mdat`'s payload.
+//! depth from its magic cookie); chapters (see [`chapters`]) into the catalog's extra
+//! `chapters`; the audio range is the first `mdat`'s payload.
 //!
 //! ## Synthesis
 //! A new `moov`: every atom verbatim but `udta/meta/ilst`, rebuilt from the catalog
@@ -21,6 +22,7 @@
 //! and files with more than one sound track are served as they are (a warning says so).
 
 pub mod atom;
+pub mod chapters;
 pub mod ilst;
 
 use musefs_format_util::options::Options;
@@ -228,6 +230,19 @@ impl Format for Mp4 {
             audio_len.saturating_mul(8000).checked_div(duration_ms).map_or(0, |b| b.min(u64::from(u32::MAX)) as u32);
         let mut extra: Vec<KeyValue> =
             warnings.into_iter().map(|w| KeyValue { key: "warning".into(), value: w.into() }).collect();
+        // Chapters: a QuickTime chapter track, else a Nero `chpl` list.
+        let mut chapters = chapters::text_track(&bytes, moov.start, src)?;
+        if chapters.is_empty() {
+            let body = &bytes[8..];
+            if let Some(udta) = child(body, moov.start + 8, b"udta") {
+                if let Some(chpl) = child(slice(&bytes, moov.start, &udta), udta.body(), b"chpl") {
+                    chapters = chapters::nero(slice(&bytes, moov.start, &chpl));
+                }
+            }
+        }
+        if !chapters.is_empty() {
+            extra.push(KeyValue { key: "chapters".into(), value: chapters::render(&chapters).into() });
+        }
         extra.push(KeyValue {
             key: "brand".into(),
             value: String::from_utf8_lossy(&src.read_vec(8, 4)?).into_owned().into(),
