@@ -173,3 +173,77 @@ open(sys.argv[1],'wb').write(b'\\x89PNG\\r\\n\\x1a\\n'+c(b'IHDR',struct.pack('>I
         assert_eq!(&sha256(p), sum, "{} was modified", p.display());
     }
 }
+
+/// Issue 14's damaged-file rule for the formats of issue 15: copies of the M4A/M4B,
+/// WAV/AIFF and Ogg FLAC/Speex fixtures with bit flips, truncations and inserted
+/// garbage. A file is refused only when ffmpeg cannot play it either; every accepted
+/// file is served whole in synthesis mode.
+#[test]
+fn damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_them() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
+    for (script, sub) in [("mp4_fixtures.py", "mp4"), ("riff_fixtures.py", "riff"), ("ogg_fixtures.py", "oggx")] {
+        let out = Command::new("python3").arg(scripts.join(script)).arg(src.join(sub)).output().unwrap();
+        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let lib = t.path().join("lib");
+    fs::create_dir_all(&lib).unwrap();
+    let mut seed = 15u64;
+    let mut n = 0;
+    for o in walk(&src) {
+        let data = fs::read(src.join(&o)).unwrap();
+        let ext = Path::new(&o).extension().unwrap().to_str().unwrap().to_owned();
+        for i in 0..30 {
+            let mut b = data.clone();
+            let mut r = || musefs_tests::lcg(&mut seed) as usize;
+            match i % 3 {
+                0 => {
+                    for _ in 0..1 + r() % 8 {
+                        let p = r() % b.len();
+                        b[p] ^= 1 << (r() % 8);
+                    }
+                }
+                1 => b.truncate(r() % b.len()),
+                _ => {
+                    let p = r() % b.len();
+                    let junk: Vec<u8> = (0..1 + r() % 64).map(|_| r() as u8).collect();
+                    b.splice(p..p, junk);
+                }
+            }
+            fs::write(lib.join(format!("{n:04}_{}.{ext}", i % 3)), b).unwrap();
+            n += 1;
+        }
+    }
+    let manifest = write_manifest(t.path(), &lib, "mode = \"synthesis\"\n");
+    let out = musefs(&["scan", "--manifest", manifest.to_str().unwrap()]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{se}");
+    let refused: Vec<(String, String)> = se
+        .lines()
+        .filter_map(|l| l.split_once("skipping main:"))
+        .filter_map(|(_, rest)| rest.split_once(": ").map(|(p, why)| (p.to_owned(), why.to_owned())))
+        .collect();
+    let playable: Vec<&(String, String)> =
+        refused.iter().filter(|(p, _)| musefs_tests::ffmpeg_plays(&lib.join(p))).collect();
+    assert!(playable.is_empty(), "{} refused although ffmpeg plays them: {playable:#?}", playable.len());
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let mut served = 0;
+    let mut unplayable = Vec::new();
+    for (i, (tree_path, origin)) in ls_long(&manifest).into_iter().enumerate() {
+        let p = mnt.join(&tree_path);
+        let announced = fs::metadata(&p).unwrap().len();
+        let bytes = fs::read(&p).unwrap_or_else(|e| panic!("{tree_path}: {e}: {}", m.log_text()));
+        assert_eq!(bytes.len() as u64, announced, "{tree_path}");
+        served += 1;
+        // One file in three: what ffmpeg plays from the original, it plays from the
+        // served file (a salvaged or rewritten header must not make it worse).
+        if i % 3 == 0 && musefs_tests::ffmpeg_plays(&lib.join(&origin)) && !musefs_tests::ffmpeg_plays(&p) {
+            unplayable.push(origin);
+        }
+    }
+    assert!(unplayable.is_empty(), "ffmpeg plays the original but not the served file: {unplayable:?}");
+    assert_eq!(served + refused.len(), n, "every file is either served or refused");
+    assert_eq!(m.stop(), Some(0));
+}

@@ -38,15 +38,39 @@ const MAX_MOOV: u64 = 256 * 1024 * 1024;
 /// The MP4 format.
 pub struct Mp4;
 
-/// The top-level atoms of a file.
+/// The top-level atoms of a file, and what was tolerated.
+///
+/// A file cut short (a download or copy that stopped) ends inside its last atom: when
+/// that is `mdat`, the audio runs to the end of the file, as players read it; when it
+/// is `moov` (written after the audio), the atoms of it that are whole are read (the
+/// tags, at its end, are what a cut usually loses).
 fn top_level(src: &Source) -> PluginResult<Vec<Atom>> {
+    Ok(top_level_warned(src)?.0)
+}
+
+fn top_level_warned(src: &Source) -> PluginResult<(Vec<Atom>, Vec<String>)> {
     let len = src.len();
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
     let mut pos = 0u64;
     while pos + 8 <= len {
         let head = src.read_vec(pos, 16)?;
         let a = match parse_header(&head, pos, len) {
             Ok(a) => a,
+            Err(e) if matches!(&head[4..8], b"mdat" | b"moov") && parse_header(&head, pos, u64::MAX).is_ok() => {
+                let mut a = parse_header(&head, pos, u64::MAX).map_err(|_| e)?;
+                warnings.push(format!(
+                    "truncated: the {} atom claims {} bytes, the file has {}; read up to the end",
+                    String::from_utf8_lossy(&a.kind),
+                    a.len,
+                    len - pos
+                ));
+                a.len = len - pos;
+                if a.len < a.header {
+                    break;
+                }
+                a
+            }
             // Trailing junk after the last atom (a tagger's leftover): ignored, as
             // players do, once the atoms that matter were seen.
             Err(_)
@@ -59,7 +83,7 @@ fn top_level(src: &Source) -> PluginResult<Vec<Atom>> {
         pos = a.end();
         out.push(a);
     }
-    Ok(out)
+    Ok((out, warnings))
 }
 
 /// A child atom of `data` (an atom body at file offset `base`) by type.
@@ -171,12 +195,39 @@ fn read_moov(src: &Source, moov: &Atom) -> PluginResult<Vec<u8>> {
         return Err(PluginError::invalid_data(format!("the moov atom is implausibly large ({} bytes)", moov.len)));
     }
     let mut b = src.read_vec(moov.start, moov.len as usize)?;
-    if moov.header == 16 {
-        // Normalise to an 8-byte header so offsets inside are body-relative + 8.
-        let body = b.split_off(16);
-        b = build(b"moov", &body);
+    // Normalise to an 8-byte header so offsets inside are body-relative + 8, keeping
+    // only whole children (a `moov` cut short by a truncated file loses its last ones).
+    let body = b.split_off(moov.header as usize);
+    Ok(build(b"moov", &salvage(&body)))
+}
+
+/// The body of a container atom cut short: its whole children verbatim, and the cut
+/// last one, when it is a container too, salvaged the same way with its size corrected
+/// (players read such files: what they need is usually whole); a whole body comes back
+/// unchanged.
+fn salvage(body: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(body.len());
+    let mut pos = 0usize;
+    while pos + 8 <= body.len() {
+        let rest = &body[pos..];
+        match parse_header(rest, 0, rest.len() as u64) {
+            Ok(a) => {
+                out.extend_from_slice(&rest[..a.len as usize]);
+                pos += a.len as usize;
+            }
+            Err(_) => {
+                let kind: [u8; 4] = rest[4..8].try_into().expect("4 bytes");
+                if matches!(&kind, b"trak" | b"mdia" | b"minf" | b"stbl" | b"dinf" | b"edts" | b"udta") {
+                    let inner = salvage(&rest[8..]);
+                    if !inner.is_empty() {
+                        out.extend(build(&kind, &inner));
+                    }
+                }
+                break;
+            }
+        }
     }
-    Ok(b)
+    out
 }
 
 impl Format for Mp4 {
@@ -201,7 +252,7 @@ impl Format for Mp4 {
     }
 
     fn read(&self, src: &Source) -> PluginResult<TrackInfo> {
-        let atoms = top_level(src)?;
+        let (atoms, cut) = top_level_warned(src)?;
         if atoms.first().is_none_or(|a| &a.kind != b"ftyp") {
             return Err(PluginError::invalid_data("not an MP4 file (no ftyp atom first)"));
         }
@@ -212,12 +263,15 @@ impl Format for Mp4 {
         let bytes = read_moov(src, moov)?;
         let sounds = sound_tracks(&bytes, moov.start);
         let s = sounds.first().ok_or_else(|| PluginError::invalid_data("no sound track in the moov atom"))?;
-        let mut warnings = Vec::new();
+        let mut warnings = cut;
         if atoms.iter().any(|a| &a.kind == b"moof") {
             warnings.push("a fragmented MP4 (moof): served as it is, tags not rewritten".to_owned());
         }
         if sounds.len() > 1 {
             warnings.push(format!("{} sound tracks: served as it is, tags not rewritten", sounds.len()));
+        }
+        if let Err(e) = rebuild_moov(&bytes, moov.start, &[]) {
+            warnings.push(format!("the moov atom is damaged ({e}): served as it is, tags not rewritten"));
         }
         let (tags, pictures, w) = match ilst_of(&bytes, moov.start) {
             Some(body) => ilst::read(&body),
@@ -284,7 +338,10 @@ impl Format for Mp4 {
             return Ok(Plan::passthrough(len));
         }
         let new_ilst = ilst::write(&req.tags, &req.pictures);
-        let mut body = rebuild_moov(&bytes, moov.start, &new_ilst)?;
+        // A `moov` too damaged to rebuild (read warned so): served as it is.
+        let Ok(mut body) = rebuild_moov(&bytes, moov.start, &new_ilst) else {
+            return Ok(Plan::passthrough(len));
+        };
         let old_len = moov.len;
         let mut new_len = body.len() as u64 + 8;
         if new_len < old_len && old_len - new_len >= 8 {
@@ -294,7 +351,11 @@ impl Format for Mp4 {
         }
         let delta = new_len as i64 - old_len as i64;
         if delta != 0 {
-            patch_offsets(&mut body, moov.end(), delta)?;
+            // A damaged chunk offset table (or offsets pushed past 32 bits in `stco`):
+            // served as it is rather than with offsets that point at the wrong bytes.
+            if patch_offsets(&mut body, moov.end(), delta).is_err() {
+                return Ok(Plan::passthrough(len));
+            }
         }
         let new_moov = build(b"moov", &body);
         let mut segs = Vec::new();

@@ -13,7 +13,7 @@ pub mod page;
 pub mod synth;
 
 use base64::Engine;
-use musefs_format_util::{picture, props, vorbis};
+use musefs_format_util::{picture, vorbis};
 use musefs_plugin_api::{
     AudioProps, Format, KeyValue, Plan, PlanRequest, PluginError, PluginResult, Region, Source, Tag, TrackInfo,
 };
@@ -215,26 +215,12 @@ impl Format for Ogg {
         if audio_len == 0 {
             return Err(PluginError::invalid_data("truncated: no audio pages after the headers"));
         }
-        // The properties probe never vetoes a file ffmpeg plays (a page whose CRC fails
-        // deep in the audio stops symphonia): fall back to the identification header and
-        // the last page's granule position.
-        let probed = match codec {
-            Codec::Vorbis | Codec::Opus => props::audio_props(src, ext, name, audio_len),
-            // symphonia reads neither: the identification header and the last granule.
-            Codec::Flac | Codec::Speex => Err(PluginError::invalid_data(format!("{name}: no demuxer"))),
-        };
-        let props = match probed {
-            Ok(p) => p,
-            Err(e) => match fallback_props(src, codec, &packets[0], serial.unwrap_or(0), audio_offset) {
-                Some(p) => {
-                    if matches!(codec, Codec::Vorbis | Codec::Opus) {
-                        warnings.push(format!("audio properties taken from the headers ({e})"));
-                    }
-                    p
-                }
-                None => return Err(e),
-            },
-        };
+        // Audio properties from the identification header (rate, channels; FLAC's
+        // STREAMINFO) and the granule position of the stream's last page (duration),
+        // which is what a demuxer computes too: no audio page is decoded, and damage deep
+        // in the audio (a page failing its CRC, which ffmpeg plays through) vetoes nothing.
+        let props = header_props(src, codec, &packets[0], serial.unwrap_or(0), audio_offset)
+            .ok_or_else(|| PluginError::invalid_data("no audio page with a granule position after the headers"))?;
         extra.extend(warnings.into_iter().map(|w| KeyValue { key: "warning".into(), value: w.into() }));
         Ok(TrackInfo {
             format: format!("ogg-{name}").into(),
@@ -256,7 +242,7 @@ impl Format for Ogg {
 
 /// Audio properties from the identification header (rate, channels) and the granule
 /// position of the stream's last page (duration); `None` if there is no audio page.
-fn fallback_props(src: &Source, codec: Codec, id: &[u8], serial: u32, audio_offset: u64) -> Option<AudioProps> {
+fn header_props(src: &Source, codec: Codec, id: &[u8], serial: u32, audio_offset: u64) -> Option<AudioProps> {
     let mut bits = 0;
     let (rate, channels, pre_skip) = match codec {
         Codec::Vorbis if id.len() >= 16 => (u32::from_le_bytes(id[12..16].try_into().ok()?), u32::from(id[11]), 0u64),
