@@ -206,7 +206,8 @@ pub fn synthesize(src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
         // blocks (not its comments, pictures or padding), the pictures as PICTURE blocks.
         packets.push(flac_block(4, vorbis::write(vendor, &fields))?);
         for p in &h.packets[2..] {
-            if !matches!(p.first().map(|b| b & 0x7f), Some(1 | 4 | 6)) {
+            // (Empty packets, which ffmpeg's muxer leaves, are no metadata block.)
+            if !matches!(p.first().map(|b| b & 0x7f), None | Some(1 | 4 | 6)) {
                 packets.push(p.clone());
             }
         }

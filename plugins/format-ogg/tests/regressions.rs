@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use musefs_format_ogg::Ogg;
 use musefs_plugin_api::testing::MemHandle;
-use musefs_plugin_api::{handle_into_ffi, CallCtx, Format, Source};
+use musefs_plugin_api::{handle_into_ffi, CallCtx, Format, PlanMode, PlanRequest, Source};
 
 fn source(data: &[u8]) -> Source {
     Source::new(handle_into_ffi(Arc::new(MemHandle::new(data.to_vec()))), CallCtx::unlimited())
@@ -20,4 +20,23 @@ fn fuzz_symphonia_seek_panic_is_read_from_the_headers() {
     let props = got.expect("no panic").expect("an Opus file ffmpeg would play: read");
     assert_eq!((props.codec.as_str(), props.sample_rate, props.channels), ("opus", 48000, 2));
     assert!(props.duration_ms > 0);
+}
+
+/// Found by `fuzz/run.sh` (format_ogg): an Ogg FLAC stream with an empty header packet
+/// (ffmpeg's muxer writes one) made synthesis index into the empty packet to set the
+/// last-block flag. Empty packets are no metadata block and are left out.
+#[test]
+fn fuzz_ogg_flac_empty_header_packet_plans_without_panicking() {
+    let data = include_bytes!("data/fuzz-ogg-flac-empty-header-packet.ogg");
+    let info = Ogg.read(&source(data)).expect("read");
+    let req = PlanRequest {
+        mode: PlanMode::SYNTHESIS,
+        tags: info.tags.clone(),
+        pictures: info.pictures.clone(),
+        info: info.clone(),
+        options: "{}".into(),
+        extra: Default::default(),
+    };
+    let plan = std::panic::catch_unwind(|| Ogg.plan(&source(data), &req)).expect("no panic").expect("a plan");
+    assert!(plan.segments.iter().map(|s| s.len).sum::<u64>() > 0);
 }
