@@ -425,6 +425,9 @@ fn run(cli: Cli) -> Result<()> {
             let abs = std::path::absolute(&mountpoint).unwrap_or_else(|_| mountpoint.clone());
             let owner = own(&manifest, Some(&abs))?;
             musefs_fuse::check_mountpoint(&mountpoint)?;
+            let mut access = manifest.access.clone();
+            access.allow_other |= allow_other;
+            musefs_fuse::check_allow_other(&access)?;
 
             let (core, source) = assemble::build_core_loaded(&manifest, &plugins).map_err(|e| {
                 let e = anyhow::Error::from(e);
@@ -472,7 +475,7 @@ fn run(cli: Cli) -> Result<()> {
                 manifest.mode,
                 &mountpoint,
                 &MountOptions {
-                    allow_other,
+                    access,
                     no_kernel_passthrough,
                     refresh_interval: Some(manifest.refresh_interval),
                     snapshot: Some(snapshot),

@@ -77,6 +77,11 @@ struct RawManifest {
     #[serde(default)]
     format: std::collections::HashMap<String, serde_json::Map<String, serde_json::Value>>,
     cache: Option<RawCache>,
+    uid: Option<RawId>,
+    gid: Option<RawId>,
+    file_mode: Option<RawMode>,
+    dir_mode: Option<RawMode>,
+    allow_other: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -140,6 +145,20 @@ fn parse_interval(raw: Option<RawInterval>) -> Result<Option<Duration>, String> 
 #[serde(untagged)]
 enum RawSize {
     Int(u64),
+    Text(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawId {
+    Num(u32),
+    Name(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawMode {
+    Num(u32),
     Text(String),
 }
 
@@ -231,6 +250,80 @@ pub struct Manifest {
     /// listing that lost more (an unmounted NAS lists as empty) is treated as an
     /// unavailable origin, and nothing of it is pruned.
     pub prune_limit: f64,
+    /// Who owns the mounted files and their modes, and who may use the mount.
+    pub access: Access,
+}
+
+/// Ownership and permissions of the mounted tree (the originals' own permissions are
+/// not carried over: every served file has `file_mode`, every directory `dir_mode`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Access {
+    /// Owner of every node (default: the user running the mount).
+    pub uid: Option<u32>,
+    /// Group of every node (default: the user's primary group, or `uid`'s when given by name).
+    pub gid: Option<u32>,
+    /// Permission bits of files (default `0o444`).
+    pub file_mode: u32,
+    /// Permission bits of directories (default `0o555`).
+    pub dir_mode: u32,
+    /// Whether other users may use the mount (`allow_other`; the kernel then checks
+    /// the modes above: `default_permissions`).
+    pub allow_other: bool,
+}
+
+impl Default for Access {
+    fn default() -> Self {
+        Self { uid: None, gid: None, file_mode: 0o444, dir_mode: 0o555, allow_other: false }
+    }
+}
+
+fn parse_mode(key: &str, v: RawMode) -> Result<u32, String> {
+    let n = match v {
+        RawMode::Num(n) => n,
+        RawMode::Text(t) => {
+            let t = t.trim();
+            let digits = t.strip_prefix("0o").unwrap_or(t);
+            u32::from_str_radix(digits, 8)
+                .map_err(|_| format!("`{key}` = {t:?}: expected an octal mode such as \"0444\""))?
+        }
+    };
+    if n > 0o777 {
+        return Err(format!("`{key}` = {n:o}: only permission bits (at most 0777) are allowed"));
+    }
+    Ok(n)
+}
+
+fn access(
+    uid: Option<RawId>,
+    gid: Option<RawId>,
+    file_mode: Option<RawMode>,
+    dir_mode: Option<RawMode>,
+    allow_other: Option<bool>,
+) -> Result<Access, String> {
+    let mut a = Access { allow_other: allow_other.unwrap_or(false), ..Access::default() };
+    match uid {
+        Some(RawId::Num(n)) => a.uid = Some(n),
+        Some(RawId::Name(name)) => {
+            let (u, g) = crate::sys::user_by_name(&name).ok_or_else(|| format!("`uid` = {name:?}: no such user"))?;
+            a.uid = Some(u);
+            a.gid = Some(g);
+        }
+        None => {}
+    }
+    match gid {
+        Some(RawId::Num(n)) => a.gid = Some(n),
+        Some(RawId::Name(name)) => {
+            a.gid = Some(crate::sys::group_by_name(&name).ok_or_else(|| format!("`gid` = {name:?}: no such group"))?);
+        }
+        None => {}
+    }
+    if let Some(m) = file_mode {
+        a.file_mode = parse_mode("file_mode", m)?;
+    }
+    if let Some(m) = dir_mode {
+        a.dir_mode = parse_mode("dir_mode", m)?;
+    }
+    Ok(a)
 }
 
 impl Manifest {
@@ -358,10 +451,17 @@ impl Manifest {
             }
         };
         let cache = cache_settings(raw.cache).map_err(invalid)?;
+        // A mode from the environment is octal text (`MUSEFS_FILE_MODE=0440`), which the
+        // `config` crate would have parsed as the decimal number 440.
+        let env_mode = |var: &str, v: Option<RawMode>| std::env::var(var).ok().map(RawMode::Text).or(v);
+        let (file_mode, dir_mode) =
+            (env_mode("MUSEFS_FILE_MODE", raw.file_mode), env_mode("MUSEFS_DIR_MODE", raw.dir_mode));
+        let access = access(raw.uid, raw.gid, file_mode, dir_mode, raw.allow_other).map_err(invalid)?;
         let sync_interval = parse_interval(raw.sync_interval).map_err(invalid)?;
         let format_options =
             raw.format.into_iter().map(|(k, v)| (k, serde_json::Value::Object(v).to_string())).collect();
         Ok(Self {
+            access,
             cache,
             cover_name,
             refresh_interval: Duration::from_millis(raw.refresh_interval_ms.unwrap_or(1000).clamp(50, 3_600_000)),
@@ -551,6 +651,26 @@ root = "/srv/music"
         assert!(root.is_absolute(), "{root:?}");
         assert_eq!(root.parent().unwrap().parent(), m.state_dir.parent(), "{root:?} vs {:?}", m.state_dir);
         assert!(root.ends_with("../lib"), "{root:?}");
+    }
+
+    #[test]
+    fn ownership_and_modes_by_number_name_and_octal() {
+        let m =
+            load(&format!("uid = \"root\"\ngid = 7\nfile_mode = \"0440\"\ndir_mode = 0o550\nallow_other = true\n{OK}"))
+                .unwrap();
+        let a = m.access;
+        assert_eq!((a.uid, a.gid, a.file_mode, a.dir_mode, a.allow_other), (Some(0), Some(7), 0o440, 0o550, true));
+        let d = load(OK).unwrap().access;
+        assert_eq!((d.uid, d.gid, d.file_mode, d.dir_mode, d.allow_other), (None, None, 0o444, 0o555, false));
+        for (bad, says) in [
+            ("file_mode = \"0999\"", "octal"),
+            ("dir_mode = 0o7777", "permission bits"),
+            ("uid = \"no-such-user-musefs\"", "no such user"),
+            ("gid = \"no-such-group-musefs\"", "no such group"),
+        ] {
+            let e = load(&format!("{bad}\n{OK}")).unwrap_err().to_string();
+            assert!(e.contains(says) && e.contains("m.toml"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -374,6 +374,25 @@ impl Core {
         f(&read(&self.tree))
     }
 
+    /// Filesystem facts for `statfs`: the files served, the sum of their originals'
+    /// sizes, and the nodes (files, directories, cover sidecars) in the tree.
+    pub fn totals(&self) -> (u64, u64, u64) {
+        let t = read(&self.tree);
+        let (files, bytes) = t.totals();
+        (files, bytes, t.len() as u64)
+    }
+
+    /// `ORIGIN:PATH` of the original a file inode serves (`None` for directories,
+    /// covers and unknown inodes); non-UTF-8 paths as their escaped form.
+    pub fn origin_of(&self, ino: u64) -> Option<String> {
+        let file_id = match self.node(ino)?.kind {
+            AttrKind::File { file_id, .. } => file_id,
+            _ => return None,
+        };
+        let row = lock(&self.catalog).file(file_id).ok()??;
+        Some(format!("{}:{}", row.origin, row.path))
+    }
+
     /// The serving mode.
     pub fn mode(&self) -> Mode {
         self.settings.mode
@@ -410,7 +429,7 @@ impl Core {
             }
             AttrKind::File { .. } => {}
             AttrKind::Cover { dir, size } => *size = self.cover(*dir).map_or(0, |c| c.len() as u64),
-            AttrKind::Dir => {}
+            AttrKind::Dir { .. } => {}
         }
         attr
     }
@@ -472,11 +491,10 @@ impl Core {
     ) -> Result<(), ServeError> {
         let tree = read(&self.tree);
         let dir = tree.get(ino).map(|n| n.attr()).ok_or(ServeError::NotFound)?;
-        if dir.kind != AttrKind::Dir {
+        if !dir.kind.is_dir() {
             return Err(ServeError::NotFound);
         }
-        let dot =
-            |i| NodeAttr { ino: if i == 0 { dir.ino } else { dir.parent }, parent: dir.parent, kind: AttrKind::Dir };
+        let dot = |i| NodeAttr { ino: if i == 0 { dir.ino } else { dir.parent }, parent: dir.parent, kind: dir.kind };
         for i in offset..2 {
             if add(i, dot(i), if i == 0 { "." } else { ".." }) {
                 return Ok(());
@@ -498,7 +516,7 @@ impl Core {
     pub fn readdir(&self, ino: u64) -> Result<(NodeAttr, Vec<(NodeAttr, String)>), ServeError> {
         let tree = read(&self.tree);
         let dir = tree.get(ino).map(|n| n.attr()).ok_or(ServeError::NotFound)?;
-        if dir.kind != AttrKind::Dir {
+        if !dir.kind.is_dir() {
             return Err(ServeError::NotFound);
         }
         Ok((dir, tree.children(ino).into_iter().map(|n| (n.attr(), n.name.clone())).collect()))
@@ -638,7 +656,7 @@ impl Core {
             t.get(ino).map(|n| n.attr()).ok_or(if t.retired(ino) { ServeError::Stale } else { ServeError::NotFound })
         })?;
         let file = match node.kind {
-            AttrKind::Dir => return Err(ServeError::IsDir),
+            AttrKind::Dir { .. } => return Err(ServeError::IsDir),
             AttrKind::Cover { dir, .. } => {
                 let bytes = self.cover(dir).ok_or(ServeError::NotFound)?;
                 let size = bytes.len() as u64;

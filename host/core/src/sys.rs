@@ -72,3 +72,72 @@ pub fn user_ids() -> (u32, u32) {
     // SAFETY: getuid and getgid cannot fail and touch no memory.
     unsafe { (libc::getuid(), libc::getgid()) }
 }
+
+/// The uid and primary gid of user `name` (the system's user database: `/etc/passwd`,
+/// LDAP, ... through NSS); `None` if there is no such user.
+pub fn user_by_name(name: &str) -> Option<(u32, u32)> {
+    let c = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 16 * 1024];
+    // SAFETY: an all-zero `passwd` is a valid value (null pointers, zero ids).
+    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is valid for the call: `c` is NUL-terminated, `buf` is
+    // `buf.len()` bytes, `pwd` and `out` are live locals; the result borrows `buf` only.
+    let r = unsafe { libc::getpwnam_r(c.as_ptr(), &mut pwd, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some((pwd.pw_uid, pwd.pw_gid))
+}
+
+/// The gid of group `name`; `None` if there is no such group.
+pub fn group_by_name(name: &str) -> Option<u32> {
+    let c = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0 as libc::c_char; 64 * 1024];
+    // SAFETY: an all-zero `group` is a valid value (null pointers, zero id).
+    let mut grp: libc::group = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::group = std::ptr::null_mut();
+    // SAFETY: as for `getpwnam_r` above.
+    let r = unsafe { libc::getgrnam_r(c.as_ptr(), &mut grp, buf.as_mut_ptr(), buf.len(), &mut out) };
+    (r == 0 && !out.is_null()).then_some(grp.gr_gid)
+}
+
+/// Mounts the FUSE connection `dev` (an open `/dev/fuse`) on `mountpoint` as filesystem
+/// type `fstype` (`fuse.musefs`) with kernel options `data`; root only (others go
+/// through `fusermount3`).
+///
+/// # Errors
+/// The `mount(2)` error.
+pub fn mount_fuse(
+    source: &str,
+    mountpoint: &std::path::Path,
+    fstype: &str,
+    flags: libc::c_ulong,
+    data: &str,
+) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |b: &[u8]| std::ffi::CString::new(b).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput));
+    let (src, target, ty, data) =
+        (c(source.as_bytes())?, c(mountpoint.as_os_str().as_bytes())?, c(fstype.as_bytes())?, c(data.as_bytes())?);
+    // SAFETY: four NUL-terminated strings that outlive the call; mount(2) copies them.
+    let r = unsafe { libc::mount(src.as_ptr(), target.as_ptr(), ty.as_ptr(), flags, data.as_ptr().cast()) };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Unmounts `mountpoint` (`lazy`: detach now, clean up when no longer busy).
+///
+/// # Errors
+/// The `umount2(2)` error.
+pub fn unmount(mountpoint: &std::path::Path, lazy: bool) -> io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let target = std::ffi::CString::new(mountpoint.as_os_str().as_bytes())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let flags = if lazy { libc::MNT_DETACH } else { 0 };
+    // SAFETY: a NUL-terminated string that outlives the call.
+    if unsafe { libc::umount2(target.as_ptr(), flags) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

@@ -23,7 +23,11 @@ use crate::util::InoMap;
 
 /// The root directory's inode.
 pub const ROOT: u64 = 1;
-const DIR_BIT: u64 = 1 << 63;
+// Inode layout, all below 2^63 (inodes are `ino_t`, and tools that store them signed
+// must not see negative ones): directories have bit 62 (the rest a hash of their path),
+// cover sidecars their directory's inode with bit 61, files `view << 40 | file id` with
+// the low 13 bits of their generation at bits 48-60 (see [`public_ino`]); the root is 1.
+const DIR_BIT: u64 = 1 << 62;
 /// Longest name component in bytes.
 pub const NAME_MAX: usize = 255;
 
@@ -69,7 +73,10 @@ pub struct Node {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AttrKind {
     /// A directory.
-    Dir,
+    Dir {
+        /// How many of its entries are directories (its link count is 2 more).
+        subdirs: u32,
+    },
     /// A file.
     File {
         /// Catalog file id.
@@ -90,6 +97,13 @@ pub enum AttrKind {
     },
 }
 
+impl AttrKind {
+    /// Whether this is a directory.
+    pub fn is_dir(&self) -> bool {
+        matches!(self, Self::Dir { .. })
+    }
+}
+
 /// A node's attributes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeAttr {
@@ -105,7 +119,9 @@ impl Node {
     /// The node's attributes (no children).
     pub fn attr(&self) -> NodeAttr {
         let kind = match self.kind {
-            NodeKind::Dir(_) => AttrKind::Dir,
+            NodeKind::Dir(ref children) => AttrKind::Dir {
+                subdirs: u32::try_from(children.values().filter(|&&i| is_dir_ino(i)).count()).unwrap_or(u32::MAX),
+            },
             NodeKind::File { file_id, size, mtime_ns, gen, .. } => AttrKind::File { file_id, size, mtime_ns, gen },
             NodeKind::Cover { dir } => AttrKind::Cover { dir, size: 0 },
         };
@@ -184,9 +200,10 @@ fn dir_ino(view: usize, path: &str, taken: &InoMap<Node>) -> u64 {
     h.update(&(view as u64).to_le_bytes());
     h.update(path.as_bytes());
     let b = h.finalize();
-    let mut ino = (u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes")) | DIR_BIT) & !1;
+    let hash = u64::from_le_bytes(b.as_bytes()[..8].try_into().expect("8 bytes"));
+    let mut ino = ((hash & (COVER_BIT - 1)) | DIR_BIT) & !1;
     while taken.contains_key(&ino) || taken.contains_key(&cover_ino(ino)) || ino == ROOT {
-        ino = ino.wrapping_add(2) | DIR_BIT;
+        ino = (ino.wrapping_add(2) & (COVER_BIT - 1)) | DIR_BIT;
     }
     ino
 }
@@ -197,7 +214,7 @@ pub fn file_ino(view: usize, file_id: i64) -> u64 {
 }
 
 const GEN_SHIFT: u32 = 48;
-const GEN_BITS: u64 = 0x3fff;
+const GEN_BITS: u64 = 0x1fff;
 
 /// The inode the kernel sees for a file: its slot plus the low bits of its generation.
 /// An edit makes a new inode, as an editor's save-by-rename would: handles opened before
@@ -209,7 +226,13 @@ pub fn public_ino(slot: u64, gen: i64) -> u64 {
 
 /// A file inode's slot and generation bits; `None` for directories, covers and the root.
 fn file_slot(ino: u64) -> Option<(u64, u64)> {
-    (ino & DIR_BIT == 0 && ino >= 1 << 40).then_some((ino & !(GEN_BITS << GEN_SHIFT), (ino >> GEN_SHIFT) & GEN_BITS))
+    (ino & (DIR_BIT | COVER_BIT) == 0 && ino >= 1 << 40)
+        .then_some((ino & !(GEN_BITS << GEN_SHIFT), (ino >> GEN_SHIFT) & GEN_BITS))
+}
+
+/// Whether `ino` is a directory's (the root's included), from the number alone.
+pub fn is_dir_ino(ino: u64) -> bool {
+    ino == ROOT || (ino & DIR_BIT != 0 && ino & COVER_BIT == 0)
 }
 
 /// The inode of a directory's cover sidecar.
@@ -217,7 +240,7 @@ pub fn cover_ino(dir: u64) -> u64 {
     dir ^ COVER_BIT
 }
 
-const COVER_BIT: u64 = 1 << 62;
+const COVER_BIT: u64 = 1 << 61;
 
 /// A name not yet used in `children`: `stem ext`, else `stem (2) ext`, ...; all within NAME_MAX.
 fn unique_name(children: &BTreeMap<String, u64>, stem: &str, ext: &str) -> String {
@@ -496,6 +519,14 @@ impl Tree {
     /// The inodes of every node, as the kernel sees them.
     pub fn inodes(&self) -> Vec<u64> {
         self.nodes.values().map(Node::public_ino).collect()
+    }
+
+    /// File nodes and the sum of their sizes (the originals' sizes), for `statfs`.
+    pub fn totals(&self) -> (u64, u64) {
+        self.nodes.values().fold((0, 0), |(n, bytes), node| match node.kind {
+            NodeKind::File { size, .. } => (n + 1, bytes + size),
+            _ => (n, bytes),
+        })
     }
 
     /// Number of nodes.

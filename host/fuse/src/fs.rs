@@ -12,20 +12,39 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, Request,
+    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
+    ReplyXattr, Request,
 };
 
+use musefs_core::manifest::Access;
 use musefs_core::serve::Core;
 use musefs_core::tree::{AttrKind, NodeAttr};
 use musefs_core::util::lock;
 
 const TTL: Duration = Duration::from_secs(10);
 
+/// The extended attribute naming a file's original.
+const XATTR_ORIGIN: &str = "user.musefs.origin";
+
+/// Answers an xattr request: the size when asked for it (`size` 0), the bytes when they
+/// fit, `ERANGE` when they do not.
+fn xattr_reply(reply: ReplyXattr, data: &[u8], size: u32) {
+    if size == 0 {
+        reply.size(u32::try_from(data.len()).unwrap_or(u32::MAX));
+    } else if data.len() <= size as usize {
+        reply.data(data);
+    } else {
+        reply.error(Errno::from_i32(libc::ERANGE));
+    }
+}
+
 /// The mounted filesystem.
 pub struct MuseFs {
     core: Arc<Core>,
     uid: u32,
     gid: u32,
+    file_mode: u16,
+    dir_mode: u16,
     mounted: SystemTime,
     passthrough_wanted: bool,
     passthrough: AtomicBool,
@@ -48,13 +67,16 @@ struct Backing {
 }
 
 impl MuseFs {
-    /// A filesystem over `core`; `passthrough` asks for kernel passthrough of local files.
-    pub fn new(core: Arc<Core>, passthrough: bool) -> Self {
+    /// A filesystem over `core`; `passthrough` asks for kernel passthrough of local files;
+    /// `access` gives the owner and modes of every node.
+    pub fn new(core: Arc<Core>, passthrough: bool, access: &Access) -> Self {
         let (uid, gid) = musefs_core::sys::user_ids();
         Self {
             core,
-            uid,
-            gid,
+            uid: access.uid.unwrap_or(uid),
+            gid: access.gid.unwrap_or(gid),
+            file_mode: access.file_mode as u16,
+            dir_mode: access.dir_mode as u16,
             mounted: SystemTime::now(),
             passthrough_wanted: passthrough,
             passthrough: AtomicBool::new(false),
@@ -84,12 +106,12 @@ impl MuseFs {
 
     fn attr(&self, n: &NodeAttr) -> FileAttr {
         let (kind, size, perm, nlink, mtime) = match n.kind {
-            AttrKind::Dir => (FileType::Directory, 0, 0o555, 2, self.mounted),
+            AttrKind::Dir { subdirs } => (FileType::Directory, 0, self.dir_mode, 2 + subdirs, self.mounted),
             AttrKind::File { size, mtime_ns, .. } => {
                 let t = UNIX_EPOCH + Duration::from_nanos(u64::try_from(mtime_ns).unwrap_or(0));
-                (FileType::RegularFile, size, 0o444, 1, t)
+                (FileType::RegularFile, size, self.file_mode, 1, t)
             }
-            AttrKind::Cover { size, .. } => (FileType::RegularFile, size, 0o444, 1, self.mounted),
+            AttrKind::Cover { size, .. } => (FileType::RegularFile, size, self.file_mode, 1, self.mounted),
         };
         FileAttr {
             ino: INodeNo(n.ino),
@@ -250,6 +272,36 @@ impl Filesystem for MuseFs {
         reply.ok();
     }
 
+    fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        // Used space: the files served (their originals' sizes), so importers that
+        // refuse a 0-byte filesystem accept it; nothing free (read-only); inodes: the
+        // tree's nodes, none free.
+        const BSIZE: u64 = 4096;
+        let (_, bytes, nodes) = self.core.totals();
+        reply.statfs(bytes.div_ceil(BSIZE), 0, 0, nodes, 0, BSIZE as u32, 255, BSIZE as u32);
+    }
+
+    fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        // One attribute, on files: `user.musefs.origin` = `ORIGIN:PATH` of the original.
+        let value = (name == XATTR_ORIGIN).then(|| self.core.origin_of(ino.0)).flatten();
+        match value {
+            Some(v) => xattr_reply(reply, v.as_bytes(), size),
+            None => reply.error(Errno::from_i32(libc::ENODATA)),
+        }
+    }
+
+    fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        let names: &[u8] = match self.core.node(ino.0).map(|n| n.kind) {
+            Some(AttrKind::File { .. }) => b"user.musefs.origin\0",
+            Some(_) => b"",
+            None => {
+                reply.error(Errno::ENOENT);
+                return;
+            }
+        };
+        xattr_reply(reply, names, size);
+    }
+
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         // The kernel keeps a directory's entries in its page cache across opens; a tree
         // update invalidates the directory's inode (see `mount::apply_invalidations`).
@@ -259,7 +311,7 @@ impl Filesystem for MuseFs {
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
         // Offsets: 1 = ".", 2 = "..", 3.. = the children in name order.
         let res = self.core.readdir_from(ino.0, offset, |i, a, name| {
-            let kind = if a.kind == AttrKind::Dir { FileType::Directory } else { FileType::RegularFile };
+            let kind = if a.kind.is_dir() { FileType::Directory } else { FileType::RegularFile };
             reply.add(INodeNo(a.ino), i + 1, kind, name)
         });
         match res {

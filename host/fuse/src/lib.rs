@@ -11,4 +11,4 @@
 pub mod fs;
 pub mod session;
 
-pub use session::{check_mountpoint, run, MountError, MountOptions};
+pub use session::{check_allow_other, check_mountpoint, run, MountError, MountOptions};

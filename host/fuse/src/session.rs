@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use std::ffi::OsStr;
 
 use musefs_core::assemble::BuildError;
-use musefs_core::manifest::Mode;
+use musefs_core::manifest::{Access, Mode};
 use musefs_core::serve::Core;
 use musefs_core::sync::Syncer;
 use musefs_core::tree::load::SnapshotTarget;
@@ -64,11 +64,31 @@ pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
     Ok(())
 }
 
+/// Checks, before mounting, that `allow_other` can work: as root it always does; as
+/// another user `/etc/fuse.conf` must have `user_allow_other`.
+///
+/// # Errors
+/// [`MountError::Fatal`] saying what to change.
+pub fn check_allow_other(access: &Access) -> Result<(), MountError> {
+    if !access.allow_other || musefs_core::sys::user_ids().0 == 0 {
+        return Ok(());
+    }
+    let conf = std::fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+    if conf.lines().any(|l| l.trim() == "user_allow_other") {
+        return Ok(());
+    }
+    Err(MountError::Fatal(
+        "`allow_other` is set but /etc/fuse.conf does not allow it for users other than root: \
+         add (or uncomment) the line `user_allow_other` there (as root), or mount as root"
+            .into(),
+    ))
+}
+
 /// Mount options.
 #[derive(Debug, Clone, Default)]
 pub struct MountOptions {
-    /// Let other users access the mount (`allow_other`).
-    pub allow_other: bool,
+    /// Owner, modes, and whether other users may use the mount (`allow_other`).
+    pub access: Access,
     /// Never use kernel passthrough (serve every read through the daemon).
     pub no_kernel_passthrough: bool,
     /// How often to poll the catalog for changes (`None`: never).
@@ -125,6 +145,75 @@ fn apply_invalidations(notifier: &fuser::Notifier, inval: &[Inval]) {
     }
 }
 
+/// A mounted session, and the mountpoint when this process mounted it itself (as root).
+struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+    self_mounted: Option<std::path::PathBuf>,
+}
+
+impl Mounted {
+    fn notifier(&self) -> fuser::Notifier {
+        self.session.as_ref().expect("live session").notifier()
+    }
+
+    fn finished(&self) -> bool {
+        self.session.as_ref().is_none_or(|s| s.guard.is_finished())
+    }
+
+    fn join(mut self) -> std::io::Result<()> {
+        self.self_mounted = None;
+        self.session.take().map_or(Ok(()), fuser::BackgroundSession::join)
+    }
+
+    fn umount_and_join(mut self) -> std::io::Result<()> {
+        let session = self.session.take().expect("live session");
+        match self.self_mounted.take() {
+            Some(path) => {
+                // The kernel closes the connection once unmounted; the session thread ends.
+                musefs_core::sys::unmount(&path, false).or_else(|_| musefs_core::sys::unmount(&path, true))?;
+                session.join()
+            }
+            None => session.umount_and_join(),
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        // Unwinding with the mount up: never leave a dead mount behind.
+        if let Some(path) = self.self_mounted.take() {
+            let _ = musefs_core::sys::unmount(&path, true);
+        }
+    }
+}
+
+/// Mounts `fs`. As root, musefs mounts itself, as filesystem type `fuse.musefs` (what
+/// `/proc/mounts`, `df -t` and `mount -t` see; fuser's own mount would say `fuse`);
+/// as another user, through `fusermount3`, which names the type the same way.
+fn mount(fs: crate::fs::MuseFs, mountpoint: &Path, cfg: &fuser::Config, access: &Access) -> std::io::Result<Mounted> {
+    use std::os::fd::{AsRawFd, OwnedFd};
+    use std::os::unix::fs::MetadataExt;
+    if musefs_core::sys::user_ids().0 != 0 {
+        let session = fuser::spawn_mount(fs, mountpoint, cfg)?;
+        return Ok(Mounted { session: Some(session), self_mounted: None });
+    }
+    let dev = std::fs::OpenOptions::new().read(true).write(true).open("/dev/fuse")?;
+    let rootmode = std::fs::metadata(mountpoint)?.mode() & libc::S_IFMT;
+    let (uid, gid) = musefs_core::sys::user_ids();
+    let mut data =
+        format!("fd={},rootmode={rootmode:o},user_id={uid},group_id={gid},default_permissions", dev.as_raw_fd());
+    if access.allow_other {
+        data.push_str(",allow_other");
+    }
+    let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    musefs_core::sys::mount_fuse("musefs", mountpoint, "fuse.musefs", flags, &data)?;
+    let path = std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
+    let mut mounted = Mounted { session: None, self_mounted: Some(path) };
+    let session = fuser::Session::from_fd(fs, OwnedFd::from(dev), cfg.acl, cfg.clone())?;
+    mounted.session = Some(session.spawn()?);
+    Ok(mounted)
+}
+
 /// Mounts `core` at `mountpoint` and serves until SIGINT/SIGTERM or an external unmount.
 ///
 /// # Errors
@@ -154,14 +243,16 @@ pub fn run(
         fuser::MountOption::NoDev,
         fuser::MountOption::NoSuid,
     ];
-    if opts.allow_other {
+    if opts.access.allow_other {
         cfg.acl = fuser::SessionACL::All;
     }
+    // The kernel checks the modes (other users read what `file_mode` lets them).
+    cfg.mount_options.push(fuser::MountOption::DefaultPermissions);
     cfg.n_threads = Some(std::thread::available_parallelism().map_or(2, |n| n.get()).max(2) * 2);
     let passthrough = mode == Mode::Passthrough && !opts.no_kernel_passthrough;
-    let fs = crate::fs::MuseFs::new(core.clone(), passthrough);
+    let fs = crate::fs::MuseFs::new(core.clone(), passthrough, &opts.access);
     let fs_notifier = fs.notifier_slot();
-    let session = fuser::spawn_mount(fs, mountpoint, &cfg)
+    let session = mount(fs, mountpoint, &cfg, &opts.access)
         .map_err(|source| MountError::Fuse { path: mountpoint.display().to_string(), source })?;
     let _ = fs_notifier.set(session.notifier());
     tracing::info!("mounted at {} ({:?} mode); Ctrl-C or `fusermount3 -u` to unmount", mountpoint.display(), mode);
@@ -172,7 +263,7 @@ pub fn run(
     save_snapshot(&core, opts.snapshot.as_ref(), &mut saved);
     let mut next_save = Instant::now() + SNAPSHOT_EVERY;
     let mut fatal = None;
-    while !stop.load(Ordering::Relaxed) && !session.guard.is_finished() {
+    while !stop.load(Ordering::Relaxed) && !session.finished() {
         if let Some(msg) = lock(&opts.fatal).take() {
             tracing::error!("{msg}");
             fatal = Some(msg);
@@ -213,7 +304,7 @@ pub fn run(
     if let Some(s) = syncer {
         s.stop(Duration::from_secs(10));
     }
-    if session.guard.is_finished() {
+    if session.finished() {
         tracing::info!("unmounted externally");
         let _ = session.join();
     } else {

@@ -27,7 +27,7 @@ use crate::manifest::View;
 use crate::template::RenderOptions;
 
 const MAGIC: &[u8; 8] = b"MUSEFSTS";
-const VERSION: u32 = 1;
+const VERSION: u32 = 2; // 2: inodes below 2^63
 
 /// Why a snapshot was not used.
 #[derive(Debug, thiserror::Error)]

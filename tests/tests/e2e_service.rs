@@ -1,0 +1,156 @@
+//! Running beside media servers (issue 16): ownership and modes other users see through
+//! `allow_other` (the kernel enforcing them), filesystem facts (`df`, inode numbers,
+//! link counts, extended attributes, the mount type), and the check that
+//! `allow_other` can work before a non-root user mounts.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::Command;
+
+use musefs_tests::{ls_long, make_library, musefs_bin, scan, write_manifest, Mount};
+
+/// `cat` of `path` as user `nobody` (group `nogroup`, no supplementary groups).
+fn cat_as_nobody(path: &Path) -> std::process::Output {
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups", "cat"])
+        .arg(path)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn nobody_reads_through_allow_other_only_what_the_modes_allow() {
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(t.path(), &lib, "allow_other = true\nuid = \"nobody\"\nfile_mode = \"0444\"\n");
+    scan(&manifest);
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let (tree, origin) = ls_long(&manifest).into_iter().find(|(_, o)| o.ends_with("plain.flac")).unwrap();
+    let served = mnt.join(&tree);
+    let meta = fs::metadata(&served).unwrap();
+    assert_eq!((meta.mode() & 0o7777, meta.uid()), (0o444, 65534), "file_mode and uid = \"nobody\"");
+    assert_eq!(fs::metadata(mnt.join(&tree).parent().unwrap()).unwrap().mode() & 0o7777, 0o555);
+    let out = cat_as_nobody(&served);
+    assert!(out.status.success(), "nobody reads with allow_other: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout.len() as u64, meta.len());
+    assert_eq!(m.stop(), Some(0));
+
+    // Modes the kernel enforces (default_permissions): 0440 owned by root's group.
+    fs::write(
+        &manifest,
+        fs::read_to_string(&manifest)
+            .unwrap()
+            .replace("uid = \"nobody\"\nfile_mode = \"0444\"", "file_mode = \"0440\"\ndir_mode = 0o550"),
+    )
+    .unwrap();
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let out = cat_as_nobody(&served);
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("Permission denied"), "{out:?}");
+    assert_eq!(fs::metadata(&served).unwrap().mode() & 0o7777, 0o440);
+    assert_eq!(m.stop(), Some(0));
+    assert!(lib.join(origin).exists());
+}
+
+#[test]
+fn df_inodes_link_counts_xattrs_and_the_mount_type_are_what_tools_expect() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(t.path(), &lib, "");
+    scan(&manifest);
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let files = ls_long(&manifest);
+    // df: used space is the files' size, nothing free; the name limit is 255.
+    let out = Command::new("stat").args(["-f", "-c", "%S %b %f %l %c"]).arg(&mnt).output().unwrap();
+    let f: Vec<u64> = String::from_utf8_lossy(&out.stdout).split_whitespace().map(|x| x.parse().unwrap()).collect();
+    let total: u64 = files.iter().map(|(_, o)| fs::metadata(lib.join(o)).unwrap().len()).sum();
+    assert_eq!((f[2], f[3]), (0, 255), "no free blocks, NAME_MAX 255: {f:?}");
+    assert!(f[0] * f[1] >= total && f[0] * f[1] < total + f[0] * files.len() as u64, "used {f:?} vs {total}");
+    assert!(f[4] as usize >= files.len(), "inodes: {f:?}");
+    let df = Command::new("df").args(["-B1", "--output=used"]).arg(&mnt).output().unwrap();
+    let used: u64 = String::from_utf8_lossy(&df.stdout).lines().nth(1).unwrap().trim().parse().unwrap();
+    assert!(used >= total, "df shows the used space: {used} < {total}");
+    // /proc/mounts: type fuse.musefs.
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let canon = mnt.canonicalize().unwrap();
+    assert!(
+        mounts.lines().any(|l| l.split(' ').nth(1) == canon.to_str() && l.split(' ').nth(2) == Some("fuse.musefs")),
+        "{mounts}"
+    );
+    // Inodes below 2^63, the same after a remount; directories link 2 + their subdirectories.
+    let walk = |root: &Path| -> BTreeMap<String, (u64, u64, bool)> {
+        let mut out = BTreeMap::new();
+        let mut stack = vec![root.to_owned()];
+        while let Some(d) = stack.pop() {
+            let meta = fs::metadata(&d).unwrap();
+            let subdirs =
+                fs::read_dir(&d).unwrap().filter(|e| e.as_ref().unwrap().file_type().unwrap().is_dir()).count();
+            assert_eq!(meta.nlink(), 2 + subdirs as u64, "{}", d.display());
+            out.insert(d.display().to_string(), (meta.ino(), meta.nlink(), true));
+            for e in fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                if e.file_type().unwrap().is_dir() {
+                    stack.push(e.path());
+                } else {
+                    let meta = e.metadata().unwrap();
+                    out.insert(e.path().display().to_string(), (meta.ino(), meta.nlink(), false));
+                }
+            }
+        }
+        out
+    };
+    let before = walk(&mnt);
+    assert!(before.values().all(|(ino, _, _)| *ino < 1 << 63), "{before:?}");
+    assert!(before.len() > files.len());
+    // Extended attributes: the original of a file; none on directories; no errors.
+    let xattr = |p: &Path| {
+        let script = "import os,sys\np=sys.argv[1]\nprint(os.listxattr(p))\n\
+                      print(os.getxattr(p,'user.musefs.origin').decode() if os.listxattr(p) else '')";
+        let out = Command::new("python3").args(["-c", script]).arg(p).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let (tree, origin) = &files[0];
+    assert_eq!(xattr(&mnt.join(tree)), format!("['user.musefs.origin']\nmain:{origin}\n"));
+    assert_eq!(xattr(&mnt), "[]\n\n");
+    assert_eq!(m.stop(), Some(0));
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert_eq!(walk(&mnt), before, "inodes stable across a remount");
+    assert_eq!(m.stop(), Some(0));
+}
+
+#[test]
+fn allow_other_without_user_allow_other_is_refused_before_mounting() {
+    let conf = fs::read_to_string("/etc/fuse.conf").unwrap_or_default();
+    if conf.lines().any(|l| l.trim() == "user_allow_other") {
+        eprintln!("skipped: /etc/fuse.conf has user_allow_other");
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    fs::set_permissions(t.path(), fs::Permissions::from_mode(0o777)).unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(t.path(), &lib, "allow_other = true");
+    scan(&manifest);
+    Command::new("chown").args(["-R", "nobody"]).arg(t.path()).status().unwrap();
+    let mnt = t.path().join("mnt");
+    fs::create_dir(&mnt).unwrap();
+    Command::new("chown").arg("nobody").arg(&mnt).status().unwrap();
+    let out = Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(musefs_bin())
+        .args(["mount", "--manifest"])
+        .arg(&manifest)
+        .arg(&mnt)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("user_allow_other") && err.contains("/etc/fuse.conf"), "{err}");
+    assert!(!musefs_tests::is_fuse_mounted(&mnt));
+}
