@@ -154,3 +154,57 @@ fn allow_other_without_user_allow_other_is_refused_before_mounting() {
     assert!(!out.status.success() && err.contains("user_allow_other") && err.contains("/etc/fuse.conf"), "{err}");
     assert!(!musefs_tests::is_fuse_mounted(&mnt));
 }
+
+/// Times media servers can use: a file's mtime is its original's until an edit, then the
+/// edit's; the album directory's time moves with every change of its entries; nothing
+/// moves on a remount.
+#[test]
+fn an_edit_bumps_the_file_and_album_times_and_a_remount_changes_none() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(t.path(), &lib, "mode = \"synthesis\"\nrefresh_interval_ms = 100\n");
+    scan(&manifest);
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let (tree, origin) = ls_long(&manifest).into_iter().find(|(_, o)| o.ends_with("plain.flac")).unwrap();
+    let file = mnt.join(&tree);
+    let album = file.parent().unwrap().to_owned();
+    let mtime = |p: &Path| {
+        fs::metadata(p).unwrap().mtime_nsec() as i128 + fs::metadata(p).unwrap().mtime() as i128 * 1_000_000_000
+    };
+    let orig = mtime(&lib.join(&origin));
+    assert_eq!(mtime(&file), orig, "an unedited file has its original's mtime");
+    let (album0, root0) = (mtime(&album), mtime(&mnt));
+    assert!(album0 > 0 && root0 >= album0);
+    // Remount: the same times.
+    assert_eq!(m.stop(), Some(0));
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert_eq!((mtime(&file), mtime(&album), mtime(&mnt)), (orig, album0, root0), "a remount moves no time");
+    // An edit that keeps the name: the file's and the album's times move past it.
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i128;
+    let out = musefs_tests::musefs(&[
+        "tag",
+        "set",
+        "--manifest",
+        manifest.to_str().unwrap(),
+        &format!("main:{origin}"),
+        "genre=Edited",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(musefs_tests::wait_for(5, || mtime(&file) >= before), "file mtime after the edit: {}", m.log_text());
+    assert!(mtime(&album) >= before && mtime(&mnt) >= before, "the album's time moved");
+    let (f1, a1) = (mtime(&file), mtime(&album));
+    assert_eq!(m.stop(), Some(0));
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert_eq!((mtime(&file), mtime(&album)), (f1, a1), "edit times persist across a remount");
+    // A file removed from the album (the mount's watch syncs it): the album's time moves.
+    let sibling = ls_long(&manifest)
+        .into_iter()
+        .find(|(t, o)| o != &origin && Path::new(t).parent() == Path::new(&tree).parent())
+        .unwrap();
+    fs::remove_file(lib.join(&sibling.1)).unwrap(); // (the mount watches the origin)
+    assert!(musefs_tests::wait_for(5, || !mnt.join(&sibling.0).exists() && mtime(&album) > a1), "{}", m.log_text());
+    assert_eq!(m.stop(), Some(0));
+}

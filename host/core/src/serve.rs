@@ -401,7 +401,9 @@ impl Core {
     /// A node's attributes by inode, with the size it serves. A file inode an edit
     /// retired from the tree answers while handles are open on it, as they serve it.
     pub fn node(&self, ino: u64) -> Option<NodeAttr> {
-        let Some(attr) = read(&self.tree).get(ino).map(|n| n.attr()) else {
+        let tree = read(&self.tree);
+        let Some(attr) = tree.get(ino).map(|n| tree.attr(n)) else {
+            drop(tree);
             let fh = read(&self.handles).iter().find(|(_, f)| f.ino == ino).map(|(fh, _)| *fh)?;
             return self.handle_attr(fh);
         };
@@ -410,7 +412,9 @@ impl Core {
 
     /// The attributes of the child `name` of `parent`.
     pub fn lookup(&self, parent: u64, name: &str) -> Option<NodeAttr> {
-        let attr = read(&self.tree).lookup(parent, name).map(|n| n.attr())?;
+        let tree = read(&self.tree);
+        let attr = tree.lookup(parent, name).map(|n| tree.attr(n))?;
+        drop(tree);
         Some(self.sized(attr))
     }
 
@@ -490,18 +494,18 @@ impl Core {
         mut add: impl FnMut(u64, NodeAttr, &str) -> bool,
     ) -> Result<(), ServeError> {
         let tree = read(&self.tree);
-        let dir = tree.get(ino).map(|n| n.attr()).ok_or(ServeError::NotFound)?;
+        let dir = tree.get(ino).map(|n| tree.attr(n)).ok_or(ServeError::NotFound)?;
         if !dir.kind.is_dir() {
             return Err(ServeError::NotFound);
         }
-        let dot = |i| NodeAttr { ino: if i == 0 { dir.ino } else { dir.parent }, parent: dir.parent, kind: dir.kind };
+        let dot = |i| NodeAttr { ino: if i == 0 { dir.ino } else { dir.parent }, ..dir };
         for i in offset..2 {
             if add(i, dot(i), if i == 0 { "." } else { ".." }) {
                 return Ok(());
             }
         }
         for (i, n) in (2u64..).zip(tree.children(ino)).skip(offset.saturating_sub(2) as usize) {
-            if add(i, n.attr(), &n.name) {
+            if add(i, tree.attr(n), &n.name) {
                 break;
             }
         }
@@ -515,11 +519,11 @@ impl Core {
     /// [`ServeError::NotFound`] if `ino` is not a directory.
     pub fn readdir(&self, ino: u64) -> Result<(NodeAttr, Vec<(NodeAttr, String)>), ServeError> {
         let tree = read(&self.tree);
-        let dir = tree.get(ino).map(|n| n.attr()).ok_or(ServeError::NotFound)?;
+        let dir = tree.get(ino).map(|n| tree.attr(n)).ok_or(ServeError::NotFound)?;
         if !dir.kind.is_dir() {
             return Err(ServeError::NotFound);
         }
-        Ok((dir, tree.children(ino).into_iter().map(|n| (n.attr(), n.name.clone())).collect()))
+        Ok((dir, tree.children(ino).into_iter().map(|n| (tree.attr(n), n.name.clone())).collect()))
     }
 
     fn ctx(&self) -> CallCtx {
@@ -739,15 +743,12 @@ impl Core {
         let file = self.handle(fh)?;
         let row = file.row.as_ref()?;
         let parent = self.with_tree(|t| t.get(file.ino).map(|n| n.parent)).unwrap_or(crate::tree::ROOT);
+        let mtime_ns = row.mtime_ns.unwrap_or(0).max(row.edited_ns);
         Some(NodeAttr {
             ino: file.ino,
             parent,
-            kind: AttrKind::File {
-                file_id: row.id,
-                size: file.size,
-                mtime_ns: row.mtime_ns.unwrap_or(0),
-                gen: file.gen,
-            },
+            kind: AttrKind::File { file_id: row.id, size: file.size, mtime_ns, gen: file.gen },
+            mtime_ns,
         })
     }
 

@@ -113,6 +113,11 @@ pub struct NodeAttr {
     pub parent: u64,
     /// Directory or file.
     pub kind: AttrKind,
+    /// Modification time, ns since the epoch: a file's is the later of its original's
+    /// and its last edit; a directory's the latest change of an entry at or below it;
+    /// a cover sidecar's its directory's. (0 from [`Node::attr`], which cannot see the
+    /// tree: use [`Tree::attr`].)
+    pub mtime_ns: i64,
 }
 
 impl Node {
@@ -125,7 +130,8 @@ impl Node {
             NodeKind::File { file_id, size, mtime_ns, gen, .. } => AttrKind::File { file_id, size, mtime_ns, gen },
             NodeKind::Cover { dir } => AttrKind::Cover { dir, size: 0 },
         };
-        NodeAttr { ino: self.public_ino(), parent: self.parent, kind }
+        let mtime_ns = if let NodeKind::File { mtime_ns, .. } = self.kind { mtime_ns } else { 0 };
+        NodeAttr { ino: self.public_ino(), parent: self.parent, kind, mtime_ns }
     }
 
     /// The inode the kernel sees ([`public_ino`] for files, the node's own otherwise).
@@ -162,6 +168,11 @@ pub struct Tree {
     cover_name: Option<String>,
     /// Directories created by the update in progress (reported by `upsert_file`).
     created: Vec<Inval>,
+    /// Each directory's modification time (ns): the latest change of an entry at or
+    /// below it (see [`Tree::touch`]).
+    dir_mtimes: InoMap<i64>,
+    /// Directories whose time the update in progress moved (their cached attributes go).
+    touched: Vec<u64>,
 }
 
 /// A file's tag values, and the fields that come from where the original lies:
@@ -268,6 +279,8 @@ impl Tree {
             opts: opts.clone(),
             cover_name: cover_name.map(str::to_owned),
             created: Vec::new(),
+            dir_mtimes: InoMap::default(),
+            touched: Vec::new(),
         };
         t.nodes
             .insert(ROOT, Node { ino: ROOT, parent: ROOT, name: String::new(), kind: NodeKind::Dir(BTreeMap::new()) });
@@ -290,12 +303,18 @@ impl Tree {
             }
         }
         t.created.clear();
+        t.touched = Vec::new();
         t
     }
 
     /// A new tree over `files` with this tree's views and options.
     pub fn rebuild(&self, files: &[TreeFile]) -> Tree {
-        Tree::build(files, &self.views, &self.opts, self.cover_name.as_deref())
+        let mut t = Tree::build(files, &self.views, &self.opts, self.cover_name.as_deref());
+        // Directory times never go back: a removal seen by this tree stays seen.
+        for (dir, m) in t.dir_mtimes.iter_mut() {
+            *m = (*m).max(self.dir_mtime(*dir));
+        }
+        t
     }
 
     /// Places file `f` in view `vi`; returns its parent directory and name.
@@ -321,13 +340,49 @@ impl Tree {
                 kind: NodeKind::File {
                     file_id: f.file.id,
                     size: f.file.size,
-                    mtime_ns: f.file.mtime_ns.unwrap_or(0),
+                    // An edit changes the bytes served: size+mtime scanners must see it.
+                    mtime_ns: f.file.mtime_ns.unwrap_or(0).max(f.file.edited_ns),
                     gen: f.file.gen,
                     cover: f.has_picture,
                 },
             },
         );
+        self.touch(dir, f.file.placed_ns);
         (dir, name)
+    }
+
+    /// Records a change at time `t` (ns) in directory `dir`: its time and its ancestors'
+    /// become at least `t`. (Media servers rescan the folders whose time changed; an
+    /// ancestor's time moving too only makes them look one level higher.)
+    fn touch(&mut self, mut dir: u64, t: i64) {
+        loop {
+            let e = self.dir_mtimes.entry(dir).or_insert(0);
+            if *e >= t {
+                return;
+            }
+            *e = t;
+            self.touched.push(dir);
+            match self.nodes.get(&dir) {
+                Some(n) if n.parent != dir && dir != ROOT => dir = n.parent,
+                _ => return,
+            }
+        }
+    }
+
+    /// A node's attributes with its modification time (see [`NodeAttr::mtime_ns`]).
+    pub fn attr(&self, n: &Node) -> NodeAttr {
+        let mut a = n.attr();
+        a.mtime_ns = match n.kind {
+            NodeKind::Dir(_) => self.dir_mtimes.get(&n.ino).copied().unwrap_or(0),
+            NodeKind::Cover { dir } => self.dir_mtimes.get(&dir).copied().unwrap_or(0),
+            NodeKind::File { .. } => a.mtime_ns,
+        };
+        a
+    }
+
+    /// A directory's modification time (ns), for the snapshot.
+    pub(crate) fn dir_mtime(&self, dir: u64) -> i64 {
+        self.dir_mtimes.get(&dir).copied().unwrap_or(0)
     }
 
     fn attach(&mut self, parent: u64, name: &str, ino: u64) {
@@ -413,6 +468,7 @@ impl Tree {
             let (parent, name) = (node.parent, node.name.clone());
             self.nodes.remove(&dir);
             self.dir_paths.remove(&dir);
+            self.dir_mtimes.remove(&dir);
             self.detach(parent, &name);
             inval.push(Inval::Entry { parent, name });
             dir = parent;
@@ -426,12 +482,22 @@ impl Tree {
             let ino = file_ino(vi, file_id);
             let Some(node) = self.nodes.remove(&ino) else { continue };
             self.detach(node.parent, &node.name);
+            self.touch(node.parent, crate::util::now_ns());
             inval.push(Inval::Inode(node.public_ino()));
             inval.push(Inval::Entry { parent: node.parent, name: node.name });
             self.refresh_cover(node.parent, &mut inval);
             self.prune(node.parent, &mut inval);
         }
+        self.drain_touched(&mut inval);
         inval
+    }
+
+    /// The directories whose time moved: the kernel forgets their attributes.
+    fn drain_touched(&mut self, inval: &mut Vec<Inval>) {
+        let mut dirs = std::mem::take(&mut self.touched);
+        dirs.sort_unstable();
+        dirs.dedup();
+        inval.extend(dirs.into_iter().filter(|d| self.nodes.contains_key(d)).map(Inval::Inode));
     }
 
     /// Puts `f` where its (possibly changed) tags place it now, in every view, keeping its
@@ -444,6 +510,8 @@ impl Tree {
             let old = self.nodes.remove(&ino);
             if let Some(n) = &old {
                 self.detach(n.parent, &n.name);
+                // The entry leaves (or changes in) its directory now.
+                self.touch(n.parent, f.file.placed_ns.max(crate::util::now_ns()));
             }
             let (dir, name) = self.place(vi, f);
             let same_ino = old.as_ref().is_some_and(|n| n.public_ino() == public_ino(ino, f.file.gen));
@@ -470,6 +538,7 @@ impl Tree {
         // New directories on the way: the kernel may hold a cached listing of their
         // parents, or a negative entry for their names.
         inval.append(&mut self.created);
+        self.drain_touched(&mut inval);
         inval
     }
 
@@ -616,6 +685,8 @@ mod tests {
                 extension: "flac".into(),
                 gen: 0,
                 audio_offset: 0,
+                placed_ns: 0,
+                edited_ns: 0,
             },
             tags: tags.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
             has_picture: id % 2 == 0,

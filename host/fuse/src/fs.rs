@@ -105,13 +105,15 @@ impl MuseFs {
     }
 
     fn attr(&self, n: &NodeAttr) -> FileAttr {
-        let (kind, size, perm, nlink, mtime) = match n.kind {
-            AttrKind::Dir { subdirs } => (FileType::Directory, 0, self.dir_mode, 2 + subdirs, self.mounted),
-            AttrKind::File { size, mtime_ns, .. } => {
-                let t = UNIX_EPOCH + Duration::from_nanos(u64::try_from(mtime_ns).unwrap_or(0));
-                (FileType::RegularFile, size, self.file_mode, 1, t)
-            }
-            AttrKind::Cover { size, .. } => (FileType::RegularFile, size, self.file_mode, 1, self.mounted),
+        let (kind, size, perm, nlink) = match n.kind {
+            AttrKind::Dir { subdirs } => (FileType::Directory, 0, self.dir_mode, 2 + subdirs),
+            AttrKind::File { size, .. } => (FileType::RegularFile, size, self.file_mode, 1),
+            AttrKind::Cover { size, .. } => (FileType::RegularFile, size, self.file_mode, 1),
+        };
+        // Persisted times (a remount changes none); an empty tree's root has none yet.
+        let mtime = match u64::try_from(n.mtime_ns) {
+            Ok(ns) if ns > 0 => UNIX_EPOCH + Duration::from_nanos(ns),
+            _ => self.mounted,
         };
         FileAttr {
             ino: INodeNo(n.ino),

@@ -186,6 +186,13 @@ CREATE INDEX kept_edits_by_path ON kept_edits(origin, path);
 CREATE INDEX kept_edits_by_fingerprint ON kept_edits(fingerprint) WHERE fingerprint IS NOT NULL;
 ALTER TABLE origins ADD COLUMN active INTEGER NOT NULL DEFAULT 1;
 ",
+    // v8: when a file's entry last changed (added, rescanned, edited, moved) and when the
+    // user last edited it, in ns: the tree's file and directory times.
+    r"
+ALTER TABLE files ADD COLUMN placed_ns INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE files ADD COLUMN edited_ns INTEGER NOT NULL DEFAULT 0;
+UPDATE files SET placed_ns = scanned_at * 1000000000;
+",
 ];
 
 /// The last sync (scan) of one origin, as `musefs status` shows it.
@@ -353,6 +360,10 @@ pub struct FileRow {
     pub gen: i64,
     /// Where the audio starts (the header, art included, lies before).
     pub audio_offset: u64,
+    /// When its entry last changed (added, rescanned, edited, moved), ns since the epoch.
+    pub placed_ns: i64,
+    /// When the user last edited its tags or pictures (0: never), ns since the epoch.
+    pub edited_ns: i64,
 }
 
 /// A file with the tag values a tree build needs.
@@ -815,7 +826,11 @@ impl Catalog {
                     .optional()
                     .map_err(&e)?;
                 if let Some((from, size, mtime, etag, gen)) = prev {
-                    tx.execute("UPDATE files SET path = ?1 WHERE id = ?2", params![f.path, old]).map_err(&e)?;
+                    tx.execute(
+                        "UPDATE files SET path = ?1, placed_ns = ?3 WHERE id = ?2",
+                        params![f.path, old, crate::util::now_ns()],
+                    )
+                    .map_err(&e)?;
                     moves.push((origin.clone(), from, f.path.clone()));
                     let same = size == f.stat.size as i64
                         && mtime == f.stat.mtime_ns.into_option()
@@ -919,7 +934,8 @@ impl Catalog {
         // On every open: a cached statement.
         self.conn
             .prepare_cached(
-                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen, f.audio_offset
+                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen, f.audio_offset,
+                        f.placed_ns, f.edited_ns
                  FROM files f JOIN origins o ON o.id = f.origin_id WHERE f.id = ?1",
             )
             .and_then(|mut st| st.query_row([id], file_row).optional())
@@ -984,7 +1000,8 @@ impl Catalog {
         let mut st = self
             .conn
             .prepare(
-                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen, f.audio_offset
+                "SELECT f.id, o.name, f.path, f.size, f.mtime_ns, f.etag, f.plugin, f.extension, f.gen, f.audio_offset,
+                        f.placed_ns, f.edited_ns
                  FROM files f JOIN origins o ON o.id = f.origin_id WHERE o.active ORDER BY o.name, f.path",
             )
             .map_err(self.err())?;
@@ -1145,6 +1162,8 @@ pub(crate) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
         extension: r.get(7)?,
         gen: r.get(8)?,
         audio_offset: r.get::<_, i64>(9)? as u64,
+        placed_ns: r.get(10)?,
+        edited_ns: r.get(11)?,
     })
 }
 
@@ -1167,15 +1186,17 @@ fn write_one(
     // Cached statements: this runs once per scanned file.
     let id: i64 = tx.prepare_cached(
         "INSERT INTO files (origin_id, path, size, mtime_ns, etag, plugin, format, extension, audio_offset, audio_len,
-                            codec, duration_ms, sample_rate, channels, bits_per_sample, bitrate, regions, extra, scanned_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)
+                            codec, duration_ms, sample_rate, channels, bits_per_sample, bitrate, regions, extra, scanned_at,
+                            placed_ns)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)
          ON CONFLICT (origin_id, path) DO UPDATE SET
             size = excluded.size, mtime_ns = excluded.mtime_ns, etag = excluded.etag, plugin = excluded.plugin,
             format = excluded.format, extension = excluded.extension, audio_offset = excluded.audio_offset,
             audio_len = excluded.audio_len, codec = excluded.codec, duration_ms = excluded.duration_ms,
             sample_rate = excluded.sample_rate, channels = excluded.channels,
             bits_per_sample = excluded.bits_per_sample, bitrate = excluded.bitrate, regions = excluded.regions,
-            extra = excluded.extra, scanned_at = excluded.scanned_at, gen = files.gen + 1
+            extra = excluded.extra, scanned_at = excluded.scanned_at, gen = files.gen + 1,
+            placed_ns = excluded.placed_ns
          RETURNING id",
     )?.query_row(
         params![
@@ -1198,6 +1219,7 @@ fn write_one(
             serde_json::Value::Array(regions).to_string(),
             serde_json::Value::Object(extra).to_string(),
             now_secs(),
+            crate::util::now_ns(),
         ],
         |r| r.get(0),
     )?;

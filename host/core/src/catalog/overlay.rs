@@ -544,7 +544,12 @@ pub(crate) fn apply_checked(
             }
             write_user_pictures(tx, file_id, &pics).map_err(&e)?;
         }
-        tx.execute("UPDATE files SET gen = gen + 1 WHERE id = ?1", [file_id]).map_err(&e)?;
+        let now = crate::util::now_ns();
+        tx.execute(
+            "UPDATE files SET gen = gen + 1, placed_ns = ?2, edited_ns = ?2 WHERE id = ?1",
+            params![file_id, now],
+        )
+        .map_err(&e)?;
         log_change(tx, file_id).map_err(&e)?;
     }
     tx.execute("DELETE FROM pictures WHERE id NOT IN (SELECT picture_id FROM file_pictures)", []).map_err(&e)?;

@@ -13,7 +13,7 @@
 //! length + bytes), config key (32 bytes), change-log position `i64`, view roots
 //! (`u32` count + `u64`s), node count `u64`, the nodes, then the BLAKE3 hash of
 //! everything before it. A node is `ino u64, parent u64, kind u8, name (u16 + bytes)`
-//! followed by, for a directory, its path (`u32` + bytes); for a file `file_id i64,
+//! followed by, for a directory, its path (`u32` + bytes) and time (`i64` ns); for a file `file_id i64,
 //! size u64, mtime_ns i64, gen i64, cover u8`; for a cover sidecar its directory `u64`.
 //!
 //! [`Catalog::catalog_id`]: crate::catalog::Catalog::catalog_id
@@ -27,7 +27,7 @@ use crate::manifest::View;
 use crate::template::RenderOptions;
 
 const MAGIC: &[u8; 8] = b"MUSEFSTS";
-const VERSION: u32 = 2; // 2: inodes below 2^63
+const VERSION: u32 = 3; // 2: inodes below 2^63; 3: directory times
 
 /// Why a snapshot was not used.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +94,7 @@ impl Tree {
                     let path = self.dir_paths.get(&n.ino).map_or("", String::as_str);
                     b.extend_from_slice(&(path.len() as u32).to_le_bytes());
                     b.extend_from_slice(path.as_bytes());
+                    b.extend_from_slice(&self.dir_mtime(n.ino).to_le_bytes());
                 }
                 NodeKind::File { file_id, size, mtime_ns, gen, cover } => {
                     b.push(1);
@@ -159,6 +160,7 @@ impl Tree {
         }
         let mut nodes: InoMap<Node> = InoMap::with_capacity_and_hasher(count + 64, Default::default());
         let mut dir_paths = InoMap::default();
+        let mut dir_mtimes = InoMap::default();
         for _ in 0..count {
             let ino = r.u64()?;
             let parent = r.u64()?;
@@ -169,6 +171,7 @@ impl Tree {
                     let len = r.u32()? as usize;
                     let path = std::str::from_utf8(r.take(len)?).map_err(|_| SnapshotError::Corrupt("path"))?;
                     dir_paths.insert(ino, path.to_owned());
+                    dir_mtimes.insert(ino, r.u64()? as i64);
                     NodeKind::Dir(BTreeMap::new())
                 }
                 1 => NodeKind::File {
@@ -219,6 +222,8 @@ impl Tree {
             opts: opts.clone(),
             cover_name: cover_name.map(str::to_owned),
             created: Vec::new(),
+            dir_mtimes,
+            touched: Vec::new(),
         };
         Ok((tree, position))
     }
