@@ -168,11 +168,22 @@ impl Mounted {
     fn umount_and_join(mut self) -> std::io::Result<()> {
         let session = self.session.take().expect("live session");
         match self.self_mounted.take() {
-            Some(path) => {
+            Some(path) => match musefs_core::sys::unmount(&path, false) {
                 // The kernel closes the connection once unmounted; the session thread ends.
-                musefs_core::sys::unmount(&path, false).or_else(|_| musefs_core::sys::unmount(&path, true))?;
-                session.join()
-            }
+                Ok(()) => session.join(),
+                Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                    // Files still open: detach the mount from the namespace now (nothing
+                    // dead is left behind); the connection ends with this process.
+                    musefs_core::sys::unmount(&path, true)?;
+                    let deadline = Instant::now() + Duration::from_secs(2);
+                    while !session.guard.is_finished() && Instant::now() < deadline {
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    tracing::info!("unmounted lazily: files were still open");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            },
             None => session.umount_and_join(),
         }
     }
