@@ -208,3 +208,89 @@ fn an_edit_bumps_the_file_and_album_times_and_a_remount_changes_none() {
     assert!(musefs_tests::wait_for(5, || !mnt.join(&sibling.0).exists() && mtime(&album) > a1), "{}", m.log_text());
     assert_eq!(m.stop(), Some(0));
 }
+
+/// systemd `Type=notify`: READY=1 arrives once the mount is up (the tree is there when
+/// it does), STOPPING=1 on SIGTERM; SIGHUP unmounts cleanly like SIGTERM; `musefs sync`
+/// asks the running mount to sync (and says there is none when there is not).
+#[test]
+fn ready_arrives_once_mounted_sighup_unmounts_and_sync_reaches_the_mount() {
+    use std::os::unix::net::UnixDatagram;
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(t.path(), &lib, "sync_interval = \"off\"\nwatch = false\n");
+    scan(&manifest);
+    let m = manifest.to_str().unwrap();
+    let out = musefs_tests::musefs(&["sync", "--manifest", m]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("no musefs mount is running") && err.contains("musefs scan"),
+        "{err}"
+    );
+    let mnt = t.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let sock_path = t.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+    let log_path = t.path().join("mount.log");
+    for sig in ["TERM", "HUP"] {
+        let log = fs::File::create(&log_path).unwrap();
+        let mut child = Command::new(musefs_bin())
+            .args(["mount", "--manifest", m])
+            .arg(&mnt)
+            .env("NOTIFY_SOCKET", &sock_path)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("READY=1 within 20 s");
+        let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+        assert!(msg.starts_with("READY=1\nSTATUS=serving 13 files"), "{msg}");
+        assert!(musefs_tests::is_fuse_mounted(&mnt), "READY=1 came before the mount was up");
+        assert!(fs::read_dir(&mnt).unwrap().count() > 0, "the tree is there when READY=1 arrives");
+        if sig == "TERM" {
+            let out = musefs_tests::musefs(&["sync", "--manifest", m]);
+            let so = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && so.contains("to sync now") && so.contains(&child.id().to_string()), "{so}");
+            let got = || fs::read_to_string(&log_path).unwrap().contains("SIGUSR1: background sync is off");
+            assert!(musefs_tests::wait_for(5, got), "the mount got the sync request");
+        }
+        assert!(Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().unwrap().success());
+        let n = sock.recv(&mut buf).expect("STOPPING=1");
+        assert_eq!(&buf[..n], b"STOPPING=1");
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(0), "SIG{sig} unmounts cleanly");
+        assert!(!musefs_tests::is_fuse_mounted(&mnt), "SIG{sig} left a mount behind");
+    }
+}
+
+/// The systemd units in `contrib/systemd` are valid (`systemd-analyze verify`, with the
+/// binary path pointed at the one built here) and run the commands this build has.
+#[test]
+fn the_systemd_units_verify() {
+    let t = tempfile::tempdir().unwrap();
+    let contrib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../contrib/systemd");
+    let bin = musefs_bin();
+    let mut units = Vec::new();
+    for (file, instance) in [
+        ("musefs@.service", "musefs@music.service"),
+        ("musefs-scan@.service", "musefs-scan@music.service"),
+        ("musefs-scan@.timer", "musefs-scan@music.timer"),
+    ] {
+        let text =
+            fs::read_to_string(contrib.join(file)).unwrap().replace("/usr/local/bin/musefs", bin.to_str().unwrap());
+        fs::write(t.path().join(instance), text).unwrap();
+        units.push(t.path().join(instance));
+    }
+    let unit = fs::read_to_string(contrib.join("musefs@.service")).unwrap();
+    assert!(unit.contains("Type=notify") && unit.contains("WatchdogSec="), "{unit}");
+    let out = Command::new("systemd-analyze").arg("verify").args(&units).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let bad: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(out.status.success() && bad.is_empty(), "{text}");
+    // Every command the units run is one this binary has.
+    for cmd in ["mount", "sync", "scan"] {
+        let out = Command::new(&bin).args([cmd, "--help"]).output().unwrap();
+        assert!(out.status.success(), "musefs {cmd}");
+    }
+}

@@ -87,6 +87,12 @@ enum Command {
         /// An existing, empty directory.
         mountpoint: PathBuf,
     },
+    /// Ask the mount running on this manifest to sync its origins now (what SIGUSR1
+    /// does); without a running mount, `musefs scan` is the command.
+    Sync {
+        #[command(flatten)]
+        common: Common,
+    },
     /// Show the state directory: its owner (a running mount or scan), readers, the
     /// catalog, the last sync of each origin, the chunk cache.
     Status {
@@ -492,6 +498,27 @@ fn run(cli: Cli) -> Result<()> {
             drop(catalog);
             owner.release()?;
             tracing::info!("stopped cleanly");
+        }
+        Command::Sync { common } => {
+            let manifest = Manifest::load(&common.manifest)?;
+            let rec = state::StateDir::new(&manifest.state_dir).read_record()?;
+            match rec {
+                Some(r)
+                    if r.state == state::OwnerState::Active
+                        && !r.mountpoint.is_empty()
+                        && musefs_core::sys::pid_alive(r.pid) =>
+                {
+                    musefs_core::sys::signal_usr1(r.pid)
+                        .with_context(|| format!("signalling the mount (pid {})", r.pid))?;
+                    println!("asked the mount at {} (pid {}) to sync now", r.mountpoint, r.pid);
+                }
+                _ => anyhow::bail!(
+                    "no musefs mount is running on {} (state_dir {}): `musefs scan --manifest {}` syncs the catalog",
+                    manifest.path.display(),
+                    manifest.state_dir.display(),
+                    manifest.path.display()
+                ),
+            }
         }
         Command::Status { common } => {
             let manifest = Manifest::load(&common.manifest)?;

@@ -46,7 +46,8 @@ pub enum StateError {
     /// Another live process owns it.
     #[error(
         "state_dir {dir} is in use by another musefs process (pid {pid}{what}); stop it first, \
-         or point this manifest's `state_dir` elsewhere"
+         or point this manifest's `state_dir` elsewhere (a running mount syncs by itself; \
+         `musefs sync` asks it to sync now)"
     )]
     Owned {
         /// The state directory.

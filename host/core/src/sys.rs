@@ -141,3 +141,17 @@ pub fn unmount(mountpoint: &std::path::Path, lazy: bool) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// Sends SIGUSR1 (a running mount's "sync now") to process `pid`.
+///
+/// # Errors
+/// The `kill(2)` error (no such process, not permitted).
+pub fn signal_usr1(pid: u32) -> io::Result<()> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: kill takes plain integers and touches no memory.
+    if unsafe { libc::kill(pid, libc::SIGUSR1) } == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

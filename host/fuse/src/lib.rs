@@ -11,4 +11,5 @@
 pub mod fs;
 pub mod session;
 
+pub mod notify;
 pub use session::{check_allow_other, check_mountpoint, run, MountError, MountOptions};

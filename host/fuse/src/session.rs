@@ -1,4 +1,4 @@
-//! Mounting a serving core: the FUSE session, signals (SIGINT/SIGTERM unmount,
+//! Mounting a serving core: the FUSE session, signals (SIGINT/SIGTERM/SIGHUP unmount,
 //! SIGUSR1 syncs now), the refresh loop that applies catalog changes and tells the
 //! kernel what to forget, and the periodic tree snapshot.
 
@@ -238,7 +238,9 @@ pub fn run(
 ) -> Result<(), MountError> {
     check_mountpoint(mountpoint)?;
     let stop = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+    // SIGHUP (the SSH session that started a foreground mount closed) unmounts cleanly
+    // too, instead of killing the process and leaving a dead mount.
+    for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM, signal_hook::consts::SIGHUP] {
         // A second signal while shutting down exits at once.
         signal_hook::flag::register_conditional_shutdown(sig, 1, stop.clone()).ok();
         signal_hook::flag::register(sig, stop.clone()).ok();
@@ -274,6 +276,12 @@ pub fn run(
     save_snapshot(&core, opts.snapshot.as_ref(), &mut saved);
     let mut next_save = Instant::now() + SNAPSHOT_EVERY;
     let mut fatal = None;
+    // systemd (`Type=notify`): ready once the mount is up; a watchdog ping when the unit
+    // asks for one; a status line after each sync that changed something.
+    let sd = crate::notify::Notifier::from_env();
+    let files = |core: &Core| core.totals().0;
+    sd.notify(&format!("READY=1\nSTATUS=serving {} files at {}", files(&core), mountpoint.display()));
+    let mut next_ping = Instant::now();
     while !stop.load(Ordering::Relaxed) && !session.finished() {
         if let Some(msg) = lock(&opts.fatal).take() {
             tracing::error!("{msg}");
@@ -292,6 +300,18 @@ pub fn run(
         }
         if syncer.as_ref().is_some_and(Syncer::take_changed) {
             next_refresh = Instant::now(); // a sync just wrote: show it now, not at the next poll
+            let t = musefs_core::util::now_secs();
+            let (h, m, sec) = (t / 3600 % 24, t / 60 % 60, t % 60);
+            sd.notify(&format!(
+                "STATUS=serving {} files; last sync changed the catalog at {h:02}:{m:02}:{sec:02} UTC",
+                files(&core)
+            ));
+        }
+        if let Some(every) = sd.watchdog {
+            if Instant::now() >= next_ping {
+                sd.notify("WATCHDOG=1");
+                next_ping = Instant::now() + every;
+            }
         }
         // An open that brought the tree forward owes the kernel its invalidations now,
         // polling or not.
@@ -310,6 +330,7 @@ pub fn run(
         }
         std::thread::sleep(Duration::from_millis(50).min(opts.refresh_interval.unwrap_or(Duration::MAX)));
     }
+    sd.notify("STOPPING=1");
     // Orderly shutdown: stop syncing first (a sync in progress stops between files),
     // then unmount (reads in flight finish; each is bounded by the read timeout).
     if let Some(s) = syncer {
