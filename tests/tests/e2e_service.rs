@@ -294,3 +294,31 @@ fn the_systemd_units_verify() {
         assert!(out.status.success(), "musefs {cmd}");
     }
 }
+
+/// Plain commands print their result on stdout and nothing on stderr unless something
+/// is wrong; `-v` adds what they do. (Before: `ls` and `tag show` logged INFO lines and
+/// `scan` printed its summary twice.)
+#[test]
+fn plain_commands_are_quiet_unless_asked() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(t.path(), &lib, "");
+    let m = manifest.to_str().unwrap();
+    for args in [
+        vec!["scan", "--manifest", m],
+        vec!["ls", "--manifest", m],
+        vec!["tag", "show", "--manifest", m, "main:alpha/plain.flac"],
+        vec!["status", "--manifest", m],
+        vec!["scan", "--manifest", m],
+    ] {
+        let out = musefs_tests::musefs(&args);
+        let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert!(out.status.success() && !so.is_empty() && se.is_empty(), "{args:?}: stdout {so}\nstderr {se}");
+        if args[0] == "scan" {
+            assert_eq!(so.matches("scan:").count(), 1, "one summary: {so}");
+        }
+    }
+    let out = musefs_tests::musefs(&["ls", "-v", "--manifest", m]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("INFO"), "-v shows what it does");
+}

@@ -743,7 +743,8 @@ fn edits_survive_renames_moves_kill9_and_a_file_coming_back() {
         fs::create_dir_all(lib.lib.join("back")).unwrap();
         fs::rename(&parked, lib.lib.join("back/again.flac")).unwrap();
     });
-    let out = musefs(&["scan", "--manifest", &m]);
+    // (`-v`: what the scan did, besides its summary.)
+    let out = musefs(&["scan", "-v", "--manifest", &m]);
     let se = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(se.contains("back/again.flac: found again (moved from"), "{se}");
     edited("back at another path");

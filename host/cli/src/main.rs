@@ -28,7 +28,8 @@ mod tag;
 #[derive(Parser)]
 #[command(name = "musefs", version, about, long_about)]
 struct Cli {
-    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides.
+    /// More log output (-v: what a command does, -vv: debug, -vvv: trace; `mount` logs
+    /// what it does by default). RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
     #[command(subcommand)]
@@ -770,11 +771,15 @@ fn tag(command: TagCommand) -> Result<()> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default = match cli.verbose {
-        0 => "info",
-        1 => "debug",
-        _ => "trace",
+    // A mount is a service: it logs what it does. Every other command prints its result
+    // on stdout and only warnings and errors on stderr; `-v` adds what it does (info),
+    // `-vv` debug, `-vvv` trace.
+    let levels = if matches!(cli.command, Command::Mount { .. }) {
+        ["info", "debug", "trace", "trace"]
+    } else {
+        ["warn", "info", "debug", "trace"]
     };
+    let default = levels[usize::from(cli.verbose).min(3)];
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("{default},fuser=warn")));
     tracing_subscriber::fmt()

@@ -394,7 +394,7 @@ fn scan_origin(
     if !lossy.is_empty() {
         let shown: Vec<String> =
             lossy.iter().take(3).map(|p| format!("`{}`", musefs_plugin_api::display_path(p))).collect();
-        tracing::info!(
+        tracing::warn!(
             "origin `{}`: {} file(s) with names that are not UTF-8 are served under lossy names (invalid bytes as \
              U+FFFD; templates' $filename and $dirname show them so), e.g. {}",
             spec.name,
@@ -562,7 +562,7 @@ fn adopt_renamed_origin(
         let smaller = files.len().min(sizes.len());
         if matching * 10 >= smaller * 9 {
             catalog.rename_origin(&old, &spec.name)?;
-            tracing::info!(
+            tracing::warn!(
                 "origin `{}` holds the files of origin `{old}`, no longer in the manifest ({matching} of {} match): \
                  renamed in the catalog, edits kept",
                 spec.name,
