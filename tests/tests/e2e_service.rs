@@ -322,3 +322,73 @@ fn plain_commands_are_quiet_unless_asked() {
     let out = musefs_tests::musefs(&["ls", "-v", "--manifest", m]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("INFO"), "-v shows what it does");
 }
+
+/// `mount -t fuse.musefs MANIFEST MOUNTPOINT -o allow_other` (what an `/etc/fstab` line
+/// does): fuse3's `mount.fuse3` runs `musefs MANIFEST MOUNTPOINT -o ...` from the
+/// system's PATH, which starts the mount in the background and returns once it is up.
+#[test]
+fn mount_t_fuse_musefs_mounts_through_the_helper() {
+    struct Unlink(Option<&'static Path>);
+    impl Drop for Unlink {
+        fn drop(&mut self) {
+            if let Some(p) = self.0 {
+                let _ = fs::remove_file(p);
+            }
+        }
+    }
+    // mount(8) runs helpers with a fixed PATH: put this build there for the test.
+    let link = Path::new("/usr/local/bin/musefs");
+    let _unlink = match fs::symlink_metadata(link) {
+        Err(_) => {
+            std::os::unix::fs::symlink(musefs_bin(), link).unwrap();
+            Unlink(Some(link))
+        }
+        Ok(_) if fs::canonicalize(link).ok() == fs::canonicalize(musefs_bin()).ok() => Unlink(None),
+        Ok(_) => {
+            eprintln!("skipped: {} is another musefs", link.display());
+            return;
+        }
+    };
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(t.path(), &lib, "");
+    scan(&manifest);
+    let mnt = t.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    let out = Command::new("mount")
+        .args(["-t", "fuse.musefs"])
+        .arg(&manifest)
+        .arg(&mnt)
+        .args(["-o", "bogus"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("unknown mount option `bogus`"), "{err}");
+    let out = Command::new("mount")
+        .args(["-t", "fuse.musefs"])
+        .arg(&manifest)
+        .arg(&mnt)
+        .args(["-o", "allow_other,nofail,_netdev"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "mount -t fuse.musefs: {}", String::from_utf8_lossy(&out.stderr));
+    let canon = mnt.canonicalize().unwrap();
+    let mounts = fs::read_to_string("/proc/self/mounts").unwrap();
+    let line = mounts.lines().find(|l| l.split(' ').nth(1) == canon.to_str()).unwrap_or_else(|| panic!("{mounts}"));
+    assert!(line.contains(" fuse.musefs ") && line.contains("allow_other"), "{line}");
+    let (tree, _) = ls_long(&manifest).into_iter().next().unwrap();
+    assert!(mnt.join(&tree).exists());
+    let out = cat_as_nobody(&mnt.join(&tree));
+    assert!(out.status.success(), "allow_other from -o: {}", String::from_utf8_lossy(&out.stderr));
+    // An external unmount ends the background mount.
+    assert!(Command::new("umount").arg(&mnt).status().unwrap().success());
+    let status = || musefs_tests::musefs(&["status", "--manifest", manifest.to_str().unwrap()]);
+    assert!(
+        musefs_tests::wait_for(10, || !String::from_utf8_lossy(&status().stdout).contains("mounted at")),
+        "the background mount ended: {}",
+        String::from_utf8_lossy(&status().stdout)
+    );
+    let log = fs::read_to_string(t.path().join("state/mount.log")).unwrap();
+    assert!(log.contains("unmounted externally"), "{log}");
+}

@@ -17,6 +17,7 @@ use musefs_core::tree::load::{self as tree_load, SnapshotTarget, TreeSource};
 use musefs_fuse::MountOptions;
 
 mod cache;
+mod helper;
 mod progress;
 mod tag;
 
@@ -770,6 +771,11 @@ fn tag(command: TagCommand) -> Result<()> {
 }
 
 fn main() -> ExitCode {
+    // `mount -t fuse.musefs MANIFEST MOUNTPOINT -o ...` runs `musefs MANIFEST MOUNTPOINT -o ...`.
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if let Some((manifest, mountpoint, opts)) = helper::parse(&args) {
+        return helper::run(&manifest, &mountpoint, &opts);
+    }
     let cli = Cli::parse();
     // A mount is a service: it logs what it does. Every other command prints its result
     // on stdout and only warnings and errors on stderr; `-v` adds what it does (info),
