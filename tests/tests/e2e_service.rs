@@ -392,3 +392,25 @@ fn mount_t_fuse_musefs_mounts_through_the_helper() {
     let log = fs::read_to_string(t.path().join("state/mount.log")).unwrap();
     assert!(log.contains("unmounted externally"), "{log}");
 }
+
+/// A mountpoint that is not empty is refused (mounting would hide what is there)
+/// unless `--nonempty` asks for it.
+#[test]
+fn a_non_empty_mountpoint_is_refused_unless_asked() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(t.path(), &lib, "");
+    scan(&manifest);
+    let mnt = t.path().join("mnt");
+    fs::create_dir_all(&mnt).unwrap();
+    fs::write(mnt.join("precious.txt"), b"x").unwrap();
+    let out = musefs_tests::musefs(&["mount", "--manifest", manifest.to_str().unwrap(), mnt.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("not empty") && err.contains("--nonempty"), "{err}");
+    assert!(!musefs_tests::is_fuse_mounted(&mnt));
+    let m = Mount::start(&manifest, &mnt, &["--nonempty"]);
+    assert!(!mnt.join("precious.txt").exists() && fs::read_dir(&mnt).unwrap().count() > 0);
+    assert_eq!(m.stop(), Some(0));
+    assert!(mnt.join("precious.txt").exists(), "uncovered again");
+}

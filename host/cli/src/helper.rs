@@ -53,6 +53,7 @@ fn start(manifest: &Path, mountpoint: &Path, opts: &[String]) -> anyhow::Result<
         match o.as_str() {
             "allow_other" => args.push("--allow-other".into()),
             "no_kernel_passthrough" => args.push("--no-kernel-passthrough".into()),
+            "nonempty" => args.push("--nonempty".into()),
             // Generic options mount(8) and fstab use; musefs is read-only, nodev, nosuid.
             "rw"
             | "ro"
@@ -76,7 +77,7 @@ fn start(manifest: &Path, mountpoint: &Path, opts: &[String]) -> anyhow::Result<
             | "default_permissions" => {}
             o if o.starts_with("x-") || o.starts_with("comment=") => {}
             other => anyhow::bail!(
-                "unknown mount option `{other}` (musefs takes allow_other and no_kernel_passthrough; \
+                "unknown mount option `{other}` (musefs takes allow_other, no_kernel_passthrough and nonempty; \
                  set the rest in the manifest)"
             ),
         }

@@ -86,6 +86,9 @@ enum Command {
         /// Serve every read through musefs even where the kernel could pass local files through.
         #[arg(long)]
         no_kernel_passthrough: bool,
+        /// Mount even if MOUNTPOINT is not empty (what is there is hidden while mounted).
+        #[arg(long)]
+        nonempty: bool,
         /// An existing, empty directory.
         mountpoint: PathBuf,
     },
@@ -428,11 +431,11 @@ fn run(cli: Cli) -> Result<()> {
                 anyhow::bail!("{} origin(s) could not be listed; see the errors above", summary.failed_origins);
             }
         }
-        Command::Mount { common, allow_other, no_kernel_passthrough, mountpoint } => {
+        Command::Mount { common, allow_other, no_kernel_passthrough, nonempty, mountpoint } => {
             let (manifest, plugins) = load(&common)?;
             let abs = std::path::absolute(&mountpoint).unwrap_or_else(|_| mountpoint.clone());
             let owner = own(&manifest, Some(&abs))?;
-            musefs_fuse::check_mountpoint(&mountpoint)?;
+            musefs_fuse::check_mountpoint(&mountpoint, nonempty)?;
             let mut access = manifest.access.clone();
             access.allow_other |= allow_other;
             musefs_fuse::check_allow_other(&access)?;
@@ -485,6 +488,7 @@ fn run(cli: Cli) -> Result<()> {
                 &MountOptions {
                     access,
                     no_kernel_passthrough,
+                    nonempty,
                     refresh_interval: Some(manifest.refresh_interval),
                     snapshot: Some(snapshot),
                     snapshot_saved,

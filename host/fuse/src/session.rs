@@ -48,11 +48,16 @@ pub enum MountError {
 ///
 /// # Errors
 /// [`MountError::Mountpoint`] saying what is wrong.
-pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+pub fn check_mountpoint(path: &Path, nonempty: bool) -> Result<(), MountError> {
     let err = |message: &str| MountError::Mountpoint { path: path.display().to_string(), message: message.to_owned() };
     let meta = std::fs::metadata(path).map_err(|e| err(&format!("{e} (create the directory first)")))?;
     if !meta.is_dir() {
         return Err(err("not a directory"));
+    }
+    // Mounting over files hides them (a typo'd mountpoint over a real directory);
+    // asked for explicitly, it is allowed.
+    if !nonempty && std::fs::read_dir(path).is_ok_and(|mut d| d.next().is_some()) {
+        return Err(err("not empty: mounting would hide what is there (use --nonempty to mount over it anyway)"));
     }
     if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
         let canon = path.canonicalize().unwrap_or_else(|_| path.to_owned());
@@ -91,6 +96,8 @@ pub struct MountOptions {
     pub access: Access,
     /// Never use kernel passthrough (serve every read through the daemon).
     pub no_kernel_passthrough: bool,
+    /// Mount over a directory that is not empty.
+    pub nonempty: bool,
     /// How often to poll the catalog for changes (`None`: never).
     pub refresh_interval: Option<Duration>,
     /// Where to keep the tree snapshot (`None`: never write one).
@@ -236,7 +243,7 @@ pub fn run(
     opts: &MountOptions,
     syncer: Option<Syncer>,
 ) -> Result<(), MountError> {
-    check_mountpoint(mountpoint)?;
+    check_mountpoint(mountpoint, opts.nonempty)?;
     let stop = Arc::new(AtomicBool::new(false));
     // SIGHUP (the SSH session that started a foreground mount closed) unmounts cleanly
     // too, instead of killing the process and leaving a dead mount.
