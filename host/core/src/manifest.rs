@@ -277,6 +277,57 @@ impl Default for Access {
     }
 }
 
+/// The top-level keys a `MUSEFS_<KEY>` variable overrides (`MUSEFS_CACHE__MAX_SIZE`
+/// reaches into `[cache]`).
+const ENV_KEYS: &[&str] = &[
+    "state_dir",
+    "plugin_dir",
+    "mode",
+    "template",
+    "track_digits",
+    "disc_digits",
+    "slash_replacement",
+    "read_timeout_ms",
+    "cover_name",
+    "refresh_interval_ms",
+    "sync_interval",
+    "watch",
+    "header_cache_mb",
+    "prune_limit",
+    "uid",
+    "gid",
+    "file_mode",
+    "dir_mode",
+    "allow_other",
+    "cache",
+    "format",
+];
+
+/// `MUSEFS_*` variables that are not manifest keys but mean something to musefs or its
+/// scripts: passed over without a word.
+const OTHER_VARS: &[&str] = &["MUSEFS_MANIFEST", "MUSEFS_PLUGIN_DIR", "MUSEFS_FUZZ_SECS", "MUSEFS_LOG"];
+
+/// The `MUSEFS_*` variables that override manifest keys. Any other one (`MUSEFS_LOG=debug`
+/// set for something else) is left out with a warning naming it, instead of failing
+/// every command with "unknown field `log`".
+fn manifest_env() -> config::Map<String, String> {
+    let mut env = config::Map::new();
+    for (k, v) in std::env::vars() {
+        let Some(rest) = k.strip_prefix("MUSEFS_") else { continue };
+        let key = rest.to_ascii_lowercase();
+        let top = key.split("__").next().unwrap_or_default();
+        if ENV_KEYS.contains(&top) {
+            env.insert(k, v);
+        } else if !OTHER_VARS.contains(&k.as_str()) {
+            tracing::warn!(
+                "environment variable {k} is not a manifest key and is ignored \
+                 (MUSEFS_<KEY> overrides a top-level manifest key, e.g. MUSEFS_MODE)"
+            );
+        }
+    }
+    env
+}
+
 fn parse_mode(key: &str, v: RawMode) -> Result<u32, String> {
     let n = match v {
         RawMode::Num(n) => n,
@@ -348,7 +399,11 @@ impl Manifest {
         let cfg = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
-                config::Environment::with_prefix("MUSEFS").prefix_separator("_").separator("__").try_parsing(true),
+                config::Environment::with_prefix("MUSEFS")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .try_parsing(true)
+                    .source(Some(manifest_env())),
             )
             .build()
             .map_err(|e| invalid(e.to_string()))?;
@@ -671,6 +726,16 @@ root = "/srv/music"
             let e = load(&format!("{bad}\n{OK}")).unwrap_err().to_string();
             assert!(e.contains(says) && e.contains("m.toml"), "{bad}: {e}");
         }
+    }
+
+    /// Regression (issue 16): an unrelated `MUSEFS_*` variable failed every command with
+    /// "unknown field". Now it is left out (with a warning naming it).
+    #[test]
+    fn an_unrelated_musefs_variable_does_not_break_loading() {
+        std::env::set_var("MUSEFS_UNRELATED_FOR_A_TEST", "1");
+        let m = load(OK);
+        std::env::remove_var("MUSEFS_UNRELATED_FOR_A_TEST");
+        assert!(m.is_ok(), "{m:?}");
     }
 
     #[test]
