@@ -414,3 +414,31 @@ fn a_non_empty_mountpoint_is_refused_unless_asked() {
     assert_eq!(m.stop(), Some(0));
     assert!(mnt.join("precious.txt").exists(), "uncovered again");
 }
+
+/// An installed musefs (`PREFIX/bin/musefs`) finds its plugins in `PREFIX/lib/musefs`;
+/// `MUSEFS_PLUGIN_DIR` points elsewhere; "no plugins loaded" says where it looked.
+#[test]
+fn an_installed_binary_finds_its_plugins_in_lib_musefs() {
+    let t = tempfile::tempdir().unwrap();
+    let (bin, lib) = (t.path().join("prefix/bin"), t.path().join("prefix/lib/musefs"));
+    fs::create_dir_all(&bin).unwrap();
+    fs::create_dir_all(&lib).unwrap();
+    fs::copy(musefs_bin(), bin.join("musefs")).unwrap();
+    for e in fs::read_dir(musefs_tests::target_dir()).unwrap() {
+        let p = e.unwrap().path();
+        let name = p.file_name().unwrap().to_string_lossy().into_owned();
+        if name.starts_with("libmusefs_") && name.ends_with(".so") {
+            fs::copy(&p, lib.join(&name)).unwrap();
+        }
+    }
+    let out = Command::new(bin.join("musefs")).args(["plugins", "list"]).output().unwrap();
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && so.contains("riff") && so.contains(lib.to_str().unwrap()), "{so}");
+    let empty = t.path().join("empty");
+    fs::create_dir_all(&empty).unwrap();
+    let out =
+        Command::new(bin.join("musefs")).args(["plugins", "list"]).env("MUSEFS_PLUGIN_DIR", &empty).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no plugins loaded from") && err.contains("--plugin-dir"), "{err}");
+    assert!(err.contains(empty.to_str().unwrap()) && err.contains("lib/musefs"), "{err}");
+}

@@ -577,7 +577,11 @@ fn run(cli: Cli) -> Result<()> {
                 println!("error: {e}");
             }
             if p.loaded.is_empty() {
-                anyhow::bail!("no plugins loaded from {}", dir.display());
+                anyhow::bail!(
+                    "no plugins loaded from {} (looked at, in order: {}; point elsewhere with --plugin-dir DIR)",
+                    dir.display(),
+                    plugins::default_dir_hint()
+                );
             }
         }
     }

@@ -128,14 +128,36 @@ pub struct Plugins {
     pub errors: Vec<LoadError>,
 }
 
-/// The default plugin directory: the directory of the running binary, where cargo puts
-/// the plugin libraries it builds alongside it.
+/// The default plugin directory: `$MUSEFS_PLUGIN_DIR`; else `lib/musefs` beside the
+/// binary's `bin/` directory when it holds plugins (an installed musefs:
+/// `/usr/local/bin/musefs` loads `/usr/local/lib/musefs/`); else the binary's own
+/// directory, where cargo puts the plugin libraries it builds alongside it.
 pub fn default_dir() -> PathBuf {
-    std::env::current_exe()
+    if let Some(d) = std::env::var_os("MUSEFS_PLUGIN_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    let bin_dir = std::env::current_exe()
         .ok()
         .and_then(|p| p.canonicalize().ok())
         .and_then(|p| p.parent().map(Path::to_owned))
-        .unwrap_or_else(|| PathBuf::from("."))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let installed = bin_dir.parent().map(|prefix| prefix.join("lib/musefs"));
+    match installed {
+        Some(lib) if bin_dir.file_name().is_some_and(|n| n == "bin") && has_plugins(&lib) => lib,
+        _ => bin_dir,
+    }
+}
+
+/// Where [`default_dir`] looks, in order, for messages ("no plugins loaded from ...").
+pub fn default_dir_hint() -> String {
+    "--plugin-dir, the manifest's `plugin_dir`, $MUSEFS_PLUGIN_DIR, PREFIX/lib/musefs beside \
+     PREFIX/bin/musefs, then the binary's own directory"
+        .to_owned()
+}
+
+fn has_plugins(dir: &Path) -> bool {
+    std::fs::read_dir(dir)
+        .is_ok_and(|mut d| d.any(|e| e.is_ok_and(|e| e.file_name().to_string_lossy().starts_with("libmusefs_"))))
 }
 
 fn load_one(path: &Path) -> Result<LoadedPlugin, String> {
