@@ -16,7 +16,7 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     let key = [7u8; 32];
     let mut b = Vec::with_capacity(data.len() + 96);
     b.extend_from_slice(b"MUSEFSTS");
-    b.extend_from_slice(&1u32.to_le_bytes());
+    b.extend_from_slice(&musefs_core::tree::snapshot::VERSION.to_le_bytes());
     b.extend_from_slice(&3u16.to_le_bytes());
     b.extend_from_slice(b"cid");
     b.extend_from_slice(&key);
@@ -43,6 +43,8 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         extension: "flac".into(),
         gen: 2,
         audio_offset: 0,
+        placed_ns: 5,
+        edited_ns: 0,
     };
     let _ = tree.upsert_file(&TreeFile { file, tags: vec![("title".into(), "t".into())], has_picture: true });
 });

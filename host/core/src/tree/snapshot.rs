@@ -27,7 +27,8 @@ use crate::manifest::View;
 use crate::template::RenderOptions;
 
 const MAGIC: &[u8; 8] = b"MUSEFSTS";
-const VERSION: u32 = 3; // 2: inodes below 2^63; 3: directory times
+/// The snapshot format version (2: inodes below 2^63; 3: directory times).
+pub const VERSION: u32 = 3;
 
 /// Why a snapshot was not used.
 #[derive(Debug, thiserror::Error)]
