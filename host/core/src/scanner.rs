@@ -630,15 +630,43 @@ fn read_file(
     }
     head.truncate(done);
     let ext = extension_of(path);
-    let best = formats
+    // The plugins that claim the file, most sure first: when the best one cannot read
+    // it (a damaged header that looks like another format's: a bit flip in the ID3 tag
+    // glued before a FLAC stream makes it look like an MP3), the next one tries; then
+    // the plugins whose extension it has, whatever their probe said. A file is refused
+    // only when none reads it, with the most sure plugin's reason.
+    let mut claims: Vec<(u32, usize)> = formats
         .iter()
-        .map(|(name, f)| (f.probe(head.as_slice().into(), ext.as_str().into()), name, f))
-        .filter(|(score, _, _)| *score > 0)
-        .max_by_key(|(score, _, _)| *score);
-    let Some((_, name, format)) = best else {
+        .enumerate()
+        .map(|(i, (_, f))| (f.probe(head.as_slice().into(), ext.as_str().into()), i))
+        .filter(|(score, _)| *score > 0)
+        .collect();
+    claims.sort_by_key(|&(score, i)| (std::cmp::Reverse(score), i));
+    let mut order: Vec<usize> = claims.iter().map(|&(_, i)| i).collect();
+    let by_ext: Vec<usize> = (0..formats.len())
+        .filter(|i| !order.contains(i) && formats[*i].1.extensions().iter().any(|e| e.as_str() == ext))
+        .collect();
+    order.extend(by_ext);
+    if order.is_empty() {
         return Err("not a recognised audio file (no format plugin claims it)".into());
+    }
+    let mut first_err = None;
+    let mut found = None;
+    for i in order {
+        let (name, format) = (&formats[i].0, &formats[i].1);
+        match format.read(&ctx, &handle).into_result() {
+            Ok(info) => {
+                found = Some((name, info));
+                break;
+            }
+            Err(e) => {
+                first_err.get_or_insert(format!("{name}: {e}"));
+            }
+        }
+    }
+    let Some((name, mut info)) = found else {
+        return Err(first_err.unwrap_or_default());
     };
-    let mut info = format.read(&ctx, &handle).into_result().map_err(|e| format!("{name}: {e}"))?;
     // An empty extension: the format serves the file under its own (`.m4a`, `.m4b`).
     if info.extension.is_empty() {
         info.extension = ext.as_str().into();

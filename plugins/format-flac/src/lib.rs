@@ -49,6 +49,10 @@ impl Format for Flac {
         } else if start > 0 && head.get(start..).is_some_and(|h| h.windows(4).any(|w| w == b"fLaC")) {
             // A damaged ID3 prefix (its size wrong): the marker a little further on.
             90
+        } else if extension == "flac" && head.windows(4).any(|w| w == b"fLaC") {
+            // A damaged ID3 header (not recognised as one, or its size too large) before
+            // the marker.
+            80
         } else if extension == "flac" && start > 0 && start >= head.len() {
             // A huge ID3 prefix hides the marker from the probe window.
             50
@@ -67,14 +71,30 @@ impl Format for Flac {
             pos = n;
         }
         let mut marker = [0u8; 4];
-        src.read_exact_at(pos, &mut marker)
-            .map_err(|_| PluginError::invalid_data("file ends before the fLaC marker"))?;
+        if pos + 4 > len {
+            // An ID3 size claiming more than the file: searched for from the start below.
+            if len < 4 {
+                return Err(PluginError::invalid_data("file ends before the fLaC marker"));
+            }
+        } else {
+            src.read_exact_at(pos, &mut marker)?;
+        }
         let mut early_warnings = Vec::new();
         if &marker != b"fLaC" {
             // A damaged ID3 prefix (its size wrong, bytes inserted): the marker within
             // the next 64 KiB, as ffmpeg finds it.
             let window = if pos > 0 { src.read_vec(pos, SYNC_SEARCH as usize)? } else { Vec::new() };
-            match window.windows(4).position(|w| w == b"fLaC") {
+            let mut found = window.windows(4).position(|w| w == b"fLaC");
+            if found.is_none() {
+                // An ID3 header damaged past recognition, or claiming more than it has:
+                // the marker searched from the start, as ffmpeg does.
+                let from_start = src.read_vec(0, (pos + SYNC_SEARCH) as usize)?;
+                if let Some(k) = from_start.windows(4).position(|w| w == b"fLaC") {
+                    pos = 0;
+                    found = Some(k);
+                }
+            }
+            match found {
                 Some(k) => {
                     early_warnings
                         .push(format!("{k} byte(s) before the fLaC marker at offset {} skipped", pos + k as u64));

@@ -41,15 +41,21 @@ pub fn parse(data: &[u8]) -> PluginResult<Comments> {
 
 /// Like [`parse`], for a comment list that claims more than `data` holds (a known
 /// tagger bug: the block header's length is shorter than its content): the fields that
-/// fit, and whether some were cut off. The vendor string must be whole.
+/// fit, and whether some were cut off. A vendor string or count cut short (a bit flip in
+/// its length) gives no fields, reported as cut.
 ///
 /// # Errors
-/// `INVALID_DATA` if not even the vendor string and the count fit.
+/// None today; the `Result` is kept for the readers' `?`.
 pub fn parse_lenient(data: &[u8]) -> PluginResult<(Comments, bool)> {
     let mut c = Cursor::new(data, "Vorbis comment block");
-    let vendor_len = c.u32_le()? as usize;
-    let vendor = String::from_utf8_lossy(c.take(vendor_len)?).into_owned();
-    let count = c.u32_le()? as usize;
+    // A vendor string or count that is cut short (a bit flip in its length): no fields,
+    // reported as cut; the file is read all the same.
+    let nothing = |vendor: String, pos: usize| Ok((Comments { vendor, fields: Vec::new(), consumed: pos }, true));
+    let Ok(vendor_len) = c.u32_le() else { return nothing(String::new(), 0) };
+    let Ok(vendor) = c.take(vendor_len as usize).map(|v| String::from_utf8_lossy(v).into_owned()) else {
+        return nothing(String::new(), 4);
+    };
+    let Ok(count) = c.u32_le().map(|n| n as usize) else { return nothing(vendor, c.pos()) };
     let mut fields = Vec::with_capacity(count.min(c.remaining() / 4));
     let mut cut = false;
     for _ in 0..count {
@@ -227,6 +233,17 @@ mod tests {
             got,
             vec![("Title".into(), "x".into()), ("TRACKNUMBER".into(), "3".into()), ("MOOD".into(), "calm".into())]
         );
+    }
+
+    /// Regression (the damaged corpus, `0337_0.flac`): a bit flip in the vendor length
+    /// refused a FLAC file ffmpeg plays.
+    #[test]
+    fn a_damaged_vendor_length_gives_no_fields_not_an_error() {
+        let mut b = write("vendor", &[("TITLE".into(), "x".into())]);
+        b[3] ^= 0x80;
+        let (c, cut) = parse_lenient(&b).unwrap();
+        assert!(cut && c.fields.is_empty());
+        assert!(parse_lenient(&[1, 0]).unwrap().1);
     }
 
     #[test]
