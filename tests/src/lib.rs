@@ -346,6 +346,28 @@ pub fn lcg(seed: &mut u64) -> u64 {
     *seed >> 33
 }
 
+/// A damaged copy of `data` for the damaged-file corpora: `kind` 0 flips 1-8 random
+/// bits, 1 truncates at a random length, 2 inserts 1-64 random bytes at a random place.
+pub fn damaged_copy(data: &[u8], kind: usize, seed: &mut u64) -> Vec<u8> {
+    let mut b = data.to_vec();
+    let mut r = || lcg(seed) as usize;
+    match kind {
+        0 => {
+            for _ in 0..1 + r() % 8 {
+                let p = r() % b.len();
+                b[p] ^= 1 << (r() % 8);
+            }
+        }
+        1 => b.truncate(r() % b.len()),
+        _ => {
+            let p = r() % b.len();
+            let junk: Vec<u8> = (0..1 + r() % 64).map(|_| r() as u8).collect();
+            b.splice(p..p, junk);
+        }
+    }
+    b
+}
+
 /// `n` random `pread`s of `path` (offsets up to 10 bytes past the end, lengths up to
 /// 70,000) must equal the same ranges of `expected`.
 pub fn assert_random_preads(path: &Path, expected: &[u8], seed: &mut u64, n: usize) {

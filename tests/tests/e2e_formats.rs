@@ -195,22 +195,7 @@ fn damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_
         let data = fs::read(src.join(&o)).unwrap();
         let ext = Path::new(&o).extension().unwrap().to_str().unwrap().to_owned();
         for i in 0..30 {
-            let mut b = data.clone();
-            let mut r = || musefs_tests::lcg(&mut seed) as usize;
-            match i % 3 {
-                0 => {
-                    for _ in 0..1 + r() % 8 {
-                        let p = r() % b.len();
-                        b[p] ^= 1 << (r() % 8);
-                    }
-                }
-                1 => b.truncate(r() % b.len()),
-                _ => {
-                    let p = r() % b.len();
-                    let junk: Vec<u8> = (0..1 + r() % 64).map(|_| r() as u8).collect();
-                    b.splice(p..p, junk);
-                }
-            }
+            let b = musefs_tests::damaged_copy(&data, i % 3, &mut seed);
             fs::write(lib.join(format!("{n:04}_{}.{ext}", i % 3)), b).unwrap();
             n += 1;
         }
