@@ -400,3 +400,23 @@ open(sys.argv[1],'wb').write(b'\\x89PNG\\r\\n\\x1a\\n'+c(b'IHDR',struct.pack('>I
     let ok = Command::new("python3").args(["-c", script]).arg(path).status().is_ok_and(|s| s.success());
     assert!(ok, "writing a PNG failed");
 }
+
+/// One sample of a Prometheus text page: the value of series `name{labels}` (0 if absent).
+pub fn metric(page: &str, series: &str) -> f64 {
+    page.lines()
+        .find(|l| !l.starts_with('#') && l.rsplit_once(' ').is_some_and(|(s, _)| s == series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// The body `curl` gets from `url` (the test fails on a connection error).
+pub fn curl(url: &str) -> String {
+    let out = Command::new("curl").args(["-sS", "--max-time", "10", url]).output().unwrap();
+    assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// A port nothing listens on right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}

@@ -222,9 +222,21 @@ fn s3_bucket_scans_mounts_caches_and_plays_offline() {
     server.put_file("music", &format!("lib/{rel}"), &changed);
     scan(&manifest);
     assert!(stats(&manifest).num("logical_bytes") < before + 1);
+    // With the metrics endpoint on: the chunk cache's misses and the origin's reads show.
+    let port = musefs_tests::free_port();
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, format!("metrics_addr = \"127.0.0.1:{port}\"\n{text}")).unwrap();
     let m = Mount::start(&manifest, &t.path().join("mnt"), &[]);
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let page = musefs_tests::curl(&url);
+    let misses = musefs_tests::metric(&page, "musefs_chunk_cache_misses_total");
     let tree = ls_long(&manifest).into_iter().find(|(_, o)| *o == rel).unwrap().0;
     assert!(std::fs::read(m.path.join(&tree)).unwrap() == other, "the replaced object's new bytes are served");
+    let page = musefs_tests::curl(&url);
+    assert!(musefs_tests::metric(&page, "musefs_chunk_cache_misses_total") > misses, "{page}");
+    assert!(musefs_tests::metric(&page, "musefs_chunk_cache_fetched_bytes_total") >= other.len() as f64, "{page}");
+    let reads = "musefs_origin_request_seconds_count{origin=\"main\",call=\"read\"}";
+    assert!(musefs_tests::metric(&page, reads) >= 1.0, "{page}");
     assert_eq!(m.stop(), Some(0));
 }
 
@@ -350,7 +362,7 @@ fn cached_reads_are_exact_at_every_chunk_boundary_and_streams_drop_behind() {
         // in synthesis the copied block bodies and the audio, after a header of another
         // size (checked against the original's audio length).
         let origin_ranges = if mode == musefs_core::manifest::Mode::Passthrough {
-            vec![0..of.size]
+            std::iter::once(0..of.size).collect()
         } else {
             let r = flac_origin_ranges(&whole);
             assert_eq!(r.last().unwrap().end - r.last().unwrap().start, len - flac_audio_start(&want));

@@ -9,7 +9,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use musefs_tests::{ls_long, make_library, musefs_bin, scan, write_manifest, Mount};
+use musefs_tests::{curl, free_port, ls_long, make_library, metric, musefs_bin, scan, write_manifest, Mount};
 
 /// `cat` of `path` as user `nobody` (group `nogroup`, no supplementary groups).
 fn cat_as_nobody(path: &Path) -> std::process::Output {
@@ -441,4 +441,70 @@ fn an_installed_binary_finds_its_plugins_in_lib_musefs() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("no plugins loaded from") && err.contains("--plugin-dir"), "{err}");
     assert!(err.contains(empty.to_str().unwrap()) && err.contains("lib/musefs"), "{err}");
+}
+
+#[test]
+fn the_metrics_endpoint_counts_what_is_read_and_status_json_names_the_mount() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let port = free_port();
+    let manifest =
+        write_manifest(t.path(), &lib, &format!("mode = \"synthesis\"\nmetrics_addr = \"127.0.0.1:{port}\"\n"));
+    scan(&manifest);
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let before = curl(&url);
+    let files = ls_long(&manifest);
+    assert_eq!(metric(&before, "musefs_tree_files") as usize, files.len(), "{before}");
+    assert!(metric(&before, "process_resident_memory_bytes") > 1e6, "{before}");
+    let opens = metric(&before, "musefs_opens_total{mode=\"synthesis\"}");
+    let bytes = metric(&before, "musefs_read_bytes_total{mode=\"synthesis\"}");
+    let mut read = 0u64;
+    for (tree, _) in &files {
+        read += fs::read(mnt.join(tree)).unwrap().len() as u64;
+    }
+    let after = curl(&url);
+    assert!(metric(&after, "musefs_opens_total{mode=\"synthesis\"}") >= opens + files.len() as f64, "{after}");
+    let served = metric(&after, "musefs_read_bytes_total{mode=\"synthesis\"}") - bytes;
+    assert!(served >= read as f64, "{served} bytes counted, {read} read: {after}");
+    assert!(metric(&after, "musefs_header_cache_misses_total") >= 1.0, "{after}");
+    assert!(after.contains("musefs_origin_request_seconds_bucket{"), "origin latency histogram: {after}");
+    assert!(
+        after.contains("musefs_syncs_total{origin=\"main\",result=\"ok\"}"),
+        "the mount's first background sync: {after}"
+    );
+    // Anything but /metrics is not found.
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}"])
+        .arg(format!("http://127.0.0.1:{port}/"))
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "404");
+
+    // status --json: the running mount, for scripts.
+    let out = Command::new(musefs_bin()).args(["status", "--json", "--manifest"]).arg(&manifest).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["owner"]["state"], "active", "{v}");
+    assert_eq!(v["owner"]["pid"], m.pid(), "{v}");
+    assert_eq!(v["owner"]["mountpoint"], mnt.to_str().unwrap(), "{v}");
+    assert_eq!(v["files"].as_u64(), Some(files.len() as u64), "{v}");
+    assert_eq!(v["origins"][0]["name"], "main", "{v}");
+
+    // A port in use is refused before mounting, naming the key.
+    let busy = std::net::TcpListener::bind(("127.0.0.1", 0)).unwrap();
+    let busy_port = busy.local_addr().unwrap().port();
+    let other = t.path().join("m2.toml");
+    assert_eq!(m.stop(), Some(0));
+    fs::write(
+        &other,
+        fs::read_to_string(&manifest).unwrap().replace(&format!("127.0.0.1:{port}"), &format!("127.0.0.1:{busy_port}")),
+    )
+    .unwrap();
+    let out = Command::new(musefs_bin()).args(["mount", "--manifest"]).arg(&other).arg(&mnt).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("metrics_addr") && err.contains(&busy_port.to_string()), "{err}");
+    assert!(!musefs_tests::is_fuse_mounted(&mnt), "nothing mounted");
 }

@@ -103,6 +103,9 @@ enum Command {
     Status {
         #[command(flatten)]
         common: Common,
+        /// Print JSON (for scripts) instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Print the rendered tree without mounting.
     Ls {
@@ -296,7 +299,7 @@ fn reader_manifest(command: &Command) -> Option<&Path> {
         Some(c.manifest.as_path())
     }
     match command {
-        Command::Ls { common, .. } | Command::Status { common } => m(common),
+        Command::Ls { common, .. } | Command::Status { common, .. } => m(common),
         Command::Tag { command } => match command {
             TagCommand::Show { common, .. }
             | TagCommand::Set { common, .. }
@@ -493,6 +496,7 @@ fn run(cli: Cli) -> Result<()> {
                     snapshot: Some(snapshot),
                     snapshot_saved,
                     fatal,
+                    metrics_addr: manifest.metrics_addr,
                 },
                 syncer,
             )?;
@@ -526,9 +530,14 @@ fn run(cli: Cli) -> Result<()> {
                 ),
             }
         }
-        Command::Status { common } => {
+        Command::Status { common, json } => {
             let manifest = Manifest::load(&common.manifest)?;
-            print!("{}", musefs_core::status::render(&manifest)?);
+            let status = musefs_core::status::gather(&manifest)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&status)?);
+            } else {
+                print!("{}", musefs_core::status::text(&status));
+            }
         }
         Command::Ls { common, long } => {
             let manifest = Manifest::load(&common.manifest)?;

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 /// The layers, bottom first (the crate docs' diagram).
 const LAYERS: &[&[&str]] = &[
     &["util", "template", "progress", "sys", "image"],
-    &["manifest"],
+    &["manifest", "metrics"],
     &["catalog"],
     &["tree"],
     &["cache", "origin_layer"],

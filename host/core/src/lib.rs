@@ -21,7 +21,7 @@
 //!                                  the host's retry layer around every origin
 //!  3  tree                          the rendered tree, its snapshot, loading it
 //!  2  catalog                       all SQL: files, tags, overlay, change log, chunk index
-//!  1  manifest                      the TOML manifest
+//!  1  manifest  metrics             the TOML manifest; process metrics (Prometheus)
 //!  0  util  sys  template          clocks, InoMap, the lock helpers, libc calls; the
 //!     progress  image               template language; the progress trait the binary
 //!                                  draws; cover image checks
@@ -39,6 +39,7 @@ pub mod cache;
 pub mod catalog;
 pub mod image;
 pub mod manifest;
+pub mod metrics;
 pub mod origin_layer;
 pub mod plugins;
 pub mod progress;

@@ -82,6 +82,7 @@ struct RawManifest {
     file_mode: Option<RawMode>,
     dir_mode: Option<RawMode>,
     allow_other: Option<bool>,
+    metrics_addr: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -252,6 +253,8 @@ pub struct Manifest {
     pub prune_limit: f64,
     /// Who owns the mounted files and their modes, and who may use the mount.
     pub access: Access,
+    /// Where a mount serves Prometheus metrics (`metrics_addr`; `None`: nowhere).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Ownership and permissions of the mounted tree (the originals' own permissions are
@@ -299,6 +302,7 @@ const ENV_KEYS: &[&str] = &[
     "file_mode",
     "dir_mode",
     "allow_other",
+    "metrics_addr",
     "cache",
     "format",
 ];
@@ -513,10 +517,19 @@ impl Manifest {
             (env_mode("MUSEFS_FILE_MODE", raw.file_mode), env_mode("MUSEFS_DIR_MODE", raw.dir_mode));
         let access = access(raw.uid, raw.gid, file_mode, dir_mode, raw.allow_other).map_err(invalid)?;
         let sync_interval = parse_interval(raw.sync_interval).map_err(invalid)?;
+        let metrics_addr = match raw.metrics_addr.as_deref().map(str::trim) {
+            None | Some("" | "off") => None,
+            Some(a) => Some(a.parse().map_err(|_| {
+                invalid(format!(
+                    "`metrics_addr` = {a:?}: expected an IP address and port such as \"127.0.0.1:9477\" (or \"off\")"
+                ))
+            })?),
+        };
         let format_options =
             raw.format.into_iter().map(|(k, v)| (k, serde_json::Value::Object(v).to_string())).collect();
         Ok(Self {
             access,
+            metrics_addr,
             cache,
             cover_name,
             refresh_interval: Duration::from_millis(raw.refresh_interval_ms.unwrap_or(1000).clamp(50, 3_600_000)),
@@ -706,6 +719,16 @@ root = "/srv/music"
         assert!(root.is_absolute(), "{root:?}");
         assert_eq!(root.parent().unwrap().parent(), m.state_dir.parent(), "{root:?} vs {:?}", m.state_dir);
         assert!(root.ends_with("../lib"), "{root:?}");
+    }
+
+    #[test]
+    fn metrics_addr_is_an_address_and_port_or_off() {
+        assert_eq!(load(OK).unwrap().metrics_addr, None);
+        let m = load(&format!("metrics_addr = \"127.0.0.1:9477\"\n{OK}")).unwrap();
+        assert_eq!(m.metrics_addr, Some("127.0.0.1:9477".parse().unwrap()));
+        assert_eq!(load(&format!("metrics_addr = \"off\"\n{OK}")).unwrap().metrics_addr, None);
+        let e = load(&format!("metrics_addr = \"localhost\"\n{OK}")).unwrap_err().to_string();
+        assert!(e.contains("metrics_addr") && e.contains("127.0.0.1:9477") && e.contains("m.toml"), "{e}");
     }
 
     #[test]

@@ -44,36 +44,43 @@ struct Layered {
     policy: RetryPolicy,
 }
 
-/// Runs `call` under `policy`, logging each retry at debug level with `what`.
+/// Runs `call` (`kind` of `origin`: stat, open, list, read) under `policy`, logging each
+/// retry at debug level with `what`; its latency (retries included) and failure go to
+/// the metrics.
 fn retry<T>(
     policy: RetryPolicy,
     ctx: &CallCtx,
+    (origin, kind): (&str, &'static str),
     what: impl Fn() -> String,
     call: impl FnMut(&CallCtx) -> PluginResult<T>,
 ) -> PluginResult<T> {
     let log = |err: &PluginError, attempt: u32, wait: Duration| {
         tracing::debug!("{}: attempt {attempt} of {} failed ({err}); retrying in {wait:.1?}", what(), policy.attempts);
     };
-    musefs_plugin_api::retry::with_retries(policy, ctx, log, call)
+    let t = std::time::Instant::now();
+    let res = musefs_plugin_api::retry::with_retries(policy, ctx, log, call);
+    crate::metrics::global().origin_call(origin, kind, t.elapsed(), res.is_ok());
+    res
 }
 
 impl Origin for Layered {
     fn list(&self, ctx: &CallCtx, req: &ListRequest) -> PluginResult<Box<dyn Lister>> {
         let what = || format!("origin {}: listing {:?}", self.label, req.dir.as_str());
-        let inner = retry(self.policy, ctx, what, |c| self.inner.list(c, req).into_result())?;
+        let inner = retry(self.policy, ctx, (&self.label, "list"), what, |c| self.inner.list(c, req).into_result())?;
         Ok(Box::new(LayeredLister(inner)))
     }
 
     fn stat(&self, ctx: &CallCtx, path: &str) -> PluginResult<Stat> {
         let what = || format!("origin {}: stat {path}", self.label);
-        retry(self.policy, ctx, what, |c| self.inner.stat(c, path.into()).into_result())
+        retry(self.policy, ctx, (&self.label, "stat"), what, |c| self.inner.stat(c, path.into()).into_result())
     }
 
     fn open(&self, ctx: &CallCtx, path: &str) -> PluginResult<Arc<dyn Handle>> {
         let what = || format!("origin {}: open {path}", self.label);
-        let inner = retry(self.policy, ctx, what, |c| self.inner.open(c, path.into()).into_result())?;
+        let inner =
+            retry(self.policy, ctx, (&self.label, "open"), what, |c| self.inner.open(c, path.into()).into_result())?;
         let label = format!("origin {}: read {path}", self.label);
-        Ok(Arc::new(LayeredHandle { inner, policy: self.policy, label }))
+        Ok(Arc::new(LayeredHandle { inner, policy: self.policy, origin: self.label.clone(), label }))
     }
 
     fn caps(&self) -> OriginCaps {
@@ -93,6 +100,7 @@ impl Lister for LayeredLister {
 struct LayeredHandle {
     inner: HandleBox,
     policy: RetryPolicy,
+    origin: Arc<str>,
     label: String,
 }
 
@@ -107,7 +115,7 @@ impl Handle for LayeredHandle {
 
     fn read_at(&self, ctx: &CallCtx, offset: u64, buf: &mut [u8]) -> PluginResult<usize> {
         let what = || format!("{} at {offset}", self.label);
-        retry(self.policy, ctx, what, |c| {
+        retry(self.policy, ctx, (&self.origin, "read"), what, |c| {
             self.inner.read_at(c, offset, RSliceMut::from_mut_slice(&mut *buf)).into_result()
         })
     }
@@ -129,7 +137,7 @@ mod tests {
 
     /// `handle` behind the layer (as an FFI handle).
     fn layered_handle(handle: HandleBox, policy: RetryPolicy) -> HandleBox {
-        handle_into_ffi(Arc::new(LayeredHandle { inner: handle, policy, label: "test".into() }))
+        handle_into_ffi(Arc::new(LayeredHandle { inner: handle, policy, origin: "test".into(), label: "test".into() }))
     }
 
     fn quick(attempts: u32) -> RetryPolicy {

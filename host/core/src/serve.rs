@@ -30,6 +30,7 @@ use musefs_plugin_api::{
 use crate::cache::{CachedFile, ChunkCache};
 use crate::catalog::{Catalog, CatalogError, FileRow};
 use crate::manifest::Mode;
+use crate::metrics;
 use crate::tree::load::SnapshotTarget;
 use crate::tree::{AttrKind, Inval, NodeAttr, Tree};
 use crate::util::{lock, read, write};
@@ -153,6 +154,27 @@ impl PlanCache {
                 self.bytes -= old.bytes;
             }
         }
+    }
+}
+
+impl metrics::Source for Core {
+    fn snapshot(&self) -> metrics::Snapshot {
+        let (files, bytes, nodes) = self.totals();
+        let cache = self.cache.as_ref().map(|c| {
+            let g = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+            let n = &c.counters;
+            metrics::CacheSnapshot {
+                mem_hits: g(&n.mem_hits),
+                disk_hits: g(&n.disk_hits),
+                fetched: g(&n.fetched),
+                fetched_bytes: g(&n.fetched_bytes),
+                prefetched: g(&n.prefetched),
+                corrupt: g(&n.corrupt),
+                evicted: g(&n.evicted),
+                disk_bytes: c.store().total(),
+            }
+        });
+        metrics::Snapshot { files, nodes, bytes, handles: self.open_handles() as u64, cache }
     }
 }
 
@@ -579,8 +601,10 @@ impl Core {
         let key = (row.id, row.gen);
         if let Some(l) = lock(&self.plans).get(key) {
             self.counters.plan_hits.fetch_add(1, Ordering::Relaxed);
+            metrics::global().header_cache(true);
             return Ok(l);
         }
+        metrics::global().header_cache(false);
         let bad = |what: String| ServeError::BadPlan { origin: row.origin.clone(), path: row.path.clone(), what };
         let format = self
             .formats
@@ -707,6 +731,7 @@ impl Core {
         let fh = self.next_fh.fetch_add(1, Ordering::Relaxed);
         write(&self.handles).insert(fh, file.clone());
         self.counters.opens.fetch_add(1, Ordering::Relaxed);
+        metrics::global().opened(self.served(&file));
         Ok((fh, file))
     }
 
@@ -768,9 +793,20 @@ impl Core {
     /// [`ServeError`] if the handle is unknown or the origin fails or comes up short.
     pub fn read(&self, fh: u64, offset: u64, size: u32) -> Result<ReadData, ServeError> {
         let file = self.handle(fh).ok_or(ServeError::NotFound)?;
-        let out = self.read_file(&file, offset, size)?;
+        let out = self.read_file(&file, offset, size);
+        metrics::global().read(self.served(&file), out.as_ref().ok().map(|d| d.len()));
+        let out = out?;
         self.counters.bytes_read.fetch_add(out.len() as u64, Ordering::Relaxed);
         Ok(out)
+    }
+
+    /// What `file` serves, for the metrics.
+    fn served(&self, file: &OpenFile) -> metrics::Served {
+        match (file.row.is_some(), self.settings.mode) {
+            (false, _) => metrics::Served::Cover,
+            (true, Mode::Passthrough) => metrics::Served::Passthrough,
+            (true, Mode::Synthesis) => metrics::Served::Synthesis,
+        }
     }
 
     /// [`read`](Self::read) on an [`OpenFile`].

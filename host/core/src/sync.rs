@@ -249,11 +249,15 @@ fn run(manifest: &Manifest, plugins: &Plugins, rx: &Receiver<Msg>, stop: &Arc<At
                 scope,
                 allow_prune: false,
             };
+            let started = Instant::now();
             let outcome = scanner::scan(manifest, plugins, &mut catalog, &opts);
+            let took = started.elapsed();
             let records = catalog.sync_records().unwrap_or_default();
             let interval = manifest.sync_interval;
             for n in &ready {
                 let ok = outcome.is_ok() && records.iter().any(|r| &r.origin == n && r.ok);
+                // The origins due together are scanned in one run: each gets its duration.
+                crate::metrics::global().synced(n, took, ok);
                 let next = if ok {
                     failures.remove(n);
                     interval

@@ -155,3 +155,10 @@ pub fn signal_usr1(pid: u32) -> io::Result<()> {
         Err(io::Error::last_os_error())
     }
 }
+
+/// The memory page size (4096 if the system does not say).
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf only reads a system constant.
+    let n = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    u64::try_from(n).ok().filter(|&n| n > 0).unwrap_or(4096)
+}

@@ -34,6 +34,9 @@ pub enum MountError {
         /// What is wrong.
         message: String,
     },
+    /// The metrics endpoint cannot listen (the message names `metrics_addr`).
+    #[error("{0}")]
+    Metrics(std::io::Error),
     /// FUSE refused.
     #[error("mounting at {path} failed: {source} (is fuse3 installed and /dev/fuse accessible?)")]
     Fuse {
@@ -108,6 +111,8 @@ pub struct MountOptions {
     /// go on (a damaged catalog): the mount then stops and [`run`] returns
     /// [`MountError::Fatal`] with it.
     pub fatal: Arc<Mutex<Option<String>>>,
+    /// Serve Prometheus metrics here while mounted (`metrics_addr`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// How often a mount rewrites its tree snapshot while the tree changes.
@@ -244,6 +249,10 @@ pub fn run(
     syncer: Option<Syncer>,
 ) -> Result<(), MountError> {
     check_mountpoint(mountpoint, opts.nonempty)?;
+    // Listening first: a port in use fails before anything is mounted.
+    let _metrics = opts.metrics_addr.map(musefs_core::metrics::serve).transpose().map_err(MountError::Metrics)?;
+    let source: Arc<dyn musefs_core::metrics::Source> = core.clone();
+    musefs_core::metrics::global().attach(Arc::downgrade(&source));
     let stop = Arc::new(AtomicBool::new(false));
     // SIGHUP (the SSH session that started a foreground mount closed) unmounts cleanly
     // too, instead of killing the process and leaving a dead mount.
