@@ -14,7 +14,7 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 
 apt_pkgs=(fuse3 flac lame vorbis-tools opus-tools sox ffmpeg mp3val atomicparsley pkg-config
-          openssh-server openssh-client procps python3-pip systemd util-linux curl)
+          openssh-server openssh-client procps python3-pip systemd util-linux curl mpd mpc)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -27,6 +27,7 @@ fi
 py_need=()
 python3 -c 'import mutagen' 2>/dev/null || py_need+=(mutagen)
 python3 -c 'import moto.server, boto3, flask' 2>/dev/null || py_need+=('moto[server]' boto3)
+command -v beet >/dev/null || py_need+=(beets)
 if [ ${#py_need[@]} -gt 0 ]; then
     echo "tests/run.sh: pip installing ${py_need[*]}" >&2
     python3 -m pip install -q "${py_need[@]}" 2>/dev/null \

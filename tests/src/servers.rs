@@ -234,3 +234,95 @@ pub fn make_world_readable(dir: &Path) {
         a = parent;
     }
 }
+
+/// A private MPD (`mpd --no-daemon`) on 127.0.0.1 indexing `music_directory`, playing to
+/// its `null` output (in real time); stopped by PID when dropped.
+pub struct Mpd {
+    /// Its port.
+    pub port: u16,
+    /// Its log file.
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+impl Mpd {
+    /// Starts MPD with its own database, state and log under `dir/mpd`.
+    pub fn start(dir: &Path, music: &Path) -> Self {
+        let dir = dir.join("mpd");
+        std::fs::create_dir_all(&dir).unwrap();
+        let port = free_port();
+        let log = dir.join("mpd.log");
+        let config = dir.join("mpd.conf");
+        std::fs::write(
+            &config,
+            format!(
+                "music_directory {music:?}\ndb_file {db:?}\nlog_file {log:?}\nstate_file {state:?}\n\
+                 bind_to_address \"127.0.0.1\"\nport \"{port}\"\nauto_update \"no\"\nzeroconf_enabled \"no\"\n\
+                 audio_output {{\n    type \"null\"\n    name \"null\"\n}}\n",
+                music = music.display().to_string(),
+                db = dir.join("mpd.db").display().to_string(),
+                log = log.display().to_string(),
+                state = dir.join("mpd.state").display().to_string(),
+            ),
+        )
+        .unwrap();
+        let stderr = dir.join("mpd.stderr");
+        let mut child = Command::new("mpd")
+            .arg("--no-daemon")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .spawn()
+            .expect("mpd (apt-get install mpd)");
+        wait_port(port, &mut child, "mpd", &stderr);
+        Self { port, log, child: Some(child) }
+    }
+
+    /// Runs `mpc -p PORT ARGS` (the test fails if mpc does).
+    pub fn mpc(&self, args: &[&str]) -> String {
+        let out = Command::new("mpc")
+            .args(["-h", "127.0.0.1", "-p", &self.port.to_string()])
+            .args(args)
+            .output()
+            .expect("mpc (apt-get install mpc)");
+        assert!(out.status.success(), "mpc {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Sends one protocol command and returns the `key: value` lines of its answer
+    /// (the test fails on an `ACK` error).
+    pub fn command(&self, cmd: &str) -> Vec<(String, String)> {
+        use std::io::{BufRead, BufReader, Write};
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("OK MPD"), "greeting: {line}");
+        writeln!(s, "{cmd}").unwrap();
+        let mut out = Vec::new();
+        loop {
+            line.clear();
+            assert!(r.read_line(&mut line).unwrap() > 0, "mpd closed the connection during {cmd}");
+            let l = line.trim_end_matches('\n');
+            if l == "OK" {
+                return out;
+            }
+            assert!(!l.starts_with("ACK"), "{cmd}: {l}");
+            if let Some((k, v)) = l.split_once(": ") {
+                out.push((k.to_owned(), v.to_owned()));
+            }
+        }
+    }
+
+    /// The log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Mpd {
+    fn drop(&mut self) {
+        kill(&mut self.child);
+    }
+}

@@ -63,9 +63,9 @@ fn check_mount(extra_args: &[&str]) {
     }
     assert_eq!(count, 13);
     // The hostile tracks sit where the path rules put them, inside the mount:
-    // artist `../..` → `.._..`, album `..` → `__`, title `../x` → `.._x`; `/` in values → `_`,
+    // artist `../..` → `_._..` (no hidden names), album `..` → `__`, title `../x` → `.._x`; `/` in values → `_`,
     // the control character in `Back\x01In/Black` removed.
-    for p in [".._../__/01 .._x.flac", "AC_DC/_etc_passwd/01 BackIn_Black.flac"] {
+    for p in ["_._../__/01 .._x.flac", "AC_DC/_etc_passwd/01 BackIn_Black.flac"] {
         let meta = fs::metadata(mnt.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
         assert!(meta.is_file(), "{p}");
     }

@@ -223,7 +223,7 @@ fn s3_bucket_scans_mounts_caches_and_plays_offline() {
     scan(&manifest);
     assert!(stats(&manifest).num("logical_bytes") < before + 1);
     // With the metrics endpoint on: the chunk cache's misses and the origin's reads show.
-    let port = musefs_tests::free_port();
+    let port = musefs_tests::servers::free_port();
     let text = std::fs::read_to_string(&manifest).unwrap();
     std::fs::write(&manifest, format!("metrics_addr = \"127.0.0.1:{port}\"\n{text}")).unwrap();
     let m = Mount::start(&manifest, &t.path().join("mnt"), &[]);

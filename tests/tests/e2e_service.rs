@@ -9,7 +9,8 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
-use musefs_tests::{curl, free_port, ls_long, make_library, metric, musefs_bin, scan, write_manifest, Mount};
+use musefs_tests::servers::free_port;
+use musefs_tests::{curl, ls_long, make_library, metric, musefs_bin, scan, write_manifest, Mount};
 
 /// `cat` of `path` as user `nobody` (group `nogroup`, no supplementary groups).
 fn cat_as_nobody(path: &Path) -> std::process::Output {

@@ -309,8 +309,8 @@ pub const SINGLE_VALUED: &[&str] = &["track", "disc", "date", "year", "originald
 /// The version of the rendering rules, part of the tree snapshot's key: bump it when a
 /// change renders the same tags to other names, so no snapshot of the old rules is
 /// loaded. 2: identical values merged, numeric fields single-valued. 3: `$filename`,
-/// `$dirname`, `$origin`.
-pub const RENDER_VERSION: u32 = 3;
+/// `$dirname`, `$origin`. 4: a leading `.` becomes `_` (no hidden names).
+pub const RENDER_VERSION: u32 = 4;
 
 /// The largest count `%pad`, `%left` and `%right` take (a path component is at most 255
 /// bytes anyway).
@@ -545,16 +545,17 @@ fn title_case(s: &str) -> String {
 }
 
 /// Makes one path component safe: control characters removed, surrounding spaces
-/// trimmed, `.`/`..` and empty names replaced, at most `max_bytes` bytes (cut on a UTF-8
-/// boundary).
+/// trimmed, empty names replaced, a leading `.` replaced by `_` (so `.`, `..` and
+/// hidden names cannot come from a tag: media servers and beets skip dot-names), at
+/// most `max_bytes` bytes (cut on a UTF-8 boundary).
 pub fn sanitize_component(s: &str, max_bytes: usize) -> String {
     let cleaned: String = s.chars().filter(|c| !c.is_control() && *c != '/').collect();
     let trimmed = cleaned.trim();
-    let mut out = match trimmed {
-        "" => "_".to_owned(),
-        "." => "_".to_owned(),
-        ".." => "__".to_owned(),
-        t => t.to_owned(),
+    let mut out = match trimmed.strip_prefix('.') {
+        _ if trimmed.is_empty() => "_".to_owned(),
+        Some(".") => "__".to_owned(),
+        Some(rest) => format!("_{rest}"),
+        None => trimmed.to_owned(),
     };
     truncate_utf8(&mut out, max_bytes);
     out
@@ -637,12 +638,22 @@ mod tests {
         let out = r("$artist/$title", &a);
         assert_eq!(out, ".._.._etc_passwd".replacen("_etc", "/_etc", 1));
         let comps: Vec<_> = out.split('/').map(|c| sanitize_component(c, 255)).collect();
-        assert_eq!(comps, vec![".._..", "_etc_passwd"]);
+        assert_eq!(comps, vec!["_._..", "_etc_passwd"]);
         assert_eq!(sanitize_component("..", 255), "__");
+        assert_eq!(sanitize_component(".", 255), "_");
         assert_eq!(sanitize_component(" a\u{7}b\n ", 255), "ab");
         let mut long = "é".repeat(200);
         truncate_utf8(&mut long, 255);
         assert_eq!(long.len(), 254);
+    }
+
+    /// Regression: an artist `../..` rendered the directory `.._..`, hidden from beets,
+    /// Navidrome and Jellyfin (they skip dot-names), so its files never reached them.
+    #[test]
+    fn a_tag_starting_with_a_dot_renders_a_visible_name() {
+        assert_eq!(sanitize_component(".5: The Gray Chapter", 255), "_5: The Gray Chapter");
+        assert_eq!(sanitize_component("  .hidden", 255), "_hidden");
+        assert_eq!(sanitize_component("a.b.", 255), "a.b.");
     }
 
     /// Regression: `%pad{$track,70000}` panicked in `format!` (width out of range) and

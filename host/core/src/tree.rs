@@ -718,8 +718,8 @@ mod tests {
             [
                 "AC_DC/Back/03 Hells.flac",
                 "Solo/Unknown Album/loose.flac",
-                "Unknown Artist/Some Folder/.hidden.flac",
                 "Unknown Artist/Some Folder/My Song.v2.flac",
+                "Unknown Artist/Some Folder/_hidden.flac",
             ]
         );
         // The fields by themselves.
@@ -739,7 +739,7 @@ mod tests {
         ];
         let t = Tree::build(&files, &view("$artist/$title"), &RenderOptions::default(), None);
         let paths: Vec<_> = t.paths().into_iter().map(|(p, _)| p).collect();
-        assert_eq!(paths, vec!["AC_DC/T (2).flac", "AC_DC/T.flac", "_/x.flac", "__/.._.._etc.flac"]);
+        assert_eq!(paths, vec!["AC_DC/T (2).flac", "AC_DC/T.flac", "_/x.flac", "__/_._.._etc.flac"]);
         let again = Tree::build(&files, &view("$artist/$title"), &RenderOptions::default(), None);
         let a = t.lookup(ROOT, "AC_DC").unwrap().ino;
         assert_eq!(a, again.lookup(ROOT, "AC_DC").unwrap().ino);
