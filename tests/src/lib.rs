@@ -181,7 +181,8 @@ pub fn scan(manifest: &Path) -> (String, String) {
     let out = musefs(&["scan", "--manifest", manifest.to_str().unwrap()]);
     let (so, se) =
         (String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned());
-    assert!(out.status.success(), "scan failed: {so}{se}");
+    // 2: done, but some files could not be read (a library with broken files).
+    assert!(matches!(out.status.code(), Some(0 | 2)), "scan failed: {so}{se}");
     (so, se)
 }
 

@@ -403,7 +403,7 @@ fn files_of_a_missing_format_plugin_are_kept_not_removed() {
     let out =
         musefs(&["scan", "--plugin-dir", plugins.to_str().unwrap(), "--manifest", lib.manifest.to_str().unwrap()]);
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{se}");
+    assert_eq!(out.status.code(), Some(2), "files it could not read: exit 2: {se}");
     assert!(so.contains("removed 0") && so.contains(&format!("failed {}", flacs.len())), "{so}");
     assert!(se.contains("`flac` that did not load are kept"), "{se}");
     assert_eq!(ls_long(&lib.manifest), before, "every file is still cataloged");
@@ -912,7 +912,8 @@ fn damaged_files_are_refused_only_when_ffmpeg_cannot_play_them() {
     let manifest = write_manifest(t.path(), &lib, "mode = \"synthesis\"\n");
     let out = musefs(&["scan", "--manifest", manifest.to_str().unwrap()]);
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    assert!(out.status.success(), "{se}");
+    // Exit 2 when some files could not be read, 0 when all could.
+    assert_eq!(out.status.code(), Some(if so.contains("failed 0") { 0 } else { 2 }), "{so}{se}");
     let refused: Vec<(String, String)> = se
         .lines()
         .filter_map(|l| l.split_once("skipping main:"))

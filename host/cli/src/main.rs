@@ -39,9 +39,11 @@ struct Cli {
 
 #[derive(clap::Args)]
 struct Common {
-    /// The manifest (TOML): origins, template(s), mode, state_dir.
+    /// The manifest (TOML): origins, template(s), mode, state_dir. Default:
+    /// $MUSEFS_MANIFEST, else $XDG_CONFIG_HOME/musefs/musefs.toml (~/.config/...), else
+    /// /etc/musefs/musefs.toml, the first that exists.
     #[arg(long, short = 'm', value_name = "FILE")]
-    manifest: PathBuf,
+    manifest: Option<PathBuf>,
     /// Load plugins from DIR (default: the manifest's `plugin_dir`, else the directory
     /// of the musefs binary).
     #[arg(long, value_name = "DIR")]
@@ -75,6 +77,9 @@ enum Command {
         /// a damaged or lost catalog.
         #[arg(long)]
         rebuild_catalog: bool,
+        /// Print the summary as JSON (for scripts) instead.
+        #[arg(long)]
+        json: bool,
     },
     /// Mount the rendered tree read-only at MOUNTPOINT; serve until Ctrl-C, SIGTERM or unmount.
     Mount {
@@ -114,6 +119,9 @@ enum Command {
         /// Also print each file's origin and path.
         #[arg(long, short = 'l')]
         long: bool,
+        /// Print JSON (for scripts): an array of {path, origin, origin_path, size}.
+        #[arg(long)]
+        json: bool,
     },
     /// Edit tags and art (an overlay in the catalog; the originals are never touched).
     ///
@@ -133,6 +141,17 @@ enum Command {
     Plugins {
         #[command(subcommand)]
         command: PluginsCommand,
+    },
+    /// Print a shell completion script: `musefs completions bash > /etc/bash_completion.d/musefs`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page (musefs.1), or write one page per command into DIR.
+    Manpage {
+        /// Write musefs.1, musefs-scan.1, ... into this directory instead.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
     },
 }
 
@@ -187,18 +206,22 @@ enum TagCommand {
         path: String,
         keys: Vec<String>,
     },
-    /// Write the tags of the files under PATH as JSON (to stdout, or --output).
+    /// Write the tags and pictures (base64) of the files under PATH as JSON (to stdout,
+    /// or --output).
     Export {
         #[command(flatten)]
         common: Common,
         path: String,
-        #[arg(long, short = 'o')]
+        /// Write to FILE (`-`: standard output, the default).
+        #[arg(long, short = 'o', value_name = "FILE")]
         output: Option<PathBuf>,
     },
-    /// Apply a JSON document from `export`: each listed file's text tags become exactly its.
+    /// Apply a JSON document from `export`: each listed file's text tags become exactly
+    /// its, and its pictures too where the document lists them.
     Import {
         #[command(flatten)]
         common: Common,
+        /// The document (`-`: standard input).
         file: PathBuf,
     },
     /// Cover art.
@@ -279,7 +302,43 @@ enum PluginsCommand {
         /// The directory (default: the directory of the musefs binary).
         #[arg(long, value_name = "DIR")]
         plugin_dir: Option<PathBuf>,
+        /// Print JSON (for scripts) instead.
+        #[arg(long)]
+        json: bool,
     },
+}
+
+impl Common {
+    /// The manifest's path: `--manifest`, else the default locations.
+    fn manifest(&self) -> Result<PathBuf> {
+        match &self.manifest {
+            Some(m) => Ok(m.clone()),
+            None => default_manifest(),
+        }
+    }
+}
+
+/// The manifest when `--manifest` is not given: `$MUSEFS_MANIFEST`, else
+/// `$XDG_CONFIG_HOME/musefs/musefs.toml` (`~/.config` when unset), else
+/// `/etc/musefs/musefs.toml`, the first that exists.
+fn default_manifest() -> Result<PathBuf> {
+    if let Some(m) = std::env::var_os("MUSEFS_MANIFEST").filter(|m| !m.is_empty()) {
+        return Ok(PathBuf::from(m));
+    }
+    let config = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".config")));
+    let candidates: Vec<PathBuf> = config
+        .map(|c| c.join("musefs/musefs.toml"))
+        .into_iter()
+        .chain(std::iter::once(PathBuf::from("/etc/musefs/musefs.toml")))
+        .collect();
+    if let Some(found) = candidates.iter().find(|c| c.is_file()) {
+        return Ok(found.clone());
+    }
+    let looked: Vec<String> = candidates.iter().map(|c| c.display().to_string()).collect();
+    anyhow::bail!("no manifest: give --manifest FILE, set MUSEFS_MANIFEST, or create one of: {}", looked.join(", "))
 }
 
 fn plugin_dir(cli: Option<&Path>, manifest: Option<&Manifest>) -> PathBuf {
@@ -287,16 +346,16 @@ fn plugin_dir(cli: Option<&Path>, manifest: Option<&Manifest>) -> PathBuf {
 }
 
 fn load(common: &Common) -> Result<(Manifest, Plugins)> {
-    let manifest = Manifest::load(&common.manifest)?;
+    let manifest = Manifest::load(&common.manifest()?)?;
     let dir = plugin_dir(common.plugin_dir.as_deref(), Some(&manifest));
     let plugins = Plugins::load_dir(&dir)?;
     Ok((manifest, plugins))
 }
 
 /// The manifest of a command that attaches to the state directory as a reader.
-fn reader_manifest(command: &Command) -> Option<&Path> {
-    fn m(c: &Common) -> Option<&Path> {
-        Some(c.manifest.as_path())
+fn reader_manifest(command: &Command) -> Option<PathBuf> {
+    fn m(c: &Common) -> Option<PathBuf> {
+        c.manifest().ok()
     }
     match command {
         Command::Ls { common, .. } | Command::Status { common, .. } => m(common),
@@ -385,14 +444,17 @@ fn own(manifest: &Manifest, mountpoint: Option<&Path>) -> Result<state::Owner> {
     Ok(owner)
 }
 
-fn run(cli: Cli) -> Result<()> {
+/// Runs a command; `Ok(true)` when it did its work only in part (some files of a scan
+/// could not be read, some plugins did not load): exit status 2.
+fn run(cli: Cli) -> Result<bool> {
+    let mut partial = false;
     // Read-only and editing commands attach beside a running owner.
     let _reader = match reader_manifest(&cli.command) {
-        Some(path) => Some(state::StateDir::new(&Manifest::load(path)?.state_dir).attach()?),
+        Some(path) => Some(state::StateDir::new(&Manifest::load(&path)?.state_dir).attach()?),
         None => None,
     };
     match cli.command {
-        Command::Scan { common, threads, allow_prune, rebuild_catalog } => {
+        Command::Scan { common, threads, allow_prune, rebuild_catalog, json } => {
             let (manifest, plugins) = load(&common)?;
             let owner = own(&manifest, None)?;
             if rebuild_catalog {
@@ -407,11 +469,21 @@ fn run(cli: Cli) -> Result<()> {
             }
             let started = std::time::Instant::now();
             let summary = scanner::scan(&manifest, &plugins, &mut catalog, &opts)?;
-            println!("scan: {summary} in {:.2?}", started.elapsed());
-            if !summary.refused.is_empty() {
-                println!("refused ({} file(s), each named in the log above):", summary.refused.values().sum::<u64>());
-                print!("{}", summary.refusals());
+            if json {
+                let mut v = serde_json::to_value(&summary)?;
+                v["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                println!("scan: {summary} in {:.2?}", started.elapsed());
+                if !summary.refused.is_empty() {
+                    println!(
+                        "refused ({} file(s), each named in the log above):",
+                        summary.refused.values().sum::<u64>()
+                    );
+                    print!("{}", summary.refusals());
+                }
             }
+            partial = summary.failed > 0;
             if rebuild_catalog {
                 let journal = musefs_core::catalog::journal::journal_path(&manifest.catalog_path());
                 let r = catalog.replay_journal(&journal)?;
@@ -510,7 +582,7 @@ fn run(cli: Cli) -> Result<()> {
             tracing::info!("stopped cleanly");
         }
         Command::Sync { common } => {
-            let manifest = Manifest::load(&common.manifest)?;
+            let manifest = Manifest::load(&common.manifest()?)?;
             let rec = state::StateDir::new(&manifest.state_dir).read_record()?;
             match rec {
                 Some(r)
@@ -531,7 +603,7 @@ fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Status { common, json } => {
-            let manifest = Manifest::load(&common.manifest)?;
+            let manifest = Manifest::load(&common.manifest()?)?;
             let status = musefs_core::status::gather(&manifest)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&status)?);
@@ -539,11 +611,24 @@ fn run(cli: Cli) -> Result<()> {
                 print!("{}", musefs_core::status::text(&status));
             }
         }
-        Command::Ls { common, long } => {
-            let manifest = Manifest::load(&common.manifest)?;
+        Command::Ls { common, long, json } => {
+            let manifest = Manifest::load(&common.manifest()?)?;
             let catalog = Catalog::open_for(&manifest)?;
             let tree = tree_load::build_tree(&manifest, &catalog)?;
             let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+            if json {
+                use std::io::Write;
+                let mut items = Vec::new();
+                for (path, id) in tree.paths() {
+                    let row = catalog.file(id)?.context("catalog changed while listing")?;
+                    items.push(serde_json::json!({
+                        "path": path, "origin": row.origin, "origin_path": row.path, "size": row.size,
+                    }));
+                }
+                serde_json::to_writer_pretty(&mut out, &items)?;
+                writeln!(out)?;
+                return Ok(false);
+            }
             for (path, id) in tree.paths() {
                 use std::io::Write;
                 if long {
@@ -556,9 +641,26 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Tag { command } => tag(command)?,
         Command::Cache { command } => cache(command)?,
-        Command::Plugins { command: PluginsCommand::List { plugin_dir: dir } } => {
+        Command::Plugins { command: PluginsCommand::List { plugin_dir: dir, json } } => {
             let dir = plugin_dir(dir.as_deref(), None);
             let p = Plugins::load_dir(&dir)?;
+            if json {
+                let plugins: Vec<serde_json::Value> = p
+                    .loaded
+                    .iter()
+                    .map(|l| {
+                        serde_json::json!({
+                            "name": l.name, "kind": l.kinds.describe(), "version": l.version,
+                            "abi": format!("{}.{}", l.abi_version, l.abi_minor), "path": l.path,
+                            "description": l.description, "unsupported": l.unsupported(),
+                        })
+                    })
+                    .collect();
+                let errors: Vec<String> = p.errors.iter().map(ToString::to_string).collect();
+                let doc = serde_json::json!({ "dir": dir, "plugins": plugins, "errors": errors });
+                println!("{}", serde_json::to_string_pretty(&doc)?);
+                return Ok(p.loaded.is_empty() || !p.errors.is_empty());
+            }
             println!("{:<12} {:<14} {:<9} {:<4} PATH", "NAME", "KIND", "VERSION", "ABI");
             for l in &p.loaded {
                 println!(
@@ -592,15 +694,35 @@ fn run(cli: Cli) -> Result<()> {
                     plugins::default_dir_hint()
                 );
             }
+            partial = !p.errors.is_empty();
+        }
+        Command::Completions { shell } => {
+            clap_complete::generate(
+                shell,
+                &mut <Cli as clap::CommandFactory>::command(),
+                "musefs",
+                &mut std::io::stdout(),
+            );
+        }
+        Command::Manpage { dir } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            match dir {
+                Some(d) => {
+                    std::fs::create_dir_all(&d).with_context(|| format!("creating {}", d.display()))?;
+                    clap_mangen::generate_to(cmd, &d)
+                        .with_context(|| format!("writing man pages into {}", d.display()))?;
+                }
+                None => clap_mangen::Man::new(cmd).render(&mut std::io::stdout())?,
+            }
         }
     }
-    Ok(())
+    Ok(partial)
 }
 
 fn cache(command: CacheCommand) -> Result<()> {
     match command {
         CacheCommand::Stats { common, json } => {
-            let manifest = Manifest::load(&common.manifest)?;
+            let manifest = Manifest::load(&common.manifest()?)?;
             let cache = assemble::open_cache(&manifest)?;
             let s = cache.store().stats()?;
             if json {
@@ -665,7 +787,7 @@ fn cache(command: CacheCommand) -> Result<()> {
             }
         }
         CacheCommand::Verify { common } => {
-            let manifest = Manifest::load(&common.manifest)?;
+            let manifest = Manifest::load(&common.manifest()?)?;
             let cache = assemble::open_cache(&manifest)?;
             let v = cache.store().verify(|_| {})?;
             for r in &v.corrupt {
@@ -682,7 +804,7 @@ fn cache(command: CacheCommand) -> Result<()> {
             );
         }
         CacheCommand::Clear { common } => {
-            let manifest = Manifest::load(&common.manifest)?;
+            let manifest = Manifest::load(&common.manifest()?)?;
             let cache = assemble::open_cache(&manifest)?;
             let freed = cache.store().clear()?;
             println!("clear: {:.1} MiB freed", freed as f64 / 1048576.0);
@@ -692,14 +814,14 @@ fn cache(command: CacheCommand) -> Result<()> {
 }
 
 fn open_for_tags(common: &Common) -> Result<(Manifest, Catalog)> {
-    let manifest = Manifest::load(&common.manifest)?;
+    let manifest = Manifest::load(&common.manifest()?)?;
     let catalog = Catalog::open_for(&manifest)?;
     Ok((manifest, catalog))
 }
 
 /// The files an edit of `path` touches; the whole library only with `--all`.
 fn edit_targets(manifest: &Manifest, catalog: &Catalog, path: &str, scope: Scope) -> Result<Vec<i64>> {
-    if tag::names_whole_library(path) && !scope.all {
+    if tag::names_whole_library(manifest, path) && !scope.all {
         anyhow::bail!("`{path}` names every file of the library; to edit them all, repeat the command with --all");
     }
     if manifest.mode == musefs_core::manifest::Mode::Passthrough {
@@ -758,13 +880,20 @@ fn tag(command: TagCommand) -> Result<()> {
             let ids = tag::resolve(&manifest, &catalog, &path)?;
             let text = serde_json::to_string_pretty(&tag::export(&catalog, &ids)?)?;
             match output {
-                Some(o) => std::fs::write(&o, text + "\n").with_context(|| format!("writing {}", o.display()))?,
-                None => println!("{text}"),
+                Some(o) if o.as_os_str() != "-" => {
+                    std::fs::write(&o, text + "\n").with_context(|| format!("writing {}", o.display()))?;
+                }
+                _ => println!("{text}"),
             }
         }
         TagCommand::Import { common, file } => {
             let (_, mut catalog) = open_for_tags(&common)?;
-            let text = std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?;
+            let text = if file.as_os_str() == "-" {
+                std::io::read_to_string(std::io::stdin()).context("reading the document from standard input")?
+            } else {
+                std::fs::read_to_string(&file).with_context(|| format!("reading {}", file.display()))?
+            };
+            let file = if file.as_os_str() == "-" { PathBuf::from("(standard input)") } else { file };
             let doc: tag::Export =
                 serde_json::from_str(&text).with_context(|| format!("{}: not a musefs tag export", file.display()))?;
             let n = tag::import(&mut catalog, &doc, &file.display().to_string())?;
@@ -793,7 +922,14 @@ fn main() -> ExitCode {
     if let Some((manifest, mountpoint, opts)) = helper::parse(&args) {
         return helper::run(&manifest, &mountpoint, &opts);
     }
-    let cli = Cli::parse();
+    // A usage error exits with 1 like every other error (2 means "done in part").
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() { ExitCode::FAILURE } else { ExitCode::SUCCESS };
+        }
+    };
     // A mount is a service: it logs what it does. Every other command prints its result
     // on stdout and only warnings and errors on stderr; `-v` adds what it does (info),
     // `-vv` debug, `-vvv` trace.
@@ -812,10 +948,28 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::SUCCESS,
+        Ok(true) => ExitCode::from(2),
         Err(e) => {
-            eprintln!("musefs: error: {e:#}");
+            eprintln!("musefs: error: {}", describe(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// An error and its causes on one line, `a: b: c`, leaving out a cause whose text is
+/// already there (an error that prints its source would otherwise say it twice).
+fn describe(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }

@@ -8,6 +8,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine as _;
 use musefs_plugin_api::Picture;
 use serde::{Deserialize, Serialize};
 
@@ -43,9 +45,13 @@ pub enum TagError {
 /// A result of this module.
 pub type Result<T> = std::result::Result<T, TagError>;
 
-/// Whether `target` names the root of the tree, i.e. every file of the library.
-pub fn names_whole_library(target: &str) -> bool {
-    matches!(target.trim().trim_matches('/'), "" | ".")
+/// Whether `target` names the root of the tree, i.e. every file of the library (a path
+/// inside the running mount names the root only when it is the mountpoint).
+pub fn names_whole_library(manifest: &Manifest, target: &str) -> bool {
+    match inside_mount(manifest, target) {
+        Some(rel) => rel.is_empty(),
+        None => matches!(target.trim().trim_matches('/'), "" | "."),
+    }
 }
 
 /// The files `target` names.
@@ -54,11 +60,19 @@ pub fn names_whole_library(target: &str) -> bool {
 /// [`TagError::NoMatch`] if none.
 pub fn resolve(manifest: &Manifest, catalog: &Catalog, target: &str) -> Result<Vec<i64>> {
     let tree = musefs_core::tree::load::build_tree(manifest, catalog)?;
-    if let Some(node) = tree.resolve(target.trim_start_matches('/')) {
-        let ids = tree.files_under(node.ino);
-        if !ids.is_empty() {
+    let in_tree = |path: &str| {
+        let ids = tree.resolve(path.trim_start_matches('/')).map(|n| tree.files_under(n.ino)).unwrap_or_default();
+        (!ids.is_empty()).then_some(ids)
+    };
+    // A path inside the running mount (`/srv/music/Artist/Album`, or relative to a
+    // working directory in it) is its path in the tree.
+    if let Some(rel) = inside_mount(manifest, target) {
+        if let Some(ids) = in_tree(&rel) {
             return Ok(ids);
         }
+    }
+    if let Some(ids) = in_tree(target) {
+        return Ok(ids);
     }
     if let Some((origin, path)) = target.split_once(':') {
         if manifest.origins.iter().any(|o| o.name == origin) {
@@ -83,6 +97,30 @@ pub fn resolve(manifest: &Manifest, catalog: &Catalog, target: &str) -> Result<V
         }
     }
     Err(TagError::NoMatch(target.to_owned()))
+}
+
+/// `target`'s path in the tree when it lies inside the mountpoint of the mount running
+/// on `manifest`'s state directory (lexically: the mount is not asked).
+fn inside_mount(manifest: &Manifest, target: &str) -> Option<String> {
+    let record = musefs_core::state::StateDir::new(&manifest.state_dir).read_record().ok()??;
+    if record.mountpoint.is_empty() {
+        return None;
+    }
+    let abs = std::env::current_dir().ok()?.join(target);
+    // `.` and `..` resolved by hand: the mount itself is not stat-ed.
+    let mut parts: Vec<std::path::Component<'_>> = Vec::new();
+    for c in abs.components() {
+        match c {
+            std::path::Component::CurDir => {}
+            std::path::Component::ParentDir => {
+                parts.pop();
+            }
+            c => parts.push(c),
+        }
+    }
+    let abs: std::path::PathBuf = parts.iter().collect();
+    let rel = abs.strip_prefix(&record.mountpoint).ok()?;
+    Some(rel.to_string_lossy().into_owned())
 }
 
 /// Parses `KEY=VALUE` arguments; `allow_bare` also accepts a bare `KEY` (value `None`).
@@ -128,6 +166,26 @@ pub struct ExportedFile {
     /// The keys the user edited (informational).
     #[serde(default)]
     pub edited: Vec<String>,
+    /// The pictures, in order. Absent in a document: the pictures are left as they are
+    /// on import; present (even empty): they become exactly these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pictures: Option<Vec<ExportedPicture>>,
+}
+
+/// One picture in the JSON export format.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExportedPicture {
+    /// The picture type (ID3/FLAC numbering: 3 = front cover).
+    #[serde(rename = "type")]
+    pub picture_type: u32,
+    /// Its MIME type (informational: taken from the image on import).
+    #[serde(default)]
+    pub mime: String,
+    /// Its description.
+    #[serde(default)]
+    pub description: String,
+    /// The image, base64.
+    pub data: String,
 }
 
 /// The JSON export document.
@@ -148,14 +206,30 @@ pub fn export(catalog: &Catalog, ids: &[i64]) -> Result<Export> {
     for &id in ids {
         let Some(row) = catalog.file(id)? else { continue };
         let tags = catalog.effective_text(id)?.into_iter().collect();
-        files.push(ExportedFile { origin: row.origin, path: row.path, tags, edited: catalog.edited(id)?.0 });
+        let pictures = catalog
+            .effective_pictures(id)?
+            .into_iter()
+            .map(|p| ExportedPicture {
+                picture_type: p.picture_type,
+                mime: p.mime.to_string(),
+                description: p.description.to_string(),
+                data: BASE64.encode(p.data.as_slice()),
+            })
+            .collect();
+        files.push(ExportedFile {
+            origin: row.origin,
+            path: row.path,
+            tags,
+            edited: catalog.edited(id)?.0,
+            pictures: Some(pictures),
+        });
     }
     Ok(Export { version: 1, files })
 }
 
 /// Applies an export document: each listed file's text tags become exactly the
-/// document's (keys it does not list are removed; binary frames and art are left
-/// alone). All files or none.
+/// document's (keys it does not list are removed; binary frames are left alone), and
+/// its pictures too when the document lists them. All files or none.
 ///
 /// # Errors
 /// [`TagError::File`] for an unknown version or a file not in the catalog; edit errors.
@@ -163,6 +237,7 @@ pub fn import(catalog: &mut Catalog, doc: &Export, source: &str) -> Result<usize
     if doc.version != 1 {
         return Err(TagError::File { path: source.into(), message: format!("unknown version {}", doc.version) });
     }
+    let bad = |message: String| TagError::File { path: source.into(), message };
     let mut batch = Vec::with_capacity(doc.files.len());
     for f in &doc.files {
         let ids = catalog.find_files(Some(&f.origin), &f.path)?;
@@ -184,13 +259,33 @@ pub fn import(catalog: &mut Catalog, doc: &Export, source: &str) -> Result<usize
                 edits.push(Edit::Set { key: k.clone(), values: v.clone() });
             }
         }
-        if !edits.is_empty() {
-            batch.push((id, edits, Vec::new()));
+        let mut art = Vec::new();
+        if let Some(pics) = &f.pictures {
+            let want = pics
+                .iter()
+                .enumerate()
+                .map(|(i, p)| {
+                    picture_from_export(p).map_err(|m| bad(format!("{}:{}: picture {}: {m}", f.origin, f.path, i + 1)))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if catalog.effective_pictures(id)? != want {
+                art.push(ArtEdit::Remove(None));
+                art.extend(want.into_iter().map(ArtEdit::Append));
+            }
+        }
+        if !edits.is_empty() || !art.is_empty() {
+            batch.push((id, edits, art));
         }
     }
     let n = batch.len();
     catalog.apply_batch(&batch)?;
     Ok(n)
+}
+
+/// A picture of an export document (the image checked as for `art set`).
+fn picture_from_export(p: &ExportedPicture) -> std::result::Result<Picture, String> {
+    let data = BASE64.decode(p.data.trim()).map_err(|e| format!("`data` is not base64: {e}"))?;
+    picture_from_bytes(data, p.picture_type, &p.description)
 }
 
 /// Reads an image file into a picture (JPEG, PNG, GIF or WebP; dimensions from the header).
@@ -200,13 +295,21 @@ pub fn import(catalog: &mut Catalog, doc: &Export, source: &str) -> Result<usize
 pub fn picture_from_file(path: &Path, picture_type: u32, description: &str) -> Result<Picture> {
     let err = |message: String| TagError::File { path: path.display().to_string(), message };
     let data = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-    if data.len() > 16 * 1024 * 1024 - 1024 {
-        return Err(err("larger than 16 MiB, the FLAC picture limit".into()));
-    }
-    let facts = musefs_core::image::inspect(&data).map_err(err)?;
     if picture_type > 20 {
         return Err(TagError::Usage(format!("picture type {picture_type}: expected 0-20 (3 = front cover)")));
     }
+    picture_from_bytes(data, picture_type, description).map_err(err)
+}
+
+/// An image's bytes as a picture (JPEG, PNG, GIF or WebP; dimensions from the header).
+fn picture_from_bytes(data: Vec<u8>, picture_type: u32, description: &str) -> std::result::Result<Picture, String> {
+    if data.len() > 16 * 1024 * 1024 - 1024 {
+        return Err("larger than 16 MiB, the FLAC picture limit".into());
+    }
+    if picture_type > 20 {
+        return Err(format!("picture type {picture_type}: expected 0-20 (3 = front cover)"));
+    }
+    let facts = musefs_core::image::inspect(&data)?;
     Ok(Picture {
         picture_type,
         mime: facts.mime.into(),

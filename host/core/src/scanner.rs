@@ -29,7 +29,7 @@ const BATCH: usize = 500;
 const COMMIT_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// What a scan did.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Summary {
     /// New files.
     pub added: u64,

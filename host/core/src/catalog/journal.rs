@@ -48,6 +48,10 @@ enum JArt {
         /// Index of the image bytes in the record's `blobs` (an album's art set is
         /// stored once, not once per file).
         blob: usize,
+        /// Appended after the pictures there are (`ArtEdit::Append`), not replacing
+        /// those of its type.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        append: bool,
     },
     Remove {
         picture_type: Option<u32>,
@@ -101,7 +105,8 @@ fn from_j(e: JEdit) -> Edit {
 
 fn art_to_j(a: &ArtEdit, blobs: &mut Vec<Vec<u8>>) -> JArt {
     match a {
-        ArtEdit::Set(p) => JArt::Set {
+        ArtEdit::Set(p) | ArtEdit::Append(p) => JArt::Set {
+            append: matches!(a, ArtEdit::Append(_)),
             picture_type: p.picture_type,
             mime: p.mime.to_string(),
             description: p.description.to_string(),
@@ -123,16 +128,23 @@ fn art_to_j(a: &ArtEdit, blobs: &mut Vec<Vec<u8>>) -> JArt {
 
 fn art_from_j(a: JArt, blobs: &[Vec<u8>]) -> Option<ArtEdit> {
     Some(match a {
-        JArt::Set { picture_type, mime, description, width, height, depth, colors, blob } => ArtEdit::Set(Picture {
-            picture_type,
-            mime: mime.into(),
-            description: description.into(),
-            width,
-            height,
-            depth,
-            colors,
-            data: blobs.get(blob)?.clone().into(),
-        }),
+        JArt::Set { picture_type, mime, description, width, height, depth, colors, blob, append } => {
+            let p = Picture {
+                picture_type,
+                mime: mime.into(),
+                description: description.into(),
+                width,
+                height,
+                depth,
+                colors,
+                data: blobs.get(blob)?.clone().into(),
+            };
+            if append {
+                ArtEdit::Append(p)
+            } else {
+                ArtEdit::Set(p)
+            }
+        }
         JArt::Remove { picture_type } => ArtEdit::Remove(picture_type),
     })
 }

@@ -57,6 +57,9 @@ pub enum ArtEdit {
     Set(Picture),
     /// Remove the pictures of a type, or all.
     Remove(Option<u32>),
+    /// Add `picture` after the pictures there are, whatever its type (an imported list
+    /// of pictures is `Remove(None)` then one `Append` each, in order).
+    Append(Picture),
 }
 
 /// Checks and normalises (lower-cases) a tag key.
@@ -476,10 +479,8 @@ pub(crate) fn overlay_state(
     let mut pics = Vec::new();
     if art {
         pics.push(ArtEdit::Remove(None));
-        let user_pics = pictures(conn, file_id, SOURCE_USER)?;
-        // `Set` puts a front cover first and others last: non-covers in order, then covers.
-        pics.extend(user_pics.iter().filter(|p| p.picture_type != 3).cloned().map(ArtEdit::Set));
-        pics.extend(user_pics.iter().filter(|p| p.picture_type == 3).rev().cloned().map(ArtEdit::Set));
+        // Exactly the pictures there are, in order (several of one type included).
+        pics.extend(pictures(conn, file_id, SOURCE_USER)?.into_iter().map(ArtEdit::Append));
     }
     Ok(Some((edits, pics)))
 }
@@ -538,6 +539,7 @@ pub(crate) fn apply_checked(
                             pics.push(p.clone());
                         }
                     }
+                    ArtEdit::Append(p) => pics.push(p.clone()),
                     ArtEdit::Remove(None) => pics.clear(),
                     ArtEdit::Remove(Some(t)) => pics.retain(|q| q.picture_type != *t),
                 }
