@@ -509,3 +509,51 @@ fn the_metrics_endpoint_counts_what_is_read_and_status_json_names_the_mount() {
     assert!(!out.status.success() && err.contains("metrics_addr") && err.contains(&busy_port.to_string()), "{err}");
     assert!(!musefs_tests::is_fuse_mounted(&mnt), "nothing mounted");
 }
+
+/// `case_insensitive = true` (for SMB re-exports and macOS clients): an album whose
+/// tags spell its artist two ways is one directory, and any spelling of a path opens
+/// the file.
+#[test]
+fn case_insensitive_mode_merges_spellings_and_finds_any_case() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(t.path(), &lib, "case_insensitive = true\nsync_interval = \"off\"\n");
+    let m = manifest.to_str().unwrap();
+    scan(&manifest);
+    let out = musefs_tests::musefs(&[
+        "tag",
+        "set",
+        "--manifest",
+        m,
+        "main:alpha/plain.flac",
+        "albumartist=ALPHA",
+        "album=FIRST",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let files: Vec<String> = ls_long(&manifest).into_iter().map(|(p, _)| p).collect();
+    let albums: std::collections::BTreeSet<&str> =
+        files.iter().filter(|p| p.to_lowercase().starts_with("alpha/")).map(|p| &p[..p.rfind('/').unwrap()]).collect();
+    assert_eq!(albums.len(), 1, "one album directory: {files:?}");
+    let mnt = t.path().join("mnt");
+    let mnt_guard = Mount::start(&manifest, &mnt, &[]);
+    let dirs: Vec<String> =
+        fs::read_dir(&mnt).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(dirs.iter().filter(|d| d.eq_ignore_ascii_case("alpha")).count(), 1, "{dirs:?}");
+    let album = albums.iter().next().unwrap();
+    assert_eq!(
+        fs::read_dir(mnt.join(album))
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "flac"))
+            .count(),
+        3
+    );
+    // Any spelling opens the file, with the same bytes.
+    let plain = files.iter().find(|p| p.ends_with("01 Plain.flac")).unwrap();
+    let want = fs::read(mnt.join(plain)).unwrap();
+    assert!(fs::read(mnt.join(plain.to_uppercase())).unwrap() == want);
+    assert!(fs::read(mnt.join(plain.to_lowercase())).unwrap() == want);
+    // Listing shows each name once, in its own spelling.
+    assert!(!fs::read_dir(mnt.join(album)).unwrap().any(|e| e.unwrap().file_name() == "01 PLAIN.FLAC"));
+    assert_eq!(mnt_guard.stop(), Some(0));
+}

@@ -83,6 +83,7 @@ struct RawManifest {
     dir_mode: Option<RawMode>,
     allow_other: Option<bool>,
     metrics_addr: Option<String>,
+    case_insensitive: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -303,6 +304,7 @@ const ENV_KEYS: &[&str] = &[
     "dir_mode",
     "allow_other",
     "metrics_addr",
+    "case_insensitive",
     "cache",
     "format",
 ];
@@ -484,7 +486,8 @@ impl Manifest {
                 manifest: path.to_owned(),
             });
         }
-        let mut render = RenderOptions::default();
+        let mut render =
+            RenderOptions { case_insensitive: raw.case_insensitive.unwrap_or(false), ..RenderOptions::default() };
         if let Some(d) = raw.track_digits {
             render.track_digits = d.min(10);
         }

@@ -434,10 +434,18 @@ impl Core {
 
     /// The attributes of the child `name` of `parent`.
     pub fn lookup(&self, parent: u64, name: &str) -> Option<NodeAttr> {
+        self.lookup_exact(parent, name).map(|(a, _)| a)
+    }
+
+    /// [`lookup`](Self::lookup), and whether `name` is the entry's own name (in
+    /// case-insensitive mode another spelling finds it too; the kernel must not keep
+    /// such an alias, or a rename would leave it behind).
+    pub fn lookup_exact(&self, parent: u64, name: &str) -> Option<(NodeAttr, bool)> {
         let tree = read(&self.tree);
-        let attr = tree.lookup(parent, name).map(|n| tree.attr(n))?;
+        let node = tree.lookup(parent, name)?;
+        let (attr, exact) = (tree.attr(node), node.name == name);
         drop(tree);
-        Some(self.sized(attr))
+        Some((self.sized(attr), exact))
     }
 
     /// Fills in the served size: the plan's size in synthesis mode, the cover's size for

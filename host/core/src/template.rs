@@ -96,11 +96,14 @@ pub struct RenderOptions {
     pub disc_digits: usize,
     /// What replaces `/` inside values.
     pub slash_replacement: String,
+    /// Names that differ only in case are one name (`case_insensitive`): directories
+    /// merge, files get ` (2)`, lookups ignore case.
+    pub case_insensitive: bool,
 }
 
 impl Default for RenderOptions {
     fn default() -> Self {
-        Self { track_digits: 2, disc_digits: 0, slash_replacement: "_".into() }
+        Self { track_digits: 2, disc_digits: 0, slash_replacement: "_".into(), case_insensitive: false }
     }
 }
 

@@ -173,6 +173,13 @@ pub struct Tree {
     dir_mtimes: InoMap<i64>,
     /// Directories whose time the update in progress moved (their cached attributes go).
     touched: Vec<u64>,
+    /// With `case_insensitive`: every entry by `(parent, case-folded name)`.
+    folded: Option<std::collections::HashMap<(u64, String), u64>>,
+}
+
+/// A name as case-insensitive mode compares it.
+fn fold(name: &str) -> String {
+    name.to_lowercase()
 }
 
 /// A file's tag values, and the fields that come from where the original lies:
@@ -253,18 +260,18 @@ pub fn cover_ino(dir: u64) -> u64 {
 
 const COVER_BIT: u64 = 1 << 61;
 
-/// A name not yet used in `children`: `stem ext`, else `stem (2) ext`, ...; all within NAME_MAX.
-fn unique_name(children: &BTreeMap<String, u64>, stem: &str, ext: &str) -> String {
+/// A name for which `taken` is false: `stem ext`, else `stem (2) ext`, ...; all within NAME_MAX.
+fn unique_name(taken: impl Fn(&str) -> bool, stem: &str, ext: &str) -> String {
     let fit = |suffix: &str| {
         let mut s = stem.to_owned();
         truncate_utf8(&mut s, NAME_MAX.saturating_sub(suffix.len() + ext.len()));
         format!("{s}{suffix}{ext}")
     };
     let first = fit("");
-    if !children.contains_key(&first) {
+    if !taken(&first) {
         return first;
     }
-    (2..).map(|n| fit(&format!(" ({n})"))).find(|c| !children.contains_key(c)).expect("unbounded")
+    (2..).map(|n| fit(&format!(" ({n})"))).find(|c| !taken(c)).expect("unbounded")
 }
 
 impl Tree {
@@ -281,6 +288,7 @@ impl Tree {
             created: Vec::new(),
             dir_mtimes: InoMap::default(),
             touched: Vec::new(),
+            folded: opts.case_insensitive.then(std::collections::HashMap::new),
         };
         t.nodes
             .insert(ROOT, Node { ino: ROOT, parent: ROOT, name: String::new(), kind: NodeKind::Dir(BTreeMap::new()) });
@@ -328,8 +336,7 @@ impl Tree {
         }
         let ext = if f.file.extension.is_empty() { String::new() } else { format!(".{}", f.file.extension) };
         let ino = file_ino(vi, f.file.id);
-        let NodeKind::Dir(children) = &self.nodes[&dir].kind else { unreachable!("parents are directories") };
-        let name = unique_name(children, &leaf, &ext);
+        let name = unique_name(|n| self.child_ino(dir, n).is_some(), &leaf, &ext);
         self.attach(dir, &name, ino);
         self.nodes.insert(
             ino,
@@ -388,24 +395,57 @@ impl Tree {
     fn attach(&mut self, parent: u64, name: &str, ino: u64) {
         if let Some(Node { kind: NodeKind::Dir(children), .. }) = self.nodes.get_mut(&parent) {
             children.insert(name.to_owned(), ino);
+            if let Some(f) = &mut self.folded {
+                f.entry((parent, fold(name))).or_insert(ino);
+            }
         }
     }
 
     fn detach(&mut self, parent: u64, name: &str) {
         if let Some(Node { kind: NodeKind::Dir(children), .. }) = self.nodes.get_mut(&parent) {
-            children.remove(name);
+            let gone = children.remove(name);
+            if let (Some(f), Some(ino)) = (&mut self.folded, gone) {
+                let key = (parent, fold(name));
+                if f.get(&key) == Some(&ino) {
+                    f.remove(&key);
+                }
+            }
         }
+    }
+
+    /// The entry `name` of `parent`: by its exact name, or (case-insensitive mode) by
+    /// the name folded.
+    fn child_ino(&self, parent: u64, name: &str) -> Option<u64> {
+        let NodeKind::Dir(children) = &self.nodes.get(&parent)?.kind else { return None };
+        children.get(name).copied().or_else(|| self.folded.as_ref()?.get(&(parent, fold(name))).copied())
+    }
+
+    /// Rebuilds the case-folded index (after loading a snapshot).
+    pub(crate) fn reindex(&mut self) {
+        if !self.opts.case_insensitive {
+            self.folded = None;
+            return;
+        }
+        let mut f = std::collections::HashMap::with_capacity(self.nodes.len());
+        for n in self.nodes.values() {
+            if let NodeKind::Dir(children) = &n.kind {
+                for (name, &ino) in children {
+                    f.entry((n.ino, fold(name))).or_insert(ino);
+                }
+            }
+        }
+        self.folded = Some(f);
     }
 
     /// The directory `name` in `parent`, created if needed; a file already holding the
     /// name makes the directory take a ` (2)` suffix.
     fn mkdir(&mut self, view: usize, parent: u64, name: &str) -> u64 {
-        let NodeKind::Dir(children) = &self.nodes[&parent].kind else { unreachable!("parents are directories") };
         let mut candidate = name.to_owned();
         let mut n = 1;
         loop {
-            match children.get(&candidate) {
-                Some(&ino) if matches!(self.nodes[&ino].kind, NodeKind::Dir(_)) => return ino,
+            // (Case-insensitive mode: `Abba` joins an existing `ABBA`.)
+            match self.child_ino(parent, &candidate) {
+                Some(ino) if matches!(self.nodes[&ino].kind, NodeKind::Dir(_)) => return ino,
                 Some(_) => {
                     n += 1;
                     let suffix = format!(" ({n})");
@@ -440,7 +480,7 @@ impl Tree {
             .values()
             .any(|c| matches!(self.nodes.get(c).map(|n| &n.kind), Some(NodeKind::File { cover: true, .. })));
         let has = children.get(&name) == Some(&ino);
-        let free = !children.contains_key(&name);
+        let free = self.child_ino(dir, &name).is_none();
         if wanted && free && !self.nodes.contains_key(&ino) {
             self.nodes.insert(ino, Node { ino, parent: dir, name: name.clone(), kind: NodeKind::Cover { dir } });
             self.attach(dir, &name, ino);
@@ -560,10 +600,7 @@ impl Tree {
 
     /// The child `name` of directory `parent`.
     pub fn lookup(&self, parent: u64, name: &str) -> Option<&Node> {
-        match &self.nodes.get(&parent)?.kind {
-            NodeKind::Dir(children) => children.get(name).and_then(|i| self.nodes.get(i)),
-            _ => None,
-        }
+        self.child_ino(parent, name).and_then(|i| self.nodes.get(&i))
     }
 
     /// The children of a directory, in name order.
@@ -695,6 +732,45 @@ mod tests {
 
     fn view(t: &str) -> Vec<View> {
         vec![View { name: None, template: Template::parse(t).unwrap() }]
+    }
+
+    #[test]
+    fn case_insensitive_mode_merges_directories_numbers_files_and_ignores_case_in_lookups() {
+        let files = [
+            file(1, &[("albumartist", "ABBA"), ("album", "Gold"), ("title", "Waterloo")]),
+            file(2, &[("albumartist", "Abba"), ("album", "gold"), ("title", "waterloo")]),
+            file(3, &[("albumartist", "abba"), ("album", "Arrival"), ("title", "Dancing Queen")]),
+        ];
+        let tpl = view("$albumartist/$album/$title");
+        let sensitive = Tree::build(&files, &tpl, &RenderOptions::default(), None);
+        let mut paths: Vec<String> = sensitive.paths().into_iter().map(|(p, _)| p).collect();
+        paths.sort();
+        assert_eq!(paths, ["ABBA/Gold/Waterloo.flac", "Abba/gold/waterloo.flac", "abba/Arrival/Dancing Queen.flac"]);
+        assert!(sensitive.resolve("abba/gold/Waterloo.flac").is_none());
+
+        let opts = RenderOptions { case_insensitive: true, ..RenderOptions::default() };
+        let mut t = Tree::build(&files, &tpl, &opts, None);
+        let mut paths: Vec<String> = t.paths().into_iter().map(|(p, _)| p).collect();
+        paths.sort();
+        assert_eq!(
+            paths,
+            ["ABBA/Arrival/Dancing Queen.flac", "ABBA/Gold/Waterloo.flac", "ABBA/Gold/waterloo (2).flac"]
+        );
+        let n = t.resolve("abba/GOLD/WATERLOO.FLAC").expect("found whatever the case");
+        assert!(matches!(n.kind, NodeKind::File { file_id: 1, .. }));
+        assert!(t.resolve("Abba/gold/Waterloo (2).flac").is_some());
+        // The snapshot of the tree answers the same (the folded index is rebuilt).
+        let key = [7u8; 32];
+        let bytes = t.to_snapshot("c", &key, 1);
+        let (back, _) = Tree::from_snapshot(&bytes, "c", &key, &tpl, &opts, None).unwrap();
+        assert!(back.resolve("abba/gold/waterloo.flac").is_some());
+        // The first spelling leaves: the other files keep their names and are found.
+        t.remove_file(1);
+        assert!(t.resolve("abba/gold/waterloo.flac").is_none(), "no file of that name now");
+        assert!(t.resolve("ABBA/GOLD/WATERLOO (2).FLAC").is_some());
+        t.remove_file(2);
+        assert!(t.resolve("abba/gold").is_none(), "the emptied album is gone");
+        assert!(t.resolve("abba/arrival/dancing queen.flac").is_some());
     }
 
     /// Regression (issue 14, item 6): untagged files rendered as `_/_/_.flac`,

@@ -158,8 +158,10 @@ impl Filesystem for MuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
-        match name.to_str().and_then(|n| self.core.lookup(parent.0, n)) {
-            Some(n) => reply.entry(&TTL, &self.attr(&n), fuser::Generation(0)),
+        match name.to_str().and_then(|n| self.core.lookup_exact(parent.0, n)) {
+            Some((n, true)) => reply.entry(&TTL, &self.attr(&n), fuser::Generation(0)),
+            // Another spelling of the name (case-insensitive mode): not cached.
+            Some((n, false)) => reply.entry(&Duration::ZERO, &self.attr(&n), fuser::Generation(0)),
             None => reply.error(Errno::ENOENT),
         }
     }

@@ -64,6 +64,7 @@ pub fn config_key(views: &[View], opts: &RenderOptions, cover_name: Option<&str>
     field(&(opts.track_digits as u64).to_le_bytes());
     field(&(opts.disc_digits as u64).to_le_bytes());
     field(opts.slash_replacement.as_bytes());
+    field(&[u8::from(opts.case_insensitive)]);
     field(cover_name.unwrap_or("\0").as_bytes());
     for k in keys {
         field(k.as_bytes());
@@ -225,7 +226,10 @@ impl Tree {
             created: Vec::new(),
             dir_mtimes,
             touched: Vec::new(),
+            folded: None,
         };
+        let mut tree = tree;
+        tree.reindex();
         Ok((tree, position))
     }
 }
