@@ -99,7 +99,8 @@ fn remote_scenario(dir: &Path, lib: &Path, origin: &str, mut stop: impl FnMut(),
     // scenario is about reads; e2e_state tests the sync against a failing origin.
     let manifest = write_manifest(dir, origin, "sync_interval = \"off\"\nwatch = false");
     let (out, err) = scan(&manifest);
-    assert!(out.contains("13 added") || out.contains("added 13") || out.contains("13"), "{out}\n{err}");
+    // 13 tracks, and the sidecars the caller added.
+    assert!(out.contains("added 1") && out.contains("failed 0"), "{out}\n{err}");
     let files = files(&manifest, lib);
     // Held back: never read while the origin is up, to show uncached reads fail fast.
     let held = files.iter().find(|(t, _)| t.ends_with(".flac")).unwrap().0.clone();
@@ -119,6 +120,11 @@ fn remote_scenario(dir: &Path, lib: &Path, origin: &str, mut stop: impl FnMut(),
     std::env::remove_var("MUSEFS_MODE");
     for (tree, orig) in files.iter().filter(|(t, _)| *t != held) {
         let served = m.path.join(tree);
+        if tree.ends_with(".cue") || tree.ends_with(".log") {
+            // A sidecar: served unchanged in synthesis too.
+            assert!(std::fs::read(&served).unwrap() == std::fs::read(orig).unwrap(), "{tree}");
+            continue;
+        }
         validate(&served).unwrap_or_else(|e| panic!("{tree}: {e}"));
         // The junk-prefixed MP3's original hides a LAME frame that ffmpeg counts as a
         // packet; e2e_synthesis compares that file packet by packet instead.
@@ -183,6 +189,10 @@ fn s3_bucket_scans_mounts_caches_and_plays_offline() {
     let t = tempfile::tempdir().unwrap();
     let lib = t.path().join("music");
     make_library(&lib, false);
+    // Sidecars: served through the chunk cache like the audio (compared byte for byte,
+    // offline too, with the rest).
+    std::fs::write(lib.join("alpha/album.cue"), "FILE \"plain.flac\" WAVE\n".repeat(5000)).unwrap();
+    std::fs::write(lib.join("beta/mp3s/rip.log"), "AccurateRip: OK\n").unwrap();
     let server = S3Server::start(t.path(), None);
     server.put_dir("music", "lib", &lib);
     let port = server.port;
@@ -210,6 +220,8 @@ fn s3_bucket_scans_mounts_caches_and_plays_offline() {
 
     // A replaced object: the next scan drops its cached chunks; the mount serves the new bytes.
     let manifest = t.path().join("musefs.toml");
+    let listed = ls_long(&manifest);
+    assert!(["album.cue", "rip.log"].iter().all(|s| listed.iter().any(|(p, _)| p.ends_with(s))), "{listed:?}");
     let before = stats(&manifest).num("bytes");
     let files = files(&manifest, &lib);
     let (tree, orig) = files.iter().find(|(p, _)| p.ends_with(".mp3")).unwrap();

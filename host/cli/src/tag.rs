@@ -76,7 +76,7 @@ pub fn resolve(manifest: &Manifest, catalog: &Catalog, target: &str) -> Result<V
     }
     if let Some((origin, path)) = target.split_once(':') {
         if manifest.origins.iter().any(|o| o.name == origin) {
-            let ids = catalog.find_files(Some(origin), path)?;
+            let ids = not_sidecars(catalog, catalog.find_files(Some(origin), path)?)?;
             if !ids.is_empty() {
                 return Ok(ids);
             }
@@ -89,7 +89,7 @@ pub fn resolve(manifest: &Manifest, catalog: &Catalog, target: &str) -> Result<V
             let Some(root) = cfg.get("root").and_then(|r| r.as_str()) else { continue };
             let Ok(root) = Path::new(root).canonicalize() else { continue };
             if let Ok(rel) = abs.strip_prefix(&root) {
-                let ids = catalog.find_files(Some(&o.name), &rel.to_string_lossy())?;
+                let ids = not_sidecars(catalog, catalog.find_files(Some(&o.name), &rel.to_string_lossy())?)?;
                 if !ids.is_empty() {
                     return Ok(ids);
                 }
@@ -97,6 +97,17 @@ pub fn resolve(manifest: &Manifest, catalog: &Catalog, target: &str) -> Result<V
         }
     }
     Err(TagError::NoMatch(target.to_owned()))
+}
+
+/// `ids` without the sidecars (they have no tags to edit).
+fn not_sidecars(catalog: &Catalog, ids: Vec<i64>) -> Result<Vec<i64>> {
+    let mut out = Vec::with_capacity(ids.len());
+    for id in ids {
+        if catalog.file(id)?.is_some_and(|r| !r.is_sidecar()) {
+            out.push(id);
+        }
+    }
+    Ok(out)
 }
 
 /// `target`'s path in the tree when it lies inside the mountpoint of the mount running

@@ -84,6 +84,7 @@ struct RawManifest {
     allow_other: Option<bool>,
     metrics_addr: Option<String>,
     case_insensitive: Option<bool>,
+    sidecars: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -256,6 +257,20 @@ pub struct Manifest {
     pub access: Access,
     /// Where a mount serves Prometheus metrics (`metrics_addr`; `None`: nowhere).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Globs of the non-audio files served beside the tracks they sit next to
+    /// (`sidecars`; empty: none).
+    pub sidecars: Vec<String>,
+}
+
+/// The default `sidecars`: cue sheets, rip logs, lyrics, booklets and images.
+pub const DEFAULT_SIDECARS: &[&str] =
+    &["*.cue", "*.log", "*.lrc", "*.pdf", "*.jpg", "*.jpeg", "*.png", "*.gif", "*.webp"];
+
+impl Manifest {
+    /// Whether a file named `name` (not claimed by a format plugin) is a sidecar.
+    pub fn is_sidecar(&self, name: &str) -> bool {
+        self.sidecars.iter().any(|g| crate::util::glob_match(g, name))
+    }
 }
 
 /// Ownership and permissions of the mounted tree (the originals' own permissions are
@@ -305,6 +320,7 @@ const ENV_KEYS: &[&str] = &[
     "allow_other",
     "metrics_addr",
     "case_insensitive",
+    "sidecars",
     "cache",
     "format",
 ];
@@ -530,8 +546,22 @@ impl Manifest {
         };
         let format_options =
             raw.format.into_iter().map(|(k, v)| (k, serde_json::Value::Object(v).to_string())).collect();
+        let sidecars = match raw.sidecars {
+            None => DEFAULT_SIDECARS.iter().map(|s| (*s).to_owned()).collect(),
+            Some(globs) => {
+                for g in &globs {
+                    if g.is_empty() || g.contains('/') {
+                        return Err(invalid(format!(
+                            "`sidecars`: {g:?} is not a file-name glob (e.g. \"*.cue\"; no `/`)"
+                        )));
+                    }
+                }
+                globs
+            }
+        };
         Ok(Self {
             access,
+            sidecars,
             metrics_addr,
             cache,
             cover_name,

@@ -322,6 +322,8 @@ fn scan_origin(
     };
     let mut seen = HashSet::with_capacity(entries.len());
     let mut work = Vec::new();
+    // Non-audio files matching `sidecars`: recorded (stamp only), served unchanged.
+    let mut sidecars: HashSet<String> = HashSet::new();
     // Directories the origin could not read: nothing below them is known to be gone.
     let mut unlisted: Vec<String> = Vec::new();
     // Files whose names are not UTF-8: served, under lossy names.
@@ -331,10 +333,18 @@ fn scan_origin(
             unlisted.push(e.path.into_string());
             continue;
         }
-        if !claimed.contains(&extension_of(&e.path)) {
+        let track = claimed.contains(&extension_of(&e.path));
+        let sidecar = !track && {
+            let shown = musefs_plugin_api::display_path(&e.path);
+            manifest.is_sidecar(shown.rsplit('/').next().unwrap_or(""))
+        };
+        if !track && !sidecar {
             continue;
         }
         let path = e.path.into_string();
+        if sidecar {
+            sidecars.insert(path.clone());
+        }
         if path.starts_with(musefs_plugin_api::BYTES_MARKER) {
             lossy.push(path.clone());
         }
@@ -346,7 +356,8 @@ fn scan_origin(
     }
     // A file read by a format plugin that is not loaded now (missing, or failed to load
     // after an upgrade) is not gone: it is kept as it is, and counted as failed.
-    let loaded: HashSet<&str> = formats.iter().map(|(n, _)| n.as_str()).collect();
+    let mut loaded: HashSet<&str> = formats.iter().map(|(n, _)| n.as_str()).collect();
+    loaded.insert(crate::catalog::SIDECAR_PLUGIN);
     let mut orphans: Vec<&str> = Vec::new();
     let mut below_unlisted: HashMap<&str, usize> = HashMap::new();
     let mut gone: HashSet<i64> = known
@@ -435,13 +446,18 @@ fn scan_origin(
         for _ in 0..threads {
             let tx = tx.clone();
             let queue = &queue;
+            let sidecars = &sidecars;
             s.spawn(move || loop {
                 if opts.stopped() {
                     break;
                 }
                 let next = lock(queue).next();
                 let Some(path) = next else { break };
-                let res = read_file(manifest, origin, formats, &path);
+                let res = if sidecars.contains(&path) {
+                    read_sidecar(manifest, origin, &path)
+                } else {
+                    read_file(manifest, origin, formats, &path)
+                };
                 if tx.send((path, res)).is_err() {
                     break;
                 }
@@ -602,6 +618,24 @@ type ReadFile = (Stat, String, TrackInfo, Option<Vec<u8>>);
 
 /// How long change log entries are kept (a week).
 pub const CHANGE_LOG_RETENTION_SECS: i64 = 7 * 24 * 3600;
+
+/// A sidecar's entry: its stamp; no format reads it, its "audio" is the whole file.
+fn read_sidecar(manifest: &Manifest, origin: &OriginBox, path: &str) -> Result<ReadFile, String> {
+    let ctx = CallCtx::with_timeout(manifest.read_timeout);
+    let handle = origin.open(&ctx, path.into()).into_result().map_err(|e| e.to_string())?;
+    let info = TrackInfo {
+        format: crate::catalog::SIDECAR_PLUGIN.into(),
+        extension: extension_of(path).as_str().into(),
+        tags: Default::default(),
+        pictures: Default::default(),
+        props: Default::default(),
+        audio_offset: 0,
+        audio_len: handle.len(),
+        regions: Default::default(),
+        extra: Default::default(),
+    };
+    Ok((handle.stat(), crate::catalog::SIDECAR_PLUGIN.to_owned(), info, None))
+}
 
 /// Opens, probes and reads one file. `Err` is the reason it is skipped.
 fn read_file(

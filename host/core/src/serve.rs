@@ -614,6 +614,13 @@ impl Core {
         }
         metrics::global().header_cache(false);
         let bad = |what: String| ServeError::BadPlan { origin: row.origin.clone(), path: row.path.clone(), what };
+        if row.is_sidecar() {
+            // A sidecar is served as it is, in every mode.
+            let segments = if stat.size > 0 { vec![(0, Segment::origin(0, stat.size))] } else { Vec::new() };
+            let layout = Arc::new(Layout { segments, size: stat.size, unchanged: true, bytes: 64 });
+            lock(&self.plans).put(key, layout.clone());
+            return Ok(layout);
+        }
         let format = self
             .formats
             .get(&row.plugin)
@@ -1018,12 +1025,38 @@ impl Core {
             for id in &changes.files {
                 updates.push((*id, catalog.tree_file(*id, &self.settings.keys)?));
             }
+            // The origin folders whose sidecars may move: those of the changed files,
+            // and those of the sidecars shown beside them now.
+            let near: Vec<i64> = {
+                let tree = read(&self.tree);
+                changes.files.iter().flat_map(|id| tree.sidecars_near(*id)).collect()
+            };
+            let mut folders: std::collections::BTreeSet<(String, String)> = updates
+                .iter()
+                .filter_map(|(_, f)| f.as_ref())
+                .map(|f| (f.file.origin.clone(), crate::catalog::parent_dir(&f.file.path).to_owned()))
+                .collect();
+            for id in near {
+                if let Some(row) = catalog.file(id)? {
+                    folders.insert((row.origin.clone(), crate::catalog::parent_dir(&row.path).to_owned()));
+                }
+            }
+            let mut folder_files = Vec::new();
+            for (origin, dir) in &folders {
+                let files = catalog.tree_files_in_dir(origin, dir, &self.settings.keys)?;
+                if files.iter().any(|f| f.file.is_sidecar()) {
+                    folder_files.push(files);
+                }
+            }
             let mut tree = write(&self.tree);
             for (id, f) in &updates {
                 inval.extend(match f {
                     Some(f) => tree.upsert_file(f),
                     None => tree.remove_file(*id),
                 });
+            }
+            for files in &folder_files {
+                inval.extend(tree.update_folder(files));
             }
             // Recorded before the tree lock goes: no open sees the new tree without
             // knowing the kernel's attributes may be older.

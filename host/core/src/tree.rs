@@ -54,6 +54,18 @@ pub enum NodeKind {
         /// The directory.
         dir: u64,
     },
+    /// A sidecar (cue sheet, log, lyrics, booklet, image) served unchanged, placed in
+    /// the directories of the tracks that sit next to it in its origin.
+    Sidecar {
+        /// Catalog file id (the sidecar's row).
+        file_id: i64,
+        /// Its size.
+        size: u64,
+        /// The original's modification time, ns since the epoch.
+        mtime_ns: i64,
+        /// The catalog generation the node was built from.
+        gen: i64,
+    },
 }
 
 /// One node of the tree.
@@ -127,10 +139,14 @@ impl Node {
             NodeKind::Dir(ref children) => AttrKind::Dir {
                 subdirs: u32::try_from(children.values().filter(|&&i| is_dir_ino(i)).count()).unwrap_or(u32::MAX),
             },
-            NodeKind::File { file_id, size, mtime_ns, gen, .. } => AttrKind::File { file_id, size, mtime_ns, gen },
+            NodeKind::File { file_id, size, mtime_ns, gen, .. }
+            | NodeKind::Sidecar { file_id, size, mtime_ns, gen } => AttrKind::File { file_id, size, mtime_ns, gen },
             NodeKind::Cover { dir } => AttrKind::Cover { dir, size: 0 },
         };
-        let mtime_ns = if let NodeKind::File { mtime_ns, .. } = self.kind { mtime_ns } else { 0 };
+        let mtime_ns = match self.kind {
+            NodeKind::File { mtime_ns, .. } | NodeKind::Sidecar { mtime_ns, .. } => mtime_ns,
+            _ => 0,
+        };
         NodeAttr { ino: self.public_ino(), parent: self.parent, kind, mtime_ns }
     }
 
@@ -175,6 +191,8 @@ pub struct Tree {
     touched: Vec<u64>,
     /// With `case_insensitive`: every entry by `(parent, case-folded name)`.
     folded: Option<std::collections::HashMap<(u64, String), u64>>,
+    /// The nodes of each placed sidecar (one per directory it is shown in).
+    sidecar_nodes: std::collections::HashMap<i64, Vec<u64>>,
 }
 
 /// A name as case-insensitive mode compares it.
@@ -289,6 +307,7 @@ impl Tree {
             dir_mtimes: InoMap::default(),
             touched: Vec::new(),
             folded: opts.case_insensitive.then(std::collections::HashMap::new),
+            sidecar_nodes: std::collections::HashMap::new(),
         };
         t.nodes
             .insert(ROOT, Node { ino: ROOT, parent: ROOT, name: String::new(), kind: NodeKind::Dir(BTreeMap::new()) });
@@ -299,8 +318,26 @@ impl Tree {
                 Some(name) => t.mkdir(vi, ROOT, &sanitize_component(name, NAME_MAX)),
             };
             t.view_roots.push(view_root);
-            for f in files {
+            for f in files.iter().filter(|f| !f.file.is_sidecar()) {
                 t.place(vi, f);
+            }
+        }
+        // Each origin folder holding sidecars: its files, placed beside its tracks.
+        let folders: std::collections::BTreeSet<(&str, &str)> = files
+            .iter()
+            .filter(|f| f.file.is_sidecar())
+            .map(|f| (f.file.origin.as_str(), crate::catalog::parent_dir(&f.file.path)))
+            .collect();
+        if !folders.is_empty() {
+            let mut by_folder: BTreeMap<(&str, &str), Vec<&TreeFile>> = BTreeMap::new();
+            for f in files {
+                let key = (f.file.origin.as_str(), crate::catalog::parent_dir(&f.file.path));
+                if folders.contains(&key) {
+                    by_folder.entry(key).or_default().push(f);
+                }
+            }
+            for group in by_folder.values() {
+                t.place_folder(group, &mut Vec::new());
             }
         }
         if t.cover_name.is_some() {
@@ -382,7 +419,7 @@ impl Tree {
         a.mtime_ns = match n.kind {
             NodeKind::Dir(_) => self.dir_mtimes.get(&n.ino).copied().unwrap_or(0),
             NodeKind::Cover { dir } => self.dir_mtimes.get(&dir).copied().unwrap_or(0),
-            NodeKind::File { .. } => a.mtime_ns,
+            NodeKind::File { .. } | NodeKind::Sidecar { .. } => a.mtime_ns,
         };
         a
     }
@@ -420,8 +457,15 @@ impl Tree {
         children.get(name).copied().or_else(|| self.folded.as_ref()?.get(&(parent, fold(name))).copied())
     }
 
-    /// Rebuilds the case-folded index (after loading a snapshot).
+    /// Rebuilds the derived indexes (after loading a snapshot): sidecar nodes, and the
+    /// case-folded names.
     pub(crate) fn reindex(&mut self) {
+        self.sidecar_nodes.clear();
+        for n in self.nodes.values() {
+            if let NodeKind::Sidecar { file_id, .. } = n.kind {
+                self.sidecar_nodes.entry(file_id).or_default().push(n.ino);
+            }
+        }
         if !self.opts.case_insensitive {
             self.folded = None;
             return;
@@ -518,6 +562,11 @@ impl Tree {
     /// Removes file `file_id` from every view.
     pub fn remove_file(&mut self, file_id: i64) -> Vec<Inval> {
         let mut inval = Vec::new();
+        if self.sidecar_nodes.contains_key(&file_id) {
+            self.unplace_sidecar(file_id, &mut inval);
+            self.drain_touched(&mut inval);
+            return inval;
+        }
         for vi in 0..self.views.len() {
             let ino = file_ino(vi, file_id);
             let Some(node) = self.nodes.remove(&ino) else { continue };
@@ -545,6 +594,12 @@ impl Tree {
     /// kernel must forget.
     pub fn upsert_file(&mut self, f: &TreeFile) -> Vec<Inval> {
         let mut inval = Vec::new();
+        if f.file.is_sidecar() {
+            // Placed again with its folder ([`Tree::update_folder`]).
+            self.unplace_sidecar(f.file.id, &mut inval);
+            self.drain_touched(&mut inval);
+            return inval;
+        }
         for vi in 0..self.views.len() {
             let ino = file_ino(vi, f.file.id);
             let old = self.nodes.remove(&ino);
@@ -580,6 +635,148 @@ impl Tree {
         inval.append(&mut self.created);
         self.drain_touched(&mut inval);
         inval
+    }
+
+    /// The inode of sidecar `file_id` shown in directory `dir` (bit 61 alone: neither a
+    /// file's, a directory's nor a cover's), stable across rebuilds.
+    fn sidecar_ino(&self, file_id: i64, dir: u64) -> u64 {
+        let mut h = blake3::Hasher::new();
+        h.update(&file_id.to_le_bytes());
+        h.update(&dir.to_le_bytes());
+        let hash = u64::from_le_bytes(h.finalize().as_bytes()[..8].try_into().expect("8 bytes"));
+        let mut ino = (hash & (COVER_BIT - 1)) | COVER_BIT;
+        while self.nodes.contains_key(&ino) {
+            ino = ((ino + 1) & (COVER_BIT - 1)) | COVER_BIT;
+        }
+        ino
+    }
+
+    /// Removes every node of sidecar `file_id`; their directories get their virtual
+    /// cover back if it was the sidecar that held its name, and go if left empty.
+    fn unplace_sidecar(&mut self, file_id: i64, inval: &mut Vec<Inval>) {
+        let Some(inos) = self.sidecar_nodes.remove(&file_id) else { return };
+        let mut dirs = Vec::new();
+        for ino in inos {
+            let Some(node) = self.nodes.remove(&ino) else { continue };
+            self.detach(node.parent, &node.name);
+            self.touch(node.parent, crate::util::now_ns());
+            inval.push(Inval::Inode(ino));
+            inval.push(Inval::Entry { parent: node.parent, name: node.name });
+            dirs.push(node.parent);
+        }
+        for d in dirs {
+            self.refresh_cover(d, inval);
+            self.prune(d, inval);
+        }
+    }
+
+    /// Shows sidecar `s` in directory `dir` as `want` (` (2)` if a track holds the name;
+    /// a real file beats the virtual cover to its name).
+    fn place_sidecar_at(&mut self, dir: u64, want: &str, s: &TreeFile, inval: &mut Vec<Inval>) {
+        let cover = cover_ino(dir);
+        if self.cover_name.as_deref() == Some(want) && self.child_ino(dir, want) == Some(cover) {
+            self.detach(dir, want);
+            self.nodes.remove(&cover);
+            inval.push(Inval::Inode(cover));
+            inval.push(Inval::Entry { parent: dir, name: want.to_owned() });
+        }
+        let (stem, ext) = match want.rfind('.') {
+            Some(i) if i > 0 => (&want[..i], &want[i..]),
+            _ => (want, ""),
+        };
+        let name = unique_name(|n| self.child_ino(dir, n).is_some(), stem, ext);
+        let ino = self.sidecar_ino(s.file.id, dir);
+        let kind = NodeKind::Sidecar {
+            file_id: s.file.id,
+            size: s.file.size,
+            mtime_ns: s.file.mtime_ns.unwrap_or(0),
+            gen: s.file.gen,
+        };
+        self.nodes.insert(ino, Node { ino, parent: dir, name: name.clone(), kind });
+        self.attach(dir, &name, ino);
+        self.sidecar_nodes.entry(s.file.id).or_default().push(ino);
+        self.touch(dir, s.file.placed_ns);
+        inval.push(Inval::Entry { parent: dir, name });
+    }
+
+    /// Places the sidecars among `files` (every file of one origin folder) in the
+    /// directories of that folder's tracks, in every view: an `.lrc` whose name is a
+    /// track's goes beside that track under the track's name; any other sidecar goes in
+    /// each directory holding a track of the folder. A folder without tracks shows none.
+    fn place_folder(&mut self, files: &[&TreeFile], inval: &mut Vec<Inval>) {
+        let stem = |path: &str| {
+            let name = path.rsplit('/').next().unwrap_or(path).to_owned();
+            match name.rfind('.') {
+                Some(i) if i > 0 => name[..i].to_owned(),
+                _ => name,
+            }
+        };
+        let (sidecars, tracks): (Vec<&TreeFile>, Vec<&TreeFile>) = files.iter().partition(|f| f.file.is_sidecar());
+        for s in &sidecars {
+            self.unplace_sidecar(s.file.id, inval);
+        }
+        for vi in 0..self.views.len() {
+            let placed: Vec<(&TreeFile, u64, String)> = tracks
+                .iter()
+                .filter_map(|t| self.nodes.get(&file_ino(vi, t.file.id)).map(|n| (*t, n.parent, n.name.clone())))
+                .collect();
+            let dirs: std::collections::BTreeSet<u64> = placed.iter().map(|(_, d, _)| *d).collect();
+            for s in &sidecars {
+                let shown = musefs_plugin_api::display_path(&s.file.path);
+                let own = sanitize_component(shown.rsplit('/').next().unwrap_or(""), NAME_MAX);
+                let lyrics_of = (s.file.extension == "lrc")
+                    .then(|| placed.iter().find(|(t, _, _)| stem(&t.file.path) == stem(&s.file.path)))
+                    .flatten();
+                match lyrics_of {
+                    Some((_, dir, track_name)) => {
+                        let base = match track_name.rfind('.') {
+                            Some(i) if i > 0 => &track_name[..i],
+                            _ => track_name.as_str(),
+                        };
+                        let mut want = base.to_owned();
+                        truncate_utf8(&mut want, NAME_MAX - 4);
+                        self.place_sidecar_at(*dir, &format!("{want}.lrc"), s, inval);
+                    }
+                    None => {
+                        for &dir in &dirs {
+                            self.place_sidecar_at(dir, &own, s, inval);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Places the sidecars of one origin folder again, given every file now in it (from
+    /// the catalog); returns what the kernel must forget.
+    pub fn update_folder(&mut self, files: &[TreeFile]) -> Vec<Inval> {
+        let mut inval = Vec::new();
+        let refs: Vec<&TreeFile> = files.iter().collect();
+        self.place_folder(&refs, &mut inval);
+        inval.append(&mut self.created);
+        self.drain_touched(&mut inval);
+        inval
+    }
+
+    /// The sidecars to place again when file `file_id` changes: those shown in the
+    /// directories that hold it now, and itself if it is one.
+    pub fn sidecars_near(&self, file_id: i64) -> Vec<i64> {
+        let mut out = Vec::new();
+        if self.sidecar_nodes.contains_key(&file_id) {
+            out.push(file_id);
+        }
+        for vi in 0..self.views.len() {
+            let Some(n) = self.nodes.get(&file_ino(vi, file_id)) else { continue };
+            let Some(NodeKind::Dir(children)) = self.nodes.get(&n.parent).map(|p| &p.kind) else { continue };
+            for c in children.values() {
+                if let Some(NodeKind::Sidecar { file_id, .. }) = self.nodes.get(c).map(|n| &n.kind) {
+                    out.push(*file_id);
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
     }
 
     /// A node by the inode the kernel sees; a file inode of an older generation is gone.
@@ -630,7 +827,7 @@ impl Tree {
     /// File nodes and the sum of their sizes (the originals' sizes), for `statfs`.
     pub fn totals(&self) -> (u64, u64) {
         self.nodes.values().fold((0, 0), |(n, bytes), node| match node.kind {
-            NodeKind::File { size, .. } => (n + 1, bytes + size),
+            NodeKind::File { size, .. } | NodeKind::Sidecar { size, .. } => (n + 1, bytes + size),
             _ => (n, bytes),
         })
     }
@@ -693,7 +890,7 @@ impl Tree {
                 let p = if prefix.is_empty() { n.name.clone() } else { format!("{prefix}/{}", n.name) };
                 match n.kind {
                     NodeKind::Dir(_) => stack.push((n.ino, p)),
-                    NodeKind::File { file_id, .. } => out.push((p, file_id)),
+                    NodeKind::File { file_id, .. } | NodeKind::Sidecar { file_id, .. } => out.push((p, file_id)),
                     NodeKind::Cover { .. } => {}
                 }
             }
@@ -732,6 +929,93 @@ mod tests {
 
     fn view(t: &str) -> Vec<View> {
         vec![View { name: None, template: Template::parse(t).unwrap() }]
+    }
+
+    fn at(mut f: TreeFile, path: &str) -> TreeFile {
+        f.file.path = path.into();
+        f.file.extension = path.rsplit('.').next().unwrap().into();
+        if !f.file.extension.ends_with("flac") {
+            f.file.plugin = crate::catalog::SIDECAR_PLUGIN.into();
+            f.has_picture = false;
+        }
+        f
+    }
+
+    fn names(t: &Tree, dir: &str) -> Vec<(String, &'static str)> {
+        let d = t.resolve(dir).unwrap();
+        t.children(d.ino)
+            .into_iter()
+            .map(|n| {
+                let kind = match n.kind {
+                    NodeKind::File { .. } => "track",
+                    NodeKind::Sidecar { .. } => "sidecar",
+                    NodeKind::Cover { .. } => "cover",
+                    NodeKind::Dir(_) => "dir",
+                };
+                (n.name.clone(), kind)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn sidecars_sit_beside_their_tracks_lyrics_take_the_track_name_and_a_real_cover_wins() {
+        let tags = [("albumartist", "X"), ("album", "Y")];
+        let mut files = vec![
+            at(file(2, &[tags[0], tags[1], ("title", "One"), ("track", "1")]), "A/01.flac"),
+            at(file(4, &[tags[0], tags[1], ("title", "Two"), ("track", "2")]), "A/02.flac"),
+            at(file(5, &[]), "A/01.lrc"),
+            at(file(7, &[]), "A/album.cue"),
+            at(file(9, &[]), "A/cover.jpg"),
+            at(file(11, &[]), "B/notes.pdf"),
+        ];
+        let tpl = view("$albumartist/$album/$track $title");
+        let t = Tree::build(&files, &tpl, &RenderOptions::default(), Some("cover.jpg"));
+        assert_eq!(
+            names(&t, "X/Y"),
+            [
+                ("01 One.flac".to_owned(), "track"),
+                ("01 One.lrc".to_owned(), "sidecar"),
+                ("02 Two.flac".to_owned(), "track"),
+                ("album.cue".to_owned(), "sidecar"),
+                ("cover.jpg".to_owned(), "sidecar"),
+            ],
+            "the lyrics under the track's name; the real cover.jpg instead of the virtual one"
+        );
+        assert_eq!(t.paths().len(), 5, "a folder without tracks shows no sidecars: {:?}", t.paths());
+        assert!(t.files_under(t.resolve("X").unwrap().ino) == vec![2, 4], "tag targets are tracks only");
+        // Snapshots keep them, and the index of their nodes.
+        let key = [1u8; 32];
+        let (mut back, _) = Tree::from_snapshot(
+            &t.to_snapshot("c", &key, 1),
+            "c",
+            &key,
+            &tpl,
+            &RenderOptions::default(),
+            Some("cover.jpg"),
+        )
+        .unwrap();
+        assert_eq!(names(&back, "X/Y"), names(&t, "X/Y"));
+        // The real cover goes: the virtual one comes back (as the mount does it: the
+        // file's removal, then its folder placed again).
+        assert_eq!(back.sidecars_near(2), vec![5, 7, 9]);
+        back.remove_file(9);
+        files.retain(|f| f.file.id != 9);
+        back.update_folder(&files[..4]);
+        assert!(names(&back, "X/Y").contains(&("cover.jpg".to_owned(), "cover")), "{:?}", names(&back, "X/Y"));
+        // A retag moves the album: its sidecars follow.
+        files[0].tags[1].1 = "Z".into();
+        files[1].tags[1].1 = "Z".into();
+        for f in &files[..2] {
+            back.upsert_file(f);
+        }
+        back.update_folder(&files[..4]);
+        assert!(back.resolve("X/Y").is_none(), "the old album directory is gone with its sidecars");
+        assert!(back.resolve("X/Z/01 One.lrc").is_some() && back.resolve("X/Z/album.cue").is_some());
+        // Every track goes: nothing is left of the album.
+        back.remove_file(2);
+        back.remove_file(4);
+        back.update_folder(&files[2..4]);
+        assert!(back.resolve("X").is_none(), "{:?}", back.paths());
     }
 
     #[test]

@@ -86,3 +86,46 @@ mod tests {
         assert_eq!(*read(&rw), 6);
     }
 }
+
+/// Whether file name `name` matches glob `pattern` (`*`: any run of characters, `?`: one
+/// character), ignoring case.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.to_lowercase().chars().collect();
+    let n: Vec<char> = name.to_lowercase().chars().collect();
+    // The classic two-pointer match with backtracking to the last `*`.
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod glob_tests {
+    use super::glob_match;
+
+    #[test]
+    fn globs_match_names_ignoring_case() {
+        assert!(glob_match("*.cue", "Album.CUE"));
+        assert!(glob_match("*.jp*g", "cover.jpeg") && glob_match("*.jp*g", "cover.jpg"));
+        assert!(glob_match("folder.???", "Folder.png"));
+        assert!(glob_match("*", "") && glob_match("*", "x"));
+        assert!(!glob_match("*.cue", "album.cue.bak"));
+        assert!(!glob_match("?.log", "ab.log"));
+        assert!(glob_match("*a*b*c", "xxaxxbxxc") && !glob_match("*a*b*c", "xxaxxcxxb"));
+    }
+}

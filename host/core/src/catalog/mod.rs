@@ -366,6 +366,22 @@ pub struct FileRow {
     pub edited_ns: i64,
 }
 
+/// The `plugin` of a sidecar's row: a non-audio file (cue sheet, log, lyrics, booklet,
+/// image) served unchanged beside the tracks it sits next to; no format plugin reads it.
+pub const SIDECAR_PLUGIN: &str = "sidecar";
+
+impl FileRow {
+    /// Whether this row is a sidecar (see [`SIDECAR_PLUGIN`]).
+    pub fn is_sidecar(&self) -> bool {
+        self.plugin == SIDECAR_PLUGIN
+    }
+}
+
+/// The directory part of an origin path (`""` at the origin's root).
+pub fn parent_dir(path: &str) -> &str {
+    path.rfind('/').map_or("", |i| &path[..i])
+}
+
 /// A file with the tag values a tree build needs.
 #[derive(Debug, Clone)]
 pub struct TreeFile {
@@ -982,6 +998,44 @@ impl Catalog {
             }
         }
         Ok(Some(TreeFile { file, tags, has_picture }))
+    }
+
+    /// Every file directly in directory `dir` of origin `origin` (tracks and sidecars),
+    /// as the tree needs them: what places the sidecars of one folder. Empty when the
+    /// folder has no sidecar (nothing to place: the common case, answered cheaply).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn tree_files_in_dir(&self, origin: &str, dir: &str, keys: &[String]) -> Result<Vec<TreeFile>> {
+        // `dir/` .. `dir0` ('0' follows '/'): the paths below `dir`, through the index.
+        let (lo, hi) = if dir.is_empty() {
+            (String::new(), "\u{10ffff}".to_owned())
+        } else {
+            (format!("{dir}/"), format!("{dir}0"))
+        };
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT f.id, f.path, f.plugin FROM files f JOIN origins o ON o.id = f.origin_id
+                 WHERE o.name = ?1 AND f.path >= ?2 AND f.path < ?3 ORDER BY f.path",
+            )
+            .map_err(self.err())?;
+        let rows: Vec<(i64, String, String)> = st
+            .query_map(params![origin, lo, hi], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .map_err(self.err())?
+            .collect::<std::result::Result<_, _>>()
+            .map_err(self.err())?;
+        let direct: Vec<&(i64, String, String)> = rows.iter().filter(|(_, p, _)| parent_dir(p) == dir).collect();
+        if !direct.iter().any(|(_, _, plugin)| plugin == SIDECAR_PLUGIN) {
+            return Ok(Vec::new());
+        }
+        let mut out = Vec::with_capacity(direct.len());
+        for (id, _, _) in direct {
+            if let Some(f) = self.tree_file(*id, keys)? {
+                out.push(f);
+            }
+        }
+        Ok(out)
     }
 
     /// Every `(file id, key)` the user's overlay controls (few: only edited files).

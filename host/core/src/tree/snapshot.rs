@@ -27,8 +27,8 @@ use crate::manifest::View;
 use crate::template::RenderOptions;
 
 const MAGIC: &[u8; 8] = b"MUSEFSTS";
-/// The snapshot format version (2: inodes below 2^63; 3: directory times).
-pub const VERSION: u32 = 3;
+/// The snapshot format version (2: inodes below 2^63; 3: directory times; 4: sidecars).
+pub const VERSION: u32 = 4;
 
 /// Why a snapshot was not used.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +112,14 @@ impl Tree {
                     put_str16(&mut b, &n.name);
                     b.extend_from_slice(&dir.to_le_bytes());
                 }
+                NodeKind::Sidecar { file_id, size, mtime_ns, gen } => {
+                    b.push(3);
+                    put_str16(&mut b, &n.name);
+                    b.extend_from_slice(&file_id.to_le_bytes());
+                    b.extend_from_slice(&size.to_le_bytes());
+                    b.extend_from_slice(&mtime_ns.to_le_bytes());
+                    b.extend_from_slice(&gen.to_le_bytes());
+                }
             }
         }
         let sum = blake3::hash(&b);
@@ -184,6 +192,12 @@ impl Tree {
                     cover: r.u8()? != 0,
                 },
                 2 => NodeKind::Cover { dir: r.u64()? },
+                3 => NodeKind::Sidecar {
+                    file_id: r.u64()? as i64,
+                    size: r.u64()?,
+                    mtime_ns: r.u64()? as i64,
+                    gen: r.u64()? as i64,
+                },
                 _ => return Err(SnapshotError::Corrupt("node kind")),
             };
             let valid_name = if ino == ROOT {
@@ -227,6 +241,7 @@ impl Tree {
             dir_mtimes,
             touched: Vec::new(),
             folded: None,
+            sidecar_nodes: std::collections::HashMap::new(),
         };
         let mut tree = tree;
         tree.reindex();
