@@ -173,7 +173,12 @@ impl Format for Flac {
                 }
                 block::PICTURE => {
                     let body = src.read_vec(body_at, size as usize)?;
-                    pictures.push(picture::parse_flac_picture(&body)?);
+                    // A damaged picture block (its inner lengths wrong) loses the
+                    // picture, not the file: players skip it too.
+                    match picture::parse_flac_picture(&body) {
+                        Ok(p) => pictures.push(p),
+                        Err(e) => warnings.push(format!("the PICTURE block at offset {pos} is damaged ({e}): skipped")),
+                    }
                 }
                 _ => {}
             }

@@ -114,6 +114,11 @@ struct Sound {
     bits: u32,
 }
 
+/// Sample entry types of audio codecs: a track with one is a sound track whatever its
+/// handler says (a damaged `hdlr` does not stop ffmpeg either).
+const AUDIO_ENTRIES: &[&[u8; 4]] =
+    &[b"mp4a", b"alac", b"ac-3", b"ec-3", b"Opus", b"fLaC", b".mp3", b"samr", b"sowt", b"twos", b"lpcm", b"ipcm"];
+
 /// The sound tracks of a `moov` (its bytes at `start`).
 fn sound_tracks(moov: &[u8], start: u64) -> Vec<Sound> {
     let mut out = Vec::new();
@@ -123,11 +128,8 @@ fn sound_tracks(moov: &[u8], start: u64) -> Vec<Sound> {
         let tb = slice(moov, start, trak);
         let Some(mdia) = child(tb, trak.body(), b"mdia") else { continue };
         let mb = slice(moov, start, &mdia);
-        let Some(hdlr) = child(mb, mdia.body(), b"hdlr") else { continue };
-        let hb = slice(moov, start, &hdlr);
-        if hb.get(8..12) != Some(b"soun") {
-            continue;
-        }
+        let handler_says_sound =
+            child(mb, mdia.body(), b"hdlr").is_some_and(|h| slice(moov, start, &h).get(8..12) == Some(b"soun"));
         let mut s = Sound { timescale: 0, duration: 0, codec: String::new(), channels: 0, sample_rate: 0, bits: 0 };
         if let Some(mdhd) = child(mb, mdia.body(), b"mdhd") {
             let d = slice(moov, start, &mdhd);
@@ -147,6 +149,9 @@ fn sound_tracks(moov: &[u8], start: u64) -> Vec<Sound> {
             let d = slice(moov, start, &stsd);
             // version/flags, entry count, then the first sample entry.
             if let Some(entry) = d.get(8..).and_then(|e| parse_header(e, 0, e.len() as u64).ok()) {
+                if !handler_says_sound && !AUDIO_ENTRIES.contains(&&entry.kind) {
+                    continue;
+                }
                 let e = &d[8..8 + entry.len as usize];
                 s.codec = match &entry.kind {
                     b"mp4a" => "aac".into(),
@@ -172,6 +177,9 @@ fn sound_tracks(moov: &[u8], start: u64) -> Vec<Sound> {
                     s.bits = 0; // AAC has no bit depth
                 }
             }
+        }
+        if !handler_says_sound && s.codec.is_empty() {
+            continue; // neither the handler nor a sample entry says audio
         }
         out.push(s);
     }
@@ -252,9 +260,16 @@ impl Format for Mp4 {
     }
 
     fn read(&self, src: &Source) -> PluginResult<TrackInfo> {
-        let (atoms, cut) = top_level_warned(src)?;
-        if atoms.first().is_none_or(|a| &a.kind != b"ftyp") {
-            return Err(PluginError::invalid_data("not an MP4 file (no ftyp atom first)"));
+        let (atoms, mut cut) = top_level_warned(src)?;
+        let has_moov = atoms.iter().any(|a| &a.kind == b"moov");
+        match atoms.first() {
+            Some(a) if &a.kind == b"ftyp" => {}
+            // A damaged `ftyp` (ffmpeg does not need it): read all the same.
+            Some(a) if has_moov => cut.push(format!(
+                "damaged: the first atom is `{}`, not ftyp; read all the same",
+                String::from_utf8_lossy(&a.kind).escape_debug()
+            )),
+            _ => return Err(PluginError::invalid_data("not an MP4 file (no ftyp atom first, no moov atom)")),
         }
         let moov =
             atoms.iter().find(|a| &a.kind == b"moov").ok_or_else(|| PluginError::invalid_data("no moov atom"))?;

@@ -1,0 +1,75 @@
+//! Damaged files that ffmpeg plays and the MP4 reader once refused, each test named
+//! after its bug. `data/tiny.m4a` is 0.3 s of AAC from ffmpeg (`-fflags +bitexact`);
+//! each test damages a copy the way the damaged-file corpus of the end-to-end tests
+//! did when it found the bug.
+
+use std::sync::Arc;
+
+use musefs_format_mp4::Mp4;
+use musefs_plugin_api::testing::MemHandle;
+use musefs_plugin_api::{handle_into_ffi, CallCtx, Format, PlanMode, PlanRequest, Source};
+
+const TINY: &[u8] = include_bytes!("data/tiny.m4a");
+
+fn source(data: &[u8]) -> Source {
+    Source::new(handle_into_ffi(Arc::new(MemHandle::new(data.to_vec()))), CallCtx::unlimited())
+}
+
+/// `data` with one bit flipped in the first occurrence of `marker` (its byte `at`).
+fn flipped(marker: &[u8], at: usize) -> Vec<u8> {
+    let mut d = TINY.to_vec();
+    let i = d.windows(marker.len()).position(|w| w == marker).expect("marker in the fixture");
+    d[i + at] ^= 0x04;
+    d
+}
+
+/// Reads `data` and plans its synthesis: an AAC track, served whole.
+fn reads_and_plans(data: &[u8]) {
+    let info = Mp4.read(&source(data)).expect("a file ffmpeg plays is read");
+    assert_eq!(info.props.codec.as_str(), "aac");
+    assert!(info.props.duration_ms > 200 && info.audio_len > 0, "{:?}", info.props);
+    let req = PlanRequest {
+        mode: PlanMode::SYNTHESIS,
+        tags: info.tags.clone(),
+        pictures: info.pictures.clone(),
+        info: info.clone(),
+        options: "{}".into(),
+        extra: Default::default(),
+    };
+    Mp4.plan(&source(data), &req).expect("a plan");
+}
+
+#[test]
+fn the_fixture_reads() {
+    reads_and_plans(TINY);
+}
+
+/// Found by the damaged corpus (e2e_formats): a bit flip in the `ftyp` atom's type
+/// (`ftyt`) made the reader refuse the file ("no ftyp atom first"); ffmpeg does not
+/// need `ftyp` and plays it. A file whose first atom is not `ftyp` is read when it has
+/// `moov` and `mdat`, with a warning.
+#[test]
+fn a_damaged_ftyp_type_is_read_with_a_warning() {
+    let d = flipped(b"ftyp", 3);
+    reads_and_plans(&d);
+    let info = Mp4.read(&source(&d)).unwrap();
+    assert!(info.extra.iter().any(|kv| kv.key.as_str() == "warning" && kv.value.as_str().contains("ftyp")));
+}
+
+/// Found by the damaged corpus (e2e_formats): a bit flip in the sound track's handler
+/// type (`soun` → `sou` + 1 bit) made the reader find "no sound track"; ffmpeg takes the
+/// track's kind from its sample entry (`mp4a`) and plays it. A track whose sample entry
+/// is an audio codec is a sound track whatever its handler says.
+#[test]
+fn a_damaged_sound_handler_is_read_from_the_sample_entry() {
+    reads_and_plans(&flipped(b"soun", 3));
+}
+
+/// Not audio: a file with only a text track is still refused.
+#[test]
+fn a_file_without_an_audio_sample_entry_is_refused() {
+    let mut d = flipped(b"soun", 3);
+    let i = d.windows(4).position(|w| w == b"mp4a").unwrap();
+    d[i..i + 4].copy_from_slice(b"text");
+    assert!(Mp4.read(&source(&d)).is_err());
+}
