@@ -416,3 +416,15 @@ pub fn curl(url: &str) -> String {
     assert!(out.status.success(), "curl {url}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
+
+/// Copies the files `names` of `dir` (inputs a randomized test failed on) to
+/// `target/damaged-failures/`, where they outlive the test's temporary directory and
+/// can become regression tests; returns that directory.
+pub fn keep_failures<'a>(dir: &Path, names: impl Iterator<Item = &'a str>) -> String {
+    let keep = target_dir().join("damaged-failures");
+    for n in names {
+        let _ = std::fs::create_dir_all(&keep);
+        let _ = std::fs::copy(dir.join(n), keep.join(n));
+    }
+    keep.display().to_string()
+}

@@ -923,7 +923,8 @@ fn damaged_files_are_refused_only_when_ffmpeg_cannot_play_them() {
     assert!(so.contains(&format!("refused ({} file(s)", refused.len())) && so.contains(" × "), "{so}");
     let playable: Vec<&(String, String)> =
         refused.iter().filter(|(p, _)| musefs_tests::ffmpeg_plays(&lib.join(p))).collect();
-    assert!(playable.is_empty(), "refused although ffmpeg plays them: {playable:?}");
+    let kept = musefs_tests::keep_failures(&lib, playable.iter().map(|(p, _)| p.as_str()));
+    assert!(playable.is_empty(), "refused although ffmpeg plays them (copies in {kept}): {playable:?}");
     // Every accepted file is served whole, in synthesis mode.
     let mnt = t.path().join("mnt");
     let m = Mount::start(&manifest, &mnt, &[]);

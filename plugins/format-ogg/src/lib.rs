@@ -48,6 +48,11 @@ fn codec_of(first_packet: &[u8]) -> Option<Codec> {
 
 /// The FLAC metadata block type of a header packet (low 7 bits of its first byte), and
 /// whether it is the last one.
+/// Whether a packet of a FLAC stream is an audio frame (its sync code), not a header.
+fn is_flac_frame(p: &[u8]) -> bool {
+    p.len() >= 2 && p[0] == 0xFF && p[1] & 0xFE == 0xF8
+}
+
 fn flac_block(packet: &[u8]) -> Option<(u8, bool)> {
     packet.first().map(|b| (b & 0x7f, b & 0x80 != 0))
 }
@@ -120,6 +125,7 @@ impl Format for Ogg {
             if page.serial != s {
                 continue; // another multiplexed stream
             }
+            let before = packets.len();
             let mut at = page.header_len;
             for &l in &page.lacing {
                 partial.extend_from_slice(&whole[at..at + l as usize]);
@@ -131,6 +137,21 @@ impl Format for Ogg {
             }
             if total > MAX_HEADER_BYTES {
                 return Err(PluginError::invalid_data("Ogg header packets are implausibly large"));
+            }
+            // FLAC: an audio frame where a header packet was due (a header page lost to
+            // damage, skipped by the resync): the headers end before this page, and
+            // the audio is served from here, as ffmpeg plays it.
+            if codec == Some(Codec::Flac) && before >= 1 && packets.get(before).is_some_and(|p| is_flac_frame(p)) {
+                let lost = header_packets(Codec::Flac, &packets[..before]).map_or(0, |n| n.saturating_sub(before));
+                let page_start = pos - page.len();
+                warnings.push(format!(
+                    "an audio frame at offset {page_start} where header packets were due ({lost} lost to damage): \
+                     the headers read before it are kept"
+                ));
+                packets.truncate(before);
+                partial.clear();
+                header_end = page_start;
+                break;
             }
             if codec.is_none() {
                 if let Some(first) = packets.first() {
@@ -156,9 +177,13 @@ impl Format for Ogg {
             Codec::Speex => ("speex", "", b""),
         };
         let comment = match codec {
-            Codec::Flac => match flac_block(&packets[1]) {
+            // A FLAC stream's comment block may be lost to damage: no tags then.
+            Codec::Flac => match packets.get(1).and_then(|p| flac_block(p)) {
                 Some((4, _)) => packets[1].get(4..),
-                _ => None,
+                _ => {
+                    warnings.push("no VORBIS_COMMENT block after the identification header: no tags".into());
+                    Some(&[0u8; 8][..])
+                }
             },
             _ => packets[1].strip_prefix(prefix),
         }
@@ -187,7 +212,7 @@ impl Format for Ogg {
         }
         if codec == Codec::Flac {
             // PICTURE metadata blocks, each its own header packet.
-            for p in &packets[2..] {
+            for p in packets.get(2..).unwrap_or_default() {
                 if flac_block(p).is_some_and(|(t, _)| t == 6) {
                     match picture::parse_flac_picture(p.get(4..).unwrap_or_default()) {
                         Ok(pic) => pictures.push(pic),

@@ -44,6 +44,12 @@ fn read_headers(src: &Source, header_end: u64) -> PluginResult<HeaderPages> {
         // As the reader does: garbage before a page is skipped (it is not served: the
         // header region is rewritten), a header page whose CRC fails is rewritten anyway.
         let page::Read { at, page: p, bytes: whole, .. } = page::read_at(src, pos)?;
+        if at >= header_end {
+            // Damage before the audio, skipped by the resync (the reader ended the
+            // headers there).
+            pos = header_end;
+            break;
+        }
         pos = at;
         let s = *serial.get_or_insert(p.serial);
         if p.serial != s {
@@ -185,9 +191,8 @@ pub fn synthesize(src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
         _ => h.packets.len().max(2),
     };
     let flac_ok = !flac
-        || (h.packets[0].starts_with(b"\x7fFLAC")
-            && h.packets[0].len() >= 9
-            && h.packets[1].first().map(|b| b & 0x7f) == Some(4));
+        || (h.packets.first().is_some_and(|p| p.starts_with(b"\x7fFLAC") && p.len() >= 9)
+            && h.packets.get(1).and_then(|p| p.first()).map(|b| b & 0x7f) == Some(4));
     if h.mixed || h.packets.len() != needed || h.rest_pages == 0 || !flac_ok {
         // Multiplexed headers (or an unusual packet split): served as they are.
         return Ok(Plan::passthrough(len));

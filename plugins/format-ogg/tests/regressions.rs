@@ -40,3 +40,34 @@ fn fuzz_ogg_flac_empty_header_packet_plans_without_panicking() {
     let plan = std::panic::catch_unwind(|| Ogg.plan(&source(data), &req)).expect("no panic").expect("a plan");
     assert!(plan.segments.iter().map(|s| s.len).sum::<u64>() > 0);
 }
+
+/// Found by the damaged corpus (e2e_formats): a bit flip in the capture pattern of an
+/// Ogg FLAC stream's second page (its VORBIS_COMMENT block) made the resync skip that
+/// page and the reader refuse the file ("the second Ogg packet is not a comment
+/// header"); ffmpeg plays it. The headers end where the first audio frame is found; the
+/// file is read without tags, with a warning, and its synthesis serves it as it is.
+/// (`data/tiny-flac.oga`: 0.3 s from ffmpeg, `-fflags +bitexact`.)
+#[test]
+fn a_lost_ogg_flac_comment_page_reads_without_tags() {
+    let mut data = include_bytes!("data/tiny-flac.oga").to_vec();
+    let second = data.windows(4).skip(4).position(|w| w == b"OggS").unwrap() + 4;
+    data[second] ^= 0x04;
+    let info = Ogg.read(&source(&data)).expect("a file ffmpeg plays is read");
+    assert!(info.tags.is_empty());
+    assert_eq!((info.props.codec.as_str(), info.props.sample_rate), ("flac", 44100));
+    assert!(info.extra.iter().any(|kv| kv.key.as_str() == "warning" && kv.value.as_str().contains("audio frame")));
+    // The audio starts at the first audio page (the damaged one before it is skipped).
+    let third = data.windows(4).skip(second + 1).position(|w| w == b"OggS").unwrap() + second + 1;
+    assert_eq!(info.audio_offset, third as u64);
+    let req = PlanRequest {
+        mode: PlanMode::SYNTHESIS,
+        tags: info.tags.clone(),
+        pictures: info.pictures.clone(),
+        info: info.clone(),
+        options: "{}".into(),
+        extra: Default::default(),
+    };
+    let plan = Ogg.plan(&source(&data), &req).expect("a plan");
+    let size: u64 = plan.segments.iter().map(|s| s.len).sum();
+    assert_eq!(size, data.len() as u64, "served as it is");
+}
