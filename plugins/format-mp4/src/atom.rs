@@ -74,6 +74,31 @@ pub fn children(data: &[u8], base: u64) -> PluginResult<Vec<Atom>> {
     Ok(out)
 }
 
+/// The child atoms of `data` as a player reads them: a child claiming more bytes than
+/// its parent has is cut at the parent's end (ffmpeg does the same), and the walk stops
+/// at the first header that cannot be read at all. For reading only: a rewrite needs
+/// [`children`]' exact view.
+pub fn children_lenient(data: &[u8], base: u64) -> Vec<Atom> {
+    let mut out = Vec::new();
+    let mut pos = 0usize;
+    let limit = base + data.len() as u64;
+    while pos + 8 <= data.len() {
+        let a = match parse_header(&data[pos..], base + pos as u64, limit) {
+            Ok(a) => a,
+            Err(_) => match parse_header(&data[pos..], base + pos as u64, u64::MAX) {
+                Ok(mut a) if (data.len() - pos) as u64 >= a.header => {
+                    a.len = (data.len() - pos) as u64;
+                    a
+                }
+                _ => break,
+            },
+        };
+        pos += a.len as usize;
+        out.push(a);
+    }
+    out
+}
+
 /// An atom's bytes: header and `body`.
 pub fn build(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 16);

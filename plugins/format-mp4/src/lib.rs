@@ -86,9 +86,10 @@ fn top_level_warned(src: &Source) -> PluginResult<(Vec<Atom>, Vec<String>)> {
     Ok((out, warnings))
 }
 
-/// A child atom of `data` (an atom body at file offset `base`) by type.
+/// A child atom of `data` (an atom body at file offset `base`) by type, read as players
+/// do (see [`atom::children_lenient`]).
 fn child(data: &[u8], base: u64, kind: &[u8; 4]) -> Option<Atom> {
-    children(data, base).ok()?.into_iter().find(|a| &a.kind == kind)
+    atom::children_lenient(data, base).into_iter().find(|a| &a.kind == kind)
 }
 
 fn slice<'a>(moov: &'a [u8], moov_start: u64, a: &Atom) -> &'a [u8] {
@@ -114,6 +115,10 @@ struct Sound {
     bits: u32,
 }
 
+/// Top-level atom types that are not the media data.
+const KNOWN_TOP_LEVEL: &[&[u8; 4]] =
+    &[b"ftyp", b"moov", b"free", b"skip", b"wide", b"uuid", b"udta", b"meta", b"pdin", b"moof", b"mfra", b"sidx"];
+
 /// Sample entry types of audio codecs: a track with one is a sound track whatever its
 /// handler says (a damaged `hdlr` does not stop ffmpeg either).
 const AUDIO_ENTRIES: &[&[u8; 4]] =
@@ -123,7 +128,7 @@ const AUDIO_ENTRIES: &[&[u8; 4]] =
 fn sound_tracks(moov: &[u8], start: u64) -> Vec<Sound> {
     let mut out = Vec::new();
     let body = &moov[8.min(moov.len())..];
-    let Ok(traks) = children(body, start + 8) else { return out };
+    let traks = atom::children_lenient(body, start + 8);
     for trak in traks.iter().filter(|a| &a.kind == b"trak") {
         let tb = slice(moov, start, trak);
         let Some(mdia) = child(tb, trak.body(), b"mdia") else { continue };
@@ -273,8 +278,24 @@ impl Format for Mp4 {
         }
         let moov =
             atoms.iter().find(|a| &a.kind == b"moov").ok_or_else(|| PluginError::invalid_data("no moov atom"))?;
-        let mdat =
-            atoms.iter().find(|a| &a.kind == b"mdat").ok_or_else(|| PluginError::invalid_data("no mdat atom"))?;
+        let mdat = match atoms.iter().find(|a| &a.kind == b"mdat") {
+            Some(m) => m,
+            // A damaged `mdat` type: the largest atom of no known type holds the audio
+            // (the chunk offsets point into it; ffmpeg plays it).
+            None => {
+                let m = atoms
+                    .iter()
+                    .filter(|a| !KNOWN_TOP_LEVEL.contains(&&a.kind))
+                    .max_by_key(|a| a.len)
+                    .ok_or_else(|| PluginError::invalid_data("no mdat atom"))?;
+                cut.push(format!(
+                    "damaged: no mdat atom; the `{}` atom at offset {} is taken for it",
+                    String::from_utf8_lossy(&m.kind).escape_debug(),
+                    m.start
+                ));
+                m
+            }
+        };
         let bytes = read_moov(src, moov)?;
         let sounds = sound_tracks(&bytes, moov.start);
         let s = sounds.first().ok_or_else(|| PluginError::invalid_data("no sound track in the moov atom"))?;

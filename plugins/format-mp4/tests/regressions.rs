@@ -73,3 +73,28 @@ fn a_file_without_an_audio_sample_entry_is_refused() {
     d[i..i + 4].copy_from_slice(b"text");
     assert!(Mp4.read(&source(&d)).is_err());
 }
+
+/// Found by the damaged corpus (e2e_formats): a bit flip in the `mdat` atom's type
+/// ("no mdat atom"); ffmpeg reads the audio through the chunk offsets and plays it. The
+/// largest atom of no known type is taken for `mdat`, with a warning.
+#[test]
+fn a_damaged_mdat_type_is_found_by_elimination() {
+    let mut d = TINY.to_vec();
+    let i = d.windows(4).position(|w| w == b"mdat").unwrap();
+    d[i + 2] ^= 0x80;
+    reads_and_plans(&d);
+    let info = Mp4.read(&source(&d)).unwrap();
+    assert_eq!(info.audio_offset, i as u64 + 4, "the audio is the damaged atom's body");
+}
+
+/// Found by the damaged corpus (e2e_formats): a bit flip in the size of the sound
+/// track's `mdia` atom (claiming 128 KiB more than its `trak` holds) hid the track
+/// ("no sound track"); ffmpeg cuts such a child at its parent's end and plays the file.
+/// The reader does the same.
+#[test]
+fn an_oversized_child_atom_is_cut_at_its_parent_end() {
+    let mut d = TINY.to_vec();
+    let i = d.windows(4).position(|w| w == b"mdia").unwrap();
+    d[i - 3] ^= 0x02;
+    reads_and_plans(&d);
+}
