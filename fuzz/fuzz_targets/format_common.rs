@@ -6,9 +6,7 @@
 use std::sync::Arc;
 
 use musefs_plugin_api::testing::MemHandle;
-use musefs_plugin_api::{
-    handle_into_ffi, CallCtx, Format, PlanMode, PlanRequest, SegmentKind, Source, PROBE_HEAD_LEN,
-};
+use musefs_plugin_api::{handle_into_ffi, CallCtx, Format, PlanRequest, SegmentKind, Source, PROBE_HEAD_LEN};
 
 pub fn run<F: Format>(f: &F, data: &[u8]) {
     let head = &data[..data.len().min(PROBE_HEAD_LEN)];
@@ -20,14 +18,7 @@ pub fn run<F: Format>(f: &F, data: &[u8]) {
     let len = data.len() as u64;
     // The host passes the file's own tags and pictures (as cataloged) when nothing is
     // edited. (Passthrough plans are the FFI wrapper's, not the plugin's.)
-    let req = PlanRequest {
-        mode: PlanMode::SYNTHESIS,
-        tags: info.tags.clone(),
-        pictures: info.pictures.clone(),
-        info: info.clone(),
-        options: "{}".into(),
-        extra: Default::default(),
-    };
+    let req = PlanRequest::synthesis_of(&info);
     let Ok(plan) = f.plan(&source(), &req) else { return };
     for s in plan.segments.iter() {
         if s.kind == SegmentKind::LITERAL {

@@ -397,6 +397,22 @@ pub struct PlanRequest {
     pub extra: RVec<KeyValue>,
 }
 
+impl PlanRequest {
+    /// The synthesis request of a file nobody edited: its own tags and pictures, as
+    /// `info` has them, with no options (what the host asks for an unedited file; handy
+    /// in a plugin's tests).
+    pub fn synthesis_of(info: &TrackInfo) -> Self {
+        Self {
+            mode: PlanMode::SYNTHESIS,
+            tags: info.tags.clone(),
+            pictures: info.pictures.clone(),
+            info: info.clone(),
+            options: "{}".into(),
+            extra: RVec::new(),
+        }
+    }
+}
+
 /// Which kinds of object a plugin provides (bit flags).
 #[repr(transparent)]
 #[derive(StableAbi, Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use musefs_format_mp4::Mp4;
 use musefs_plugin_api::testing::MemHandle;
-use musefs_plugin_api::{handle_into_ffi, CallCtx, Format, PlanMode, PlanRequest, Source};
+use musefs_plugin_api::{handle_into_ffi, CallCtx, Format, PlanRequest, Source};
 
 const TINY: &[u8] = include_bytes!("data/tiny.m4a");
 
@@ -28,14 +28,7 @@ fn reads_and_plans(data: &[u8]) {
     let info = Mp4.read(&source(data)).expect("a file ffmpeg plays is read");
     assert_eq!(info.props.codec.as_str(), "aac");
     assert!(info.props.duration_ms > 200 && info.audio_len > 0, "{:?}", info.props);
-    let req = PlanRequest {
-        mode: PlanMode::SYNTHESIS,
-        tags: info.tags.clone(),
-        pictures: info.pictures.clone(),
-        info: info.clone(),
-        options: "{}".into(),
-        extra: Default::default(),
-    };
+    let req = PlanRequest::synthesis_of(&info);
     Mp4.plan(&source(data), &req).expect("a plan");
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use musefs_format_ogg::Ogg;
 use musefs_plugin_api::testing::MemHandle;
-use musefs_plugin_api::{handle_into_ffi, CallCtx, Format, PlanMode, PlanRequest, Source};
+use musefs_plugin_api::{handle_into_ffi, CallCtx, Format, PlanRequest, Source};
 
 fn source(data: &[u8]) -> Source {
     Source::new(handle_into_ffi(Arc::new(MemHandle::new(data.to_vec()))), CallCtx::unlimited())
@@ -29,14 +29,7 @@ fn fuzz_symphonia_seek_panic_is_read_from_the_headers() {
 fn fuzz_ogg_flac_empty_header_packet_plans_without_panicking() {
     let data = include_bytes!("data/fuzz-ogg-flac-empty-header-packet.ogg");
     let info = Ogg.read(&source(data)).expect("read");
-    let req = PlanRequest {
-        mode: PlanMode::SYNTHESIS,
-        tags: info.tags.clone(),
-        pictures: info.pictures.clone(),
-        info: info.clone(),
-        options: "{}".into(),
-        extra: Default::default(),
-    };
+    let req = PlanRequest::synthesis_of(&info);
     let plan = std::panic::catch_unwind(|| Ogg.plan(&source(data), &req)).expect("no panic").expect("a plan");
     assert!(plan.segments.iter().map(|s| s.len).sum::<u64>() > 0);
 }
@@ -59,14 +52,7 @@ fn a_lost_ogg_flac_comment_page_reads_without_tags() {
     // The audio starts at the first audio page (the damaged one before it is skipped).
     let third = data.windows(4).skip(second + 1).position(|w| w == b"OggS").unwrap() + second + 1;
     assert_eq!(info.audio_offset, third as u64);
-    let req = PlanRequest {
-        mode: PlanMode::SYNTHESIS,
-        tags: info.tags.clone(),
-        pictures: info.pictures.clone(),
-        info: info.clone(),
-        options: "{}".into(),
-        extra: Default::default(),
-    };
+    let req = PlanRequest::synthesis_of(&info);
     let plan = Ogg.plan(&source(&data), &req).expect("a plan");
     let size: u64 = plan.segments.iter().map(|s| s.len).sum();
     assert_eq!(size, data.len() as u64, "served as it is");
