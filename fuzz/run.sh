@@ -80,8 +80,10 @@ printf 'MUSEFSOW\1\0\0\0' > corpus/owner/seed1
 for t in "${targets[@]}"; do
     echo "fuzz: $t for ${secs}s" >&2
     cargo +nightly fuzz run -O "$t" "corpus/$t" -- -max_total_time="$secs" -rss_limit_mb=4096 -max_len=262144 2>"$seeds/$t.log" || {
-        grep -v '^\s*\[' "$seeds/$t.log" | grep -E 'panicked|ERROR|SUMMARY|assertion|left|right|Reproduce|cargo fuzz run' | cut -c1-300 | head -20 >&2
-        echo "fuzz: $t FAILED; the input is in fuzz/artifacts/$t/" >&2
+        # (A build error matches none of these: its last lines are shown instead.)
+        { grep -v '^\s*\[' "$seeds/$t.log" | grep -E 'panicked|ERROR|SUMMARY|assertion|left|right|Reproduce|cargo fuzz run' \
+            || tail -n 20 "$seeds/$t.log"; } | cut -c1-300 | head -20 >&2 || true
+        echo "fuzz: $t FAILED; the input (if it got as far as running) is in fuzz/artifacts/$t/" >&2
         exit 1
     }
     grep -E '^Done|#[0-9]+.*DONE' "$seeds/$t.log" | tail -1 >&2 || true
