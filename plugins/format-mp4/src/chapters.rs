@@ -100,9 +100,12 @@ pub fn text_track(moov: &[u8], start: u64, src: &Source) -> PluginResult<Vec<Cha
         };
         let table = |k: &[u8; 4]| child(stbl, sb, k).map(|(b, _)| b);
         let (Some(stts), Some(stsz), Some(stsc)) = (table(b"stts"), table(b"stsz"), table(b"stsc")) else { continue };
+        // Entry counts are bounded by what the tables hold (a damaged count claims
+        // billions) and by MAX_CHAPTERS.
+        let entries = |t: &[u8], width: usize| (be32(t, 4) as usize).min(t.len().saturating_sub(8) / width);
         let offsets: Vec<u64> = match (table(b"stco"), table(b"co64")) {
-            (Some(t), _) => (0..be32(t, 4) as usize).map(|i| u64::from(be32(t, 8 + 4 * i))).collect(),
-            (None, Some(t)) => (0..be32(t, 4) as usize).map(|i| be64(t, 8 + 8 * i)).collect(),
+            (Some(t), _) => (0..entries(t, 4).min(MAX_CHAPTERS)).map(|i| u64::from(be32(t, 8 + 4 * i))).collect(),
+            (None, Some(t)) => (0..entries(t, 8).min(MAX_CHAPTERS)).map(|i| be64(t, 8 + 8 * i)).collect(),
             _ => continue,
         };
         // Sample sizes.
@@ -110,7 +113,7 @@ pub fn text_track(moov: &[u8], start: u64, src: &Source) -> PluginResult<Vec<Cha
         let count = (be32(stsz, 8) as usize).min(MAX_CHAPTERS);
         let size = |i: usize| if fixed != 0 { fixed } else { be32(stsz, 12 + 4 * i) };
         // Sample offsets: chunk by chunk, `samples_per_chunk` from the stsc run it is in.
-        let runs: Vec<(u32, u32)> = (0..be32(stsc, 4) as usize)
+        let runs: Vec<(u32, u32)> = (0..entries(stsc, 12))
             .map(|i| (be32(stsc, 8 + 12 * i), be32(stsc, 12 + 12 * i)))
             .take(MAX_CHAPTERS)
             .collect();
@@ -130,7 +133,7 @@ pub fn text_track(moov: &[u8], start: u64, src: &Source) -> PluginResult<Vec<Cha
         // Start times from the sample durations.
         let mut starts = Vec::with_capacity(count);
         let mut t = 0u64;
-        'runs: for i in 0..be32(stts, 4) as usize {
+        'runs: for i in 0..entries(stts, 8) {
             let (n, delta) = (be32(stts, 8 + 8 * i), u64::from(be32(stts, 12 + 8 * i)));
             for _ in 0..n {
                 if starts.len() == count {

@@ -91,3 +91,14 @@ fn an_oversized_child_atom_is_cut_at_its_parent_end() {
     d[i - 3] ^= 0x02;
     reads_and_plans(&d);
 }
+
+/// Found by `fuzz/run.sh` (format_mp4) in a clean-clone CI run: a chapter track whose
+/// `stco` claims billions of entries made the chapter reader allocate 32 GiB (and an
+/// `stts` count as large would loop for minutes). Entry counts are bounded by the bytes
+/// the tables hold.
+#[test]
+fn fuzz_chapters_huge_stco_count_reads_in_bounded_memory() {
+    let data = include_bytes!("data/fuzz-chapters-huge-stco-count.m4a");
+    let got = std::panic::catch_unwind(|| Mp4.read(&source(data)).map(|i| i.extra.len()));
+    assert!(got.is_ok(), "no panic");
+}
