@@ -102,7 +102,8 @@ fn meta_children_offset(meta_body: &[u8]) -> usize {
     if meta_body.len() >= 12 && &meta_body[4..8] == b"hdlr" {
         0
     } else {
-        4
+        // (A `meta` too short for its version/flags has no children.)
+        4.min(meta_body.len())
     }
 }
 

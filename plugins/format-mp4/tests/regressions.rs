@@ -102,3 +102,17 @@ fn fuzz_chapters_huge_stco_count_reads_in_bounded_memory() {
     let got = std::panic::catch_unwind(|| Mp4.read(&source(data)).map(|i| i.extra.len()));
     assert!(got.is_ok(), "no panic");
 }
+
+/// Found by `fuzz/run.sh` (format_mp4): a `meta` atom shorter than its 4 bytes of
+/// version and flags made the tag rewrite slice past its end (a panic). Such a `meta`
+/// has no children.
+#[test]
+fn fuzz_short_meta_atom_does_not_panic() {
+    let data = include_bytes!("data/fuzz-short-meta-atom.m4a");
+    let got = std::panic::catch_unwind(|| {
+        if let Ok(info) = Mp4.read(&source(data)) {
+            let _ = Mp4.plan(&source(data), &PlanRequest::synthesis_of(&info));
+        }
+    });
+    assert!(got.is_ok(), "no panic");
+}
