@@ -27,7 +27,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-/// What a served file is: its serving mode, or a virtual cover image.
+/// What a served file is: its serving mode, or a virtual cover image. (The order indexes
+/// the counters resolved per mode.)
 #[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum Served {
     /// The original's bytes.
@@ -105,13 +106,21 @@ pub trait Source: Send + Sync {
     fn snapshot(&self) -> Snapshot;
 }
 
+/// The counters of one serving mode, resolved once: the read path adds to them without
+/// looking a label up.
+#[derive(Clone, Default)]
+struct ModeCounters {
+    opens: Counter,
+    reads: Counter,
+    bytes: Counter,
+    errors: Counter,
+}
+
 /// The process's metrics.
 pub struct Metrics {
     registry: Registry,
-    opens: Family<ModeLabel, Counter>,
-    reads: Family<ModeLabel, Counter>,
-    read_bytes: Family<ModeLabel, Counter>,
-    read_errors: Family<ModeLabel, Counter>,
+    /// By [`Served`]: passthrough, synthesis, cover.
+    by_mode: [ModeCounters; 3],
     header_hits: Counter,
     header_misses: Counter,
     origin_seconds: Family<OriginCall, Histogram>,
@@ -187,45 +196,59 @@ impl Metrics {
         let mut registry = Registry::default();
         let source: Arc<RwLock<Option<Weak<dyn Source>>>> = Arc::new(RwLock::new(None));
         registry.register_collector(Box::new(Live(source.clone())));
-        let m = Self {
-            opens: Family::default(),
-            reads: Family::default(),
-            read_bytes: Family::default(),
-            read_errors: Family::default(),
-            header_hits: Counter::default(),
-            header_misses: Counter::default(),
-            // 100 µs .. ~26 s.
-            origin_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 4.0, 10))),
-            origin_errors: Family::default(),
-            syncs: Family::default(),
-            // 10 ms .. ~11 min.
-            sync_seconds: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 4.0, 9))),
-            source,
-            registry: Registry::default(),
-        };
-        registry.register("musefs_opens", "Files opened, by serving mode", m.opens.clone());
-        registry.register("musefs_reads", "Reads answered, by serving mode", m.reads.clone());
-        registry.register("musefs_read_bytes", "Bytes served, by serving mode", m.read_bytes.clone());
-        registry.register("musefs_read_errors", "Reads answered with an error, by serving mode", m.read_errors.clone());
+        let families: [Family<ModeLabel, Counter>; 4] = Default::default();
+        let [opens, reads, bytes, errors] = &families;
+        let by_mode = [Served::Passthrough, Served::Synthesis, Served::Cover].map(|m| {
+            let l = ModeLabel { mode: m.as_str() };
+            ModeCounters {
+                opens: opens.get_or_create(&l).clone(),
+                reads: reads.get_or_create(&l).clone(),
+                bytes: bytes.get_or_create(&l).clone(),
+                errors: errors.get_or_create(&l).clone(),
+            }
+        });
+        registry.register("musefs_opens", "Files opened, by serving mode", opens.clone());
+        registry.register("musefs_reads", "Reads answered, by serving mode", reads.clone());
+        registry.register("musefs_read_bytes", "Bytes served, by serving mode", bytes.clone());
+        registry.register("musefs_read_errors", "Reads answered with an error, by serving mode", errors.clone());
+        let (header_hits, header_misses) = (Counter::default(), Counter::default());
         registry.register(
             "musefs_header_cache_hits",
             "Opens whose layout was in the header cache",
-            m.header_hits.clone(),
+            header_hits.clone(),
         );
-        registry.register("musefs_header_cache_misses", "Opens that planned their layout", m.header_misses.clone());
+        registry.register("musefs_header_cache_misses", "Opens that planned their layout", header_misses.clone());
+        // 100 µs .. ~26 s.
+        let origin_seconds: Family<OriginCall, Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.0001, 4.0, 10)));
         registry.register(
             "musefs_origin_request_seconds",
             "Latency of origin calls (stat, open, list, read), retries included, by origin",
-            m.origin_seconds.clone(),
+            origin_seconds.clone(),
         );
+        let origin_errors = Family::<OriginCall, Counter>::default();
         registry.register(
             "musefs_origin_errors",
             "Origin calls that failed after retries, by origin",
-            m.origin_errors.clone(),
+            origin_errors.clone(),
         );
-        registry.register("musefs_syncs", "Background sync runs, by origin and result", m.syncs.clone());
-        registry.register("musefs_sync_seconds", "Duration of background sync runs, by origin", m.sync_seconds.clone());
-        Self { registry, ..m }
+        let syncs = Family::<OriginResult, Counter>::default();
+        registry.register("musefs_syncs", "Background sync runs, by origin and result", syncs.clone());
+        // 10 ms .. ~11 min.
+        let sync_seconds: Family<OriginLabel, Histogram> =
+            Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 4.0, 9)));
+        registry.register("musefs_sync_seconds", "Duration of background sync runs, by origin", sync_seconds.clone());
+        Self {
+            registry,
+            by_mode,
+            header_hits,
+            header_misses,
+            origin_seconds,
+            origin_errors,
+            syncs,
+            sync_seconds,
+            source,
+        }
     }
 
     /// Attaches the source of scrape-time values (held weakly: a dropped core stops
@@ -236,19 +259,19 @@ impl Metrics {
 
     /// A file opened.
     pub fn opened(&self, mode: Served) {
-        self.opens.get_or_create(&ModeLabel { mode: mode.as_str() }).inc();
+        self.by_mode[mode as usize].opens.inc();
     }
 
     /// A read answered with `bytes` bytes, or failed (`None`).
     pub fn read(&self, mode: Served, bytes: Option<usize>) {
-        let l = ModeLabel { mode: mode.as_str() };
+        let c = &self.by_mode[mode as usize];
         match bytes {
             Some(n) => {
-                self.reads.get_or_create(&l).inc();
-                self.read_bytes.get_or_create(&l).inc_by(n as u64);
+                c.reads.inc();
+                c.bytes.inc_by(n as u64);
             }
             None => {
-                self.read_errors.get_or_create(&l).inc();
+                c.errors.inc();
             }
         }
     }

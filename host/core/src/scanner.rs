@@ -322,8 +322,9 @@ fn scan_origin(
     };
     let mut seen = HashSet::with_capacity(entries.len());
     let mut work = Vec::new();
-    // Non-audio files matching `sidecars`: recorded (stamp only), served unchanged.
-    let mut sidecars: HashSet<String> = HashSet::new();
+    // Non-audio files matching `sidecars`: recorded with the listing's stamp (no origin
+    // call), served unchanged.
+    let mut sidecars: HashMap<String, Stat> = HashMap::new();
     // Directories the origin could not read: nothing below them is known to be gone.
     let mut unlisted: Vec<String> = Vec::new();
     // Files whose names are not UTF-8: served, under lossy names.
@@ -343,7 +344,7 @@ fn scan_origin(
         }
         let path = e.path.into_string();
         if sidecar {
-            sidecars.insert(path.clone());
+            sidecars.insert(path.clone(), e.stat.clone());
         }
         if path.starts_with(musefs_plugin_api::BYTES_MARKER) {
             lossy.push(path.clone());
@@ -453,8 +454,8 @@ fn scan_origin(
                 }
                 let next = lock(queue).next();
                 let Some(path) = next else { break };
-                let res = if sidecars.contains(&path) {
-                    read_sidecar(manifest, origin, &path)
+                let res = if let Some(stat) = sidecars.get(&path) {
+                    Ok(sidecar(&path, stat))
                 } else {
                     read_file(manifest, origin, formats, &path)
                 };
@@ -619,10 +620,9 @@ type ReadFile = (Stat, String, TrackInfo, Option<Vec<u8>>);
 /// How long change log entries are kept (a week).
 pub const CHANGE_LOG_RETENTION_SECS: i64 = 7 * 24 * 3600;
 
-/// A sidecar's entry: its stamp; no format reads it, its "audio" is the whole file.
-fn read_sidecar(manifest: &Manifest, origin: &OriginBox, path: &str) -> Result<ReadFile, String> {
-    let ctx = CallCtx::with_timeout(manifest.read_timeout);
-    let handle = origin.open(&ctx, path.into()).into_result().map_err(|e| e.to_string())?;
+/// A sidecar's entry: the listing's stamp; no format reads it, its "audio" is the whole
+/// file.
+fn sidecar(path: &str, stat: &Stat) -> ReadFile {
     let info = TrackInfo {
         format: crate::catalog::SIDECAR_PLUGIN.into(),
         extension: extension_of(path).as_str().into(),
@@ -630,11 +630,11 @@ fn read_sidecar(manifest: &Manifest, origin: &OriginBox, path: &str) -> Result<R
         pictures: Default::default(),
         props: Default::default(),
         audio_offset: 0,
-        audio_len: handle.len(),
+        audio_len: stat.size,
         regions: Default::default(),
         extra: Default::default(),
     };
-    Ok((handle.stat(), crate::catalog::SIDECAR_PLUGIN.to_owned(), info, None))
+    (stat.clone(), crate::catalog::SIDECAR_PLUGIN.to_owned(), info, None)
 }
 
 /// Opens, probes and reads one file. `Err` is the reason it is skipped.
