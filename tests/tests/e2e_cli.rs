@@ -89,6 +89,11 @@ fn tag_export_carries_pictures_and_import_reads_standard_input() {
     let out = musefs(&["tag", "export", "--manifest", m, "-o", "-", "main:alpha/hires.flac"]);
     assert!(out.status.success(), "{:?}", text(&out));
     let mut doc = json(&out);
+    // The whole library as exported changes nothing when imported (no tag or art edit
+    // recorded: pictures whose stored fields differ from what the image says included).
+    let whole = musefs(&["tag", "export", "--manifest", m, "/"]).stdout;
+    let out = musefs_with_stdin(&["tag", "import", "--manifest", m, "-"], &whole);
+    assert!(out.status.success() && text(&out).1.contains("imported: 0 file(s) changed"), "{:?}", text(&out));
     let pics = doc["files"][0]["pictures"].as_array().unwrap().clone();
     assert!(pics.len() >= 2, "{doc}");
     let png = fs::read(lib.join("alpha/hires.flac")).unwrap();

@@ -272,14 +272,22 @@ pub fn import(catalog: &mut Catalog, doc: &Export, source: &str) -> Result<usize
         }
         let mut art = Vec::new();
         if let Some(pics) = &f.pictures {
+            // A picture the file has already (same type, description and image) is taken
+            // as it is, whatever its image (a file's own damaged JPEG round-trips); a new
+            // one is checked as `art set` checks it.
+            let key = |p: &Picture| (p.picture_type, p.description.to_string(), p.data.to_vec());
+            let current = catalog.effective_pictures(id)?;
             let want = pics
                 .iter()
                 .enumerate()
                 .map(|(i, p)| {
-                    picture_from_export(p).map_err(|m| bad(format!("{}:{}: picture {}: {m}", f.origin, f.path, i + 1)))
+                    picture_from_export(p, &current)
+                        .map_err(|m| bad(format!("{}:{}: picture {}: {m}", f.origin, f.path, i + 1)))
                 })
                 .collect::<Result<Vec<_>>>()?;
-            if catalog.effective_pictures(id)? != want {
+            // The same pictures in the same order: nothing to do (an unchanged document
+            // must not mark art edited).
+            if current.iter().map(key).collect::<Vec<_>>() != want.iter().map(key).collect::<Vec<_>>() {
                 art.push(ArtEdit::Remove(None));
                 art.extend(want.into_iter().map(ArtEdit::Append));
             }
@@ -293,9 +301,16 @@ pub fn import(catalog: &mut Catalog, doc: &Export, source: &str) -> Result<usize
     Ok(n)
 }
 
-/// A picture of an export document (the image checked as for `art set`).
-fn picture_from_export(p: &ExportedPicture) -> std::result::Result<Picture, String> {
+/// A picture of an export document: one of `current` (the file's) when it is the same,
+/// else a new one, its image checked as for `art set`.
+fn picture_from_export(p: &ExportedPicture, current: &[Picture]) -> std::result::Result<Picture, String> {
     let data = BASE64.decode(p.data.trim()).map_err(|e| format!("`data` is not base64: {e}"))?;
+    let same = |c: &&Picture| {
+        c.picture_type == p.picture_type && c.description.as_str() == p.description && c.data.as_slice() == data
+    };
+    if let Some(c) = current.iter().find(same) {
+        return Ok(c.clone());
+    }
     picture_from_bytes(data, p.picture_type, &p.description)
 }
 
