@@ -9,7 +9,7 @@ const LAYERS: &[&[&str]] = &[
     &["manifest", "metrics"],
     &["catalog"],
     &["tree"],
-    &["cache", "origin_layer"],
+    &["cache", "origin_layer", "overlay"],
     &["state", "plugins"],
     &["scanner"],
     &["sync", "status"],

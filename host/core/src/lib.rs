@@ -18,7 +18,8 @@
 //!  6  scanner                       origins -> catalog
 //!  5  state  plugins                state-dir ownership; loading plugins over the ABI
 //!  4  cache  origin_layer           content-addressed chunk cache (index SQL in catalog);
-//!                                  the host's retry layer around every origin
+//!     overlay                       the host's retry layer around every origin; the
+//!                                  copy-on-write image of a file being written
 //!  3  tree                          the rendered tree, its snapshot, loading it
 //!  2  catalog                       all SQL: files, tags, overlay, change log, chunk index
 //!  1  manifest  metrics             the TOML manifest; process metrics (Prometheus)
@@ -41,6 +42,7 @@ pub mod image;
 pub mod manifest;
 pub mod metrics;
 pub mod origin_layer;
+pub mod overlay;
 pub mod plugins;
 pub mod progress;
 pub mod scanner;
