@@ -24,6 +24,14 @@ pub enum BuildError {
     /// The chunk cache failed.
     #[error(transparent)]
     Cache(CacheError),
+    /// The directory of write sessions (`writable = true`) is unusable.
+    #[error("{path}: {source} (the scratch files of saves through the mount live there)")]
+    Writes {
+        /// The directory.
+        path: String,
+        /// The error.
+        source: std::io::Error,
+    },
 }
 
 /// Builds the serving core: plugins' origins and formats, the catalog and the tree.
@@ -50,7 +58,12 @@ pub fn build_core_loaded(manifest: &Manifest, plugins: &Plugins) -> Result<(Core
     let any_remote = origins
         .values()
         .any(|o: &musefs_plugin_api::OriginBox| !o.caps().contains(musefs_plugin_api::OriginCaps::LOCAL));
-    let core = Core::new(tree, position, catalog, origins, formats, settings(manifest));
+    let mut core = Core::new(tree, position, catalog, origins, formats, settings(manifest));
+    if manifest.writable {
+        let dir = manifest.writes_dir();
+        core =
+            core.with_writes(&dir).map_err(|source| BuildError::Writes { path: dir.display().to_string(), source })?;
+    }
     if any_remote && manifest.cache.enabled {
         let cache = open_cache(manifest)?;
         let s = cache.store().stats().map_err(BuildError::Cache)?;

@@ -85,6 +85,7 @@ struct RawManifest {
     metrics_addr: Option<String>,
     case_insensitive: Option<bool>,
     sidecars: Option<Vec<String>>,
+    writable: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -260,6 +261,9 @@ pub struct Manifest {
     /// Globs of the non-audio files served beside the tracks they sit next to
     /// (`sidecars`; empty: none).
     pub sidecars: Vec<String>,
+    /// Whether tag editors may save files through the mount (`writable`, synthesis
+    /// only): a saved file becomes a catalog edit; originals are never written.
+    pub writable: bool,
 }
 
 /// The default `sidecars`: cue sheets, rip logs, lyrics, booklets and images.
@@ -281,9 +285,9 @@ pub struct Access {
     pub uid: Option<u32>,
     /// Group of every node (default: the user's primary group, or `uid`'s when given by name).
     pub gid: Option<u32>,
-    /// Permission bits of files (default `0o444`).
+    /// Permission bits of files (default `0o444`; `0o644` on a writable mount).
     pub file_mode: u32,
-    /// Permission bits of directories (default `0o555`).
+    /// Permission bits of directories (default `0o555`; `0o755` on a writable mount).
     pub dir_mode: u32,
     /// Whether other users may use the mount (`allow_other`; the kernel then checks
     /// the modes above: `default_permissions`).
@@ -321,6 +325,7 @@ const ENV_KEYS: &[&str] = &[
     "metrics_addr",
     "case_insensitive",
     "sidecars",
+    "writable",
     "cache",
     "format",
 ];
@@ -372,8 +377,13 @@ fn access(
     file_mode: Option<RawMode>,
     dir_mode: Option<RawMode>,
     allow_other: Option<bool>,
+    writable: bool,
 ) -> Result<Access, String> {
     let mut a = Access { allow_other: allow_other.unwrap_or(false), ..Access::default() };
+    if writable {
+        // The owner may write (a tag editor saving) and create (its temporary files).
+        (a.file_mode, a.dir_mode) = (0o644, 0o755);
+    }
     match uid {
         Some(RawId::Num(n)) => a.uid = Some(n),
         Some(RawId::Name(name)) => {
@@ -534,7 +544,15 @@ impl Manifest {
         let env_mode = |var: &str, v: Option<RawMode>| std::env::var(var).ok().map(RawMode::Text).or(v);
         let (file_mode, dir_mode) =
             (env_mode("MUSEFS_FILE_MODE", raw.file_mode), env_mode("MUSEFS_DIR_MODE", raw.dir_mode));
-        let access = access(raw.uid, raw.gid, file_mode, dir_mode, raw.allow_other).map_err(invalid)?;
+        let writable = raw.writable.unwrap_or(false);
+        if writable && raw.mode != Mode::Synthesis {
+            return Err(invalid(
+                "`writable = true` needs `mode = \"synthesis\"`: a saved file becomes a catalog edit, \
+                 which only synthesis serves"
+                    .into(),
+            ));
+        }
+        let access = access(raw.uid, raw.gid, file_mode, dir_mode, raw.allow_other, writable).map_err(invalid)?;
         let sync_interval = parse_interval(raw.sync_interval).map_err(invalid)?;
         let metrics_addr = match raw.metrics_addr.as_deref().map(str::trim) {
             None | Some("" | "off") => None,
@@ -561,6 +579,7 @@ impl Manifest {
         };
         Ok(Self {
             access,
+            writable,
             sidecars,
             metrics_addr,
             cache,
@@ -591,6 +610,11 @@ impl Manifest {
     /// The chunk cache directory.
     pub fn cache_dir(&self) -> PathBuf {
         self.state_dir.join("chunks")
+    }
+
+    /// Where saves through a writable mount keep their scratch files.
+    pub fn writes_dir(&self) -> PathBuf {
+        self.state_dir.join("writes")
     }
 
     /// The catalog database path.
@@ -752,6 +776,21 @@ root = "/srv/music"
         assert!(root.is_absolute(), "{root:?}");
         assert_eq!(root.parent().unwrap().parent(), m.state_dir.parent(), "{root:?} vs {:?}", m.state_dir);
         assert!(root.ends_with("../lib"), "{root:?}");
+    }
+
+    #[test]
+    fn writable_needs_synthesis_and_opens_the_default_modes_to_the_owner() {
+        let m = load(OK).unwrap();
+        assert!(!m.writable);
+        assert_eq!((m.access.file_mode, m.access.dir_mode), (0o444, 0o555));
+        let e = load(&format!("writable = true\n{OK}")).unwrap_err().to_string();
+        assert!(e.contains("writable") && e.contains("synthesis") && e.contains("m.toml"), "{e}");
+        let synth = OK.replace("passthrough", "synthesis");
+        let m = load(&format!("writable = true\n{synth}")).unwrap();
+        assert!(m.writable);
+        assert_eq!((m.access.file_mode, m.access.dir_mode), (0o644, 0o755));
+        let m = load(&format!("writable = true\nfile_mode = \"0640\"\n{synth}")).unwrap();
+        assert_eq!((m.access.file_mode, m.access.dir_mode), (0o640, 0o755), "a mode given is kept");
     }
 
     #[test]

@@ -84,6 +84,34 @@ pub enum ServeError {
     /// The catalog lost the file (removed by a concurrent scan).
     #[error("file {0} is no longer in the catalog")]
     Gone(i64),
+    /// A write on a read-only mount (`EROFS`).
+    #[error("read-only mount (set `writable = true` to save tags through it)")]
+    ReadOnly,
+    /// Something a writable mount does not do (`EPERM`).
+    #[error("{0}")]
+    NotPermitted(String),
+    /// The name is taken (`EEXIST`).
+    #[error("file exists")]
+    Exists,
+    /// The state directory is full (`ENOSPC`).
+    #[error("{0}")]
+    NoSpace(String),
+    /// A local I/O error (`EIO`).
+    #[error("{0}")]
+    Io(String),
+    /// A save through the mount was refused: nothing was stored (`EPERM` when the audio
+    /// changed, `EIO` when the saved file does not read).
+    #[error("{origin}:{path}: {what}")]
+    Refused {
+        /// The origin.
+        origin: String,
+        /// The path in the origin.
+        path: String,
+        /// Why.
+        what: String,
+        /// Whether the audio changed.
+        audio: bool,
+    },
 }
 
 impl ServeError {
@@ -93,6 +121,10 @@ impl ServeError {
             Self::NotFound => libc::ENOENT,
             Self::IsDir => libc::EISDIR,
             Self::Stale => libc::ESTALE,
+            Self::ReadOnly => libc::EROFS,
+            Self::NotPermitted(_) | Self::Refused { audio: true, .. } => libc::EPERM,
+            Self::Exists => libc::EEXIST,
+            Self::NoSpace(_) => libc::ENOSPC,
             _ => libc::EIO,
         }
     }
@@ -251,6 +283,19 @@ pub struct OpenFile {
     pub attrs_stale: bool,
     /// For kernel passthrough: a local path holding exactly the served bytes.
     pub direct_path: Option<String>,
+    /// The write session this handle reads (and, if `writer`, writes): opened while
+    /// the file was being written.
+    pub(crate) session: Option<Arc<write::Session>>,
+    /// Opened for writing.
+    pub writer: bool,
+}
+
+impl OpenFile {
+    /// Whether this handle reads an image being written (the kernel must not cache
+    /// its pages: `FOPEN_DIRECT_IO`).
+    pub fn in_session(&self) -> bool {
+        self.session.is_some()
+    }
 }
 
 /// Counters for tests, benchmarks and `stats`.
@@ -317,6 +362,8 @@ pub struct Core {
     pending: Mutex<Pending>,
     /// Counters.
     pub counters: Counters,
+    /// Write sessions and scratch files (`None`: a read-only core).
+    writes: Option<write::Writes>,
 }
 
 #[derive(Default)]
@@ -376,6 +423,7 @@ impl Core {
             next_fh: AtomicU64::new(1),
             pending: Mutex::new(Pending::default()),
             counters: Counters::default(),
+            writes: None,
         }
     }
 
@@ -423,6 +471,17 @@ impl Core {
     /// A node's attributes by inode, with the size it serves. A file inode an edit
     /// retired from the tree answers while handles are open on it, as they serve it.
     pub fn node(&self, ino: u64) -> Option<NodeAttr> {
+        if write::is_scratch_ino(ino) {
+            return self.scratch_attr(ino);
+        }
+        if let Some(session) = self.session_of(ino) {
+            // Being written: the image's size now.
+            let mut attr = self.with_tree(|t| t.get(ino).map(|n| t.attr(n)))?;
+            if let AttrKind::File { size, .. } = &mut attr.kind {
+                *size = session.size();
+            }
+            return Some(attr);
+        }
         let tree = read(&self.tree);
         let Some(attr) = tree.get(ino).map(|n| tree.attr(n)) else {
             drop(tree);
@@ -442,9 +501,16 @@ impl Core {
     /// such an alias, or a rename would leave it behind).
     pub fn lookup_exact(&self, parent: u64, name: &str) -> Option<(NodeAttr, bool)> {
         let tree = read(&self.tree);
-        let node = tree.lookup(parent, name)?;
+        let Some(node) = tree.lookup(parent, name) else {
+            drop(tree);
+            return self.scratch_lookup(parent, name).map(|a| (a, true));
+        };
         let (attr, exact) = (tree.attr(node), node.name == name);
+        let ino = node.public_ino();
         drop(tree);
+        if self.session_of(ino).is_some() {
+            return self.node(ino).map(|a| (a, exact));
+        }
         Some((self.sized(attr), exact))
     }
 
@@ -534,9 +600,21 @@ impl Core {
                 return Ok(());
             }
         }
-        for (i, n) in (2u64..).zip(tree.children(ino)).skip(offset.saturating_sub(2) as usize) {
+        let children = tree.children(ino);
+        let n = children.len() as u64;
+        for (i, n) in (2u64..).zip(children).skip(offset.saturating_sub(2) as usize) {
             if add(i, tree.attr(n), &n.name) {
-                break;
+                return Ok(());
+            }
+        }
+        drop(tree);
+        // Scratch files (a writable mount) after the tree's entries.
+        if self.writes.is_some() {
+            let skip = offset.saturating_sub(2 + n) as usize;
+            for (i, (a, name)) in (2 + n..).zip(self.scratch_children(ino)).skip(skip) {
+                if add(i, a, &name) {
+                    break;
+                }
             }
         }
         Ok(())
@@ -553,7 +631,11 @@ impl Core {
         if !dir.kind.is_dir() {
             return Err(ServeError::NotFound);
         }
-        Ok((dir, tree.children(ino).into_iter().map(|n| (tree.attr(n), n.name.clone())).collect()))
+        let mut entries: Vec<(NodeAttr, String)> =
+            tree.children(ino).into_iter().map(|n| (tree.attr(n), n.name.clone())).collect();
+        drop(tree);
+        entries.extend(self.scratch_children(ino));
+        Ok((dir, entries))
     }
 
     fn ctx(&self) -> CallCtx {
@@ -695,6 +777,18 @@ impl Core {
     /// # Errors
     /// [`ServeError`]; every error is also logged once with the file's name.
     pub fn open(&self, ino: u64) -> Result<(u64, Arc<OpenFile>), ServeError> {
+        // Opened while being written: the handle reads the written image.
+        if let Some(opened) = self.open_session_reader(ino) {
+            return Ok(opened);
+        }
+        if write::is_scratch_ino(ino) {
+            return Err(ServeError::NotFound);
+        }
+        self.open_plain(ino)
+    }
+
+    /// [`open`](Self::open), whatever write session there is: the image served.
+    fn open_plain(&self, ino: u64) -> Result<(u64, Arc<OpenFile>), ServeError> {
         let node = self.with_tree(|t| {
             t.get(ino).map(|n| n.attr()).ok_or(if t.retired(ino) { ServeError::Stale } else { ServeError::NotFound })
         })?;
@@ -720,6 +814,8 @@ impl Core {
                     size,
                     attrs_stale: false,
                     direct_path: None,
+                    session: None,
+                    writer: false,
                 }
             }
             AttrKind::File { file_id, gen, .. } => {
@@ -769,6 +865,8 @@ impl Core {
             attrs_stale: lock(&self.pending).inodes.contains(&ino),
             layout,
             direct_path,
+            session: None,
+            writer: false,
         })
     }
 
@@ -781,6 +879,10 @@ impl Core {
     /// size; its inode, which an edit may have retired from the tree since).
     pub fn handle_attr(&self, fh: u64) -> Option<NodeAttr> {
         let file = self.handle(fh)?;
+        if file.session.is_some() {
+            // An image being written: its size now.
+            return self.node(file.ino);
+        }
         let row = file.row.as_ref()?;
         let parent = self.with_tree(|t| t.get(file.ino).map(|n| n.parent)).unwrap_or(crate::tree::ROOT);
         let mtime_ns = row.mtime_ns.unwrap_or(0).max(row.edited_ns);
@@ -830,6 +932,9 @@ impl Core {
     /// As for `read`; also [`ServeError::Changed`] when the original changed (checked
     /// after reading, so bytes of a changed original are never returned).
     pub fn read_file(&self, file: &OpenFile, offset: u64, size: u32) -> Result<ReadData, ServeError> {
+        if let Some(session) = &file.session {
+            return Self::read_session(session, offset, size);
+        }
         if offset >= file.size {
             return Ok(ReadData::Owned(Vec::new()));
         }
@@ -937,9 +1042,37 @@ impl Core {
         Ok(())
     }
 
-    /// Forgets a handle.
+    /// Fills `buf` with the bytes of `file`'s image at `offset` (no stamp re-check: the
+    /// image a write session writes over).
+    fn splice_into(file: &OpenFile, offset: u64, buf: &mut [u8]) -> Result<(), ServeError> {
+        let end = offset + buf.len() as u64;
+        if end > file.size {
+            return Err(ServeError::Io(format!("read past the end of the image ({end} > {})", file.size)));
+        }
+        let segments = &file.layout.segments;
+        let first = segments.partition_point(|(start, s)| start + s.len <= offset);
+        for (start, seg) in &segments[first..] {
+            if *start >= end {
+                break;
+            }
+            let from = offset.max(*start);
+            let to = end.min(start + seg.len);
+            let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
+            let within = from - start;
+            match seg.kind {
+                SegmentKind::LITERAL => dst.copy_from_slice(&seg.bytes[within as usize..(within as usize + dst.len())]),
+                _ => Self::read_origin(file, seg.offset + within, dst)?,
+            }
+        }
+        Ok(())
+    }
+
+    /// Forgets a handle (the last writer of a file being written commits it).
     pub fn release(&self, fh: u64) {
-        write(&self.handles).remove(&fh);
+        let file = write(&self.handles).remove(&fh);
+        if let Some(file) = file {
+            self.release_session(&file);
+        }
     }
 
     /// Number of open handles.
@@ -1079,6 +1212,9 @@ impl Core {
         Ok(inval)
     }
 }
+
+mod write;
+pub use write::is_scratch_ino;
 
 #[cfg(test)]
 mod tests;

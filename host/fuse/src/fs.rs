@@ -11,9 +11,9 @@ use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
-    BackingId, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags, KernelConfig,
-    LockOwner, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs,
-    ReplyXattr, Request,
+    BackingId, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
+    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
 };
 
 use musefs_core::manifest::Access;
@@ -36,6 +36,10 @@ fn xattr_reply(reply: ReplyXattr, data: &[u8], size: u32) {
     } else {
         reply.error(Errno::from_i32(libc::ERANGE));
     }
+}
+
+fn errno(e: &musefs_core::serve::ServeError) -> Errno {
+    Errno::from_i32(e.errno())
 }
 
 /// The mounted filesystem.
@@ -184,7 +188,12 @@ impl Filesystem for MuseFs {
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
-            reply.error(Errno::from_i32(libc::EROFS));
+            // A tag editor saving (a writable mount); the kernel never caches the pages
+            // of an image being written.
+            match self.core.open_write(ino.0, flags.0 & libc::O_TRUNC != 0) {
+                Ok((fh, _)) => reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO),
+                Err(e) => reply.error(errno(&e)),
+            }
             return;
         }
         let (fh, file) = match self.core.open(ino.0) {
@@ -196,6 +205,10 @@ impl Filesystem for MuseFs {
         };
         if file.attrs_stale {
             self.drop_attrs(ino.0);
+        }
+        if file.in_session() {
+            reply.opened(FileHandle(fh), FopenFlags::FOPEN_DIRECT_IO);
+            return;
         }
         if self.passthrough.load(Ordering::Relaxed) {
             if let Some(path) = &file.direct_path {
@@ -278,11 +291,147 @@ impl Filesystem for MuseFs {
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
         // Used space: the files served (their originals' sizes), so importers that
-        // refuse a 0-byte filesystem accept it; nothing free (read-only); inodes: the
-        // tree's nodes, none free.
+        // refuse a 0-byte filesystem accept it; free: nothing on a read-only mount, the
+        // state directory's free space on a writable one (where saves are kept);
+        // inodes: the tree's nodes.
         const BSIZE: u64 = 4096;
         let (_, bytes, nodes) = self.core.totals();
-        reply.statfs(bytes.div_ceil(BSIZE), 0, 0, nodes, 0, BSIZE as u32, 255, BSIZE as u32);
+        let free = self.core.writes_available().unwrap_or(0) / BSIZE;
+        let ffree = if self.core.writable() { 1 << 20 } else { 0 };
+        reply.statfs(bytes.div_ceil(BSIZE) + free, free, free, nodes + ffree, ffree, BSIZE as u32, 255, BSIZE as u32);
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        if !self.core.writable() {
+            // Nothing to do on close: the kernel stops asking.
+            reply.error(Errno::ENOSYS);
+            return;
+        }
+        match self.core.flush(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        match self.core.fsync(fh.0) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        match self.core.write(fh.0, offset, data) {
+            Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<TimeOrNow>,
+        _mtime: Option<TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        if !self.core.writable() {
+            reply.error(Errno::from_i32(libc::EROFS));
+            return;
+        }
+        // A size is a truncation of the image; modes, owners and times are the mount's
+        // (an editor restoring them is answered with them, unchanged).
+        let attr = match size {
+            Some(size) => self.core.truncate(ino.0, size),
+            None => self.core.node(ino.0).ok_or(musefs_core::serve::ServeError::NotFound),
+        };
+        match attr {
+            Ok(n) => reply.attr(&Duration::ZERO, &self.attr(&n)),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn create(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        _mode: u32,
+        _umask: u32,
+        _flags: i32,
+        reply: ReplyCreate,
+    ) {
+        let Some(name) = name.to_str() else {
+            reply.error(Errno::from_i32(libc::EINVAL));
+            return;
+        };
+        match self.core.create(parent.0, name) {
+            Ok((attr, fh, _)) => reply.created(
+                &Duration::ZERO,
+                &self.attr(&attr),
+                fuser::Generation(0),
+                FileHandle(fh),
+                FopenFlags::FOPEN_DIRECT_IO,
+            ),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        let res =
+            name.to_str().ok_or(musefs_core::serve::ServeError::NotFound).and_then(|n| self.core.unlink(parent.0, n));
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
+    }
+
+    fn rename(
+        &self,
+        _req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        newparent: INodeNo,
+        newname: &OsStr,
+        flags: RenameFlags,
+        reply: ReplyEmpty,
+    ) {
+        if flags.contains(RenameFlags::RENAME_EXCHANGE) {
+            reply.error(Errno::from_i32(libc::EINVAL));
+            return;
+        }
+        let (Some(name), Some(newname)) = (name.to_str(), newname.to_str()) else {
+            reply.error(Errno::from_i32(libc::EINVAL));
+            return;
+        };
+        let noreplace = flags.contains(RenameFlags::RENAME_NOREPLACE);
+        match self.core.rename(parent.0, name, newparent.0, newname, noreplace) {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(errno(&e)),
+        }
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {

@@ -213,7 +213,13 @@ impl Drop for Mounted {
 /// Mounts `fs`. As root, musefs mounts itself, as filesystem type `fuse.musefs` (what
 /// `/proc/mounts`, `df -t` and `mount -t` see; fuser's own mount would say `fuse`);
 /// as another user, through `fusermount3`, which names the type the same way.
-fn mount(fs: crate::fs::MuseFs, mountpoint: &Path, cfg: &fuser::Config, access: &Access) -> std::io::Result<Mounted> {
+fn mount(
+    fs: crate::fs::MuseFs,
+    mountpoint: &Path,
+    cfg: &fuser::Config,
+    access: &Access,
+    writable: bool,
+) -> std::io::Result<Mounted> {
     use std::os::fd::{AsRawFd, OwnedFd};
     use std::os::unix::fs::MetadataExt;
     if musefs_core::sys::user_ids().0 != 0 {
@@ -228,7 +234,10 @@ fn mount(fs: crate::fs::MuseFs, mountpoint: &Path, cfg: &fuser::Config, access: 
     if access.allow_other {
         data.push_str(",allow_other");
     }
-    let flags = libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV;
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    if !writable {
+        flags |= libc::MS_RDONLY;
+    }
     musefs_core::sys::mount_fuse("musefs", mountpoint, "fuse.musefs", flags, &data)?;
     let path = std::path::absolute(mountpoint).unwrap_or_else(|_| mountpoint.to_owned());
     let mut mounted = Mounted { session: None, self_mounted: Some(path) };
@@ -265,8 +274,9 @@ pub fn run(
     let sync_now = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGUSR1, sync_now.clone()).ok();
     let mut cfg = fuser::Config::default();
+    let writable = core.writable();
     cfg.mount_options = vec![
-        fuser::MountOption::RO,
+        if writable { fuser::MountOption::RW } else { fuser::MountOption::RO },
         fuser::MountOption::FSName("musefs".into()),
         fuser::MountOption::Subtype("musefs".into()),
         fuser::MountOption::NoDev,
@@ -281,7 +291,7 @@ pub fn run(
     let passthrough = mode == Mode::Passthrough && !opts.no_kernel_passthrough;
     let fs = crate::fs::MuseFs::new(core.clone(), passthrough, &opts.access);
     let fs_notifier = fs.notifier_slot();
-    let session = mount(fs, mountpoint, &cfg, &opts.access)
+    let session = mount(fs, mountpoint, &cfg, &opts.access, writable)
         .map_err(|source| MountError::Fuse { path: mountpoint.display().to_string(), source })?;
     let _ = fs_notifier.set(session.notifier());
     tracing::info!("mounted at {} ({:?} mode); Ctrl-C or `fusermount3 -u` to unmount", mountpoint.display(), mode);
