@@ -14,7 +14,8 @@ SUDO=""
 export DEBIAN_FRONTEND=noninteractive
 
 apt_pkgs=(fuse3 flac lame vorbis-tools opus-tools sox ffmpeg mp3val atomicparsley pkg-config
-          openssh-server openssh-client procps python3-pip systemd util-linux curl mpd mpc)
+          openssh-server openssh-client procps python3-pip systemd util-linux curl mpd mpc
+          id3v2 eyed3 strace)
 missing=()
 for p in "${apt_pkgs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -34,6 +34,22 @@ pub trait FfiFormat: Send + Sync {
         RResult::RErr(PluginError::unsupported("this plugin was built for plugin ABI 2.0: it cannot check its options"))
     }
     // abi-since 2.1 }
+    // abi-since 2.2 {
+    /// Since 2.2: see [`Format::same_audio`]. The default body is what a host gets from
+    /// a plugin built before 2.2: [`UNSUPPORTED`](ErrorKind::UNSUPPORTED) (the host then
+    /// compares the audio bytes itself).
+    fn same_audio(
+        &self,
+        ctx: &CallCtx,
+        a: &HandleBox,
+        a_info: &TrackInfo,
+        b: &HandleBox,
+        b_info: &TrackInfo,
+    ) -> RResult<bool, PluginError> {
+        let _ = (ctx, a, a_info, b, b_info);
+        RResult::RErr(PluginError::unsupported("this plugin was built before plugin ABI 2.2: it cannot compare audio"))
+    }
+    // abi-since 2.2 }
 }
 
 /// A boxed format as it crosses the boundary.
@@ -91,7 +107,50 @@ pub trait Format: Send + Sync + 'static {
         Err(PluginError::invalid_input(format!("this format takes no options (got {t})")))
     }
     // abi-since 2.1 }
+    // abi-since 2.2 {
+
+    /// Whether `a` and `b` (each with what [`read`](Format::read) found in it) hold the
+    /// same audio: what the host asks before it takes a file a tag editor saved through
+    /// a writable mount as a tag edit of the original (`a` is the original, `b` the
+    /// saved file). Only tags and pictures may differ. The default compares the two
+    /// audio byte ranges ([`same_audio_bytes`]); a container whose editors rewrite
+    /// bytes inside the audio range without changing the audio (Ogg renumbers its pages
+    /// after a grown header) compares what the audio is.
+    ///
+    /// # Errors
+    /// Read errors of either file.
+    fn same_audio(&self, a: &Source, a_info: &TrackInfo, b: &Source, b_info: &TrackInfo) -> PluginResult<bool> {
+        same_audio_bytes(a, a_info, b, b_info)
+    }
+    // abi-since 2.2 }
 }
+
+// abi-since 2.2 {
+/// Whether the audio byte ranges of `a` and `b` (`audio_offset`, `audio_len` of their
+/// infos) are equal, read a megabyte at a time: [`Format::same_audio`]'s default.
+///
+/// # Errors
+/// Read errors of either file.
+pub fn same_audio_bytes(a: &Source, a_info: &TrackInfo, b: &Source, b_info: &TrackInfo) -> PluginResult<bool> {
+    const CHUNK: usize = 1 << 20;
+    if a_info.audio_len != b_info.audio_len {
+        return Ok(false);
+    }
+    let len = a_info.audio_len;
+    let (mut x, mut y) = (vec![0u8; CHUNK], vec![0u8; CHUNK]);
+    let mut pos = 0u64;
+    while pos < len {
+        let n = CHUNK.min((len - pos) as usize);
+        a.read_exact_at(a_info.audio_offset + pos, &mut x[..n])?;
+        b.read_exact_at(b_info.audio_offset + pos, &mut y[..n])?;
+        if x[..n] != y[..n] {
+            return Ok(false);
+        }
+        pos += n as u64;
+    }
+    Ok(true)
+}
+// abi-since 2.2 }
 
 /// Wraps a Rust [`Format`] into its FFI form. Used by [`export_plugin!`](crate::export_plugin).
 pub fn format_into_ffi<T: Format>(format: T) -> FormatBox {
@@ -125,6 +184,22 @@ impl<T: Format> FfiFormat for FormatAdapter<T> {
         guard(|| self.0.check_options(options.as_str()))
     }
     // abi-since 2.1 }
+    // abi-since 2.2 {
+
+    fn same_audio(
+        &self,
+        ctx: &CallCtx,
+        a: &HandleBox,
+        a_info: &TrackInfo,
+        b: &HandleBox,
+        b_info: &TrackInfo,
+    ) -> RResult<bool, PluginError> {
+        guard(|| {
+            let (a, b) = (Source::new(a.clone(), ctx.clone()), Source::new(b.clone(), ctx.clone()));
+            self.0.same_audio(&a, a_info, &b, b_info)
+        })
+    }
+    // abi-since 2.2 }
 }
 
 /// A file as a format plugin sees it: random-access reads with the call's context.

@@ -38,7 +38,7 @@
 //!
 //! ## Evolving the ABI
 //!
-//! The version is [`ABI_VERSION`].[`ABI_MINOR`] (now 2.1). A plugin of any minor of the
+//! The version is [`ABI_VERSION`].[`ABI_MINOR`] (now 2.2). A plugin of any minor of the
 //! same generation loads; what an older plugin lacks is reported as unsupported.
 //!
 //! - The root module and every `sabi_trait` vtable are *prefix types*: new functions and
@@ -52,9 +52,10 @@
 //!   [`UNSUPPORTED`](ErrorKind::UNSUPPORTED). A unit test
 //!   (`appended_methods_have_default_bodies`) enforces this rule.
 //! - Every addition is fenced in the source by `// abi-since X.Y {` ... `// abi-since X.Y }`
-//!   lines (or a trailing `// abi-X.Y-1: replacement`): the end-to-end test
-//!   `an_older_minor_plugin_loads_and_serves` strips the newest fences from a copy of this
-//!   crate, builds a plugin against that copy and loads it in the current host.
+//!   lines (or trailing `// abi-X.Y: replacement` markers, one per older minor): the
+//!   end-to-end tests `a_plugin_built_for_abi_2_0_loads_and_serves` and `..._2_1_...`
+//!   strip the later fences from a copy of this crate, build a plugin against that copy
+//!   and load it in the current host.
 //! - Plain data structs ([`TrackInfo`], [`Tag`], ...) never change. New data travels
 //!   through new methods with new structs, or through the `extra` key/value lists.
 //! - Enumerations and flag sets are integers with associated constants ([`ErrorKind`],
@@ -98,6 +99,9 @@ pub use abi_stable;
 
 pub use error::{ErrorKind, PluginError, PluginResult};
 pub use format::{format_into_ffi, FfiFormat, Format, FormatBox, Source, SourceReader, PROBE_HEAD_LEN};
+// abi-since 2.2 {
+pub use format::same_audio_bytes;
+// abi-since 2.2 }
 pub use guard::{guard, guard_or};
 pub use host::{host_into_ffi, FfiHost, Host, HostBox, LogLevel}; // abi-2.0:
 pub use origin::{

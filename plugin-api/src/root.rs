@@ -25,11 +25,13 @@ pub const ABI_VERSION: u32 = 2;
 /// - 2.0: the generation's base (origins, formats, bit-flag [`OriginCaps`](crate::OriginCaps)).
 /// - 2.1: host services ([`PluginMod::set_host`], [`FfiHost`](crate::FfiHost));
 ///   [`Format::check_options`](crate::Format::check_options).
-pub const ABI_MINOR: u32 = 1; // abi-2.0: pub const ABI_MINOR: u32 = 0;
+/// - 2.2: [`Format::same_audio`](crate::Format::same_audio) (saves through a writable
+///   mount).
+pub const ABI_MINOR: u32 = 2; // abi-2.1: pub const ABI_MINOR: u32 = 1; // abi-2.0: pub const ABI_MINOR: u32 = 0;
 
 /// [`ABI_VERSION`].[`ABI_MINOR`] as the version string `abi_stable` checks at load (the
 /// major must match; any minor loads).
-pub const ABI_VERSION_STRING: &str = "2.1.0"; // abi-2.0: pub const ABI_VERSION_STRING: &str = "2.0.0";
+pub const ABI_VERSION_STRING: &str = "2.2.0"; // abi-2.1: pub const ABI_VERSION_STRING: &str = "2.1.0"; // abi-2.0: pub const ABI_VERSION_STRING: &str = "2.0.0";
 
 /// The root module: a prefix type, so fields appended after `new_format` in later
 /// versions do not break plugins built before them (the host sees them as absent:

@@ -75,8 +75,10 @@ fn the_rule_checker_catches_a_method_without_default() {
 #[test]
 fn additions_are_fenced_in_pairs() {
     for (file, text) in sources() {
-        let opens = text.matches("// abi-since 2.1 {").count();
-        let closes = text.matches("// abi-since 2.1 }").count();
-        assert_eq!(opens, closes, "{file}: unbalanced abi-since fences");
+        for minor in 1..=musefs_plugin_api::ABI_MINOR {
+            let opens = text.matches(&format!("// abi-since 2.{minor} {{")).count();
+            let closes = text.matches(&format!("// abi-since 2.{minor} }}")).count();
+            assert_eq!(opens, closes, "{file}: unbalanced abi-since 2.{minor} fences");
+        }
     }
 }

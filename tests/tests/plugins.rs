@@ -84,34 +84,53 @@ fn incompatible_abi_generation_and_layout_are_refused_by_name() {
     );
 }
 
-/// A copy of `plugin-api` as it was at ABI 2.0: every `// abi-since 2.1 {...}` fence
-/// removed and every line marked `// abi-2.0: REPLACEMENT` replaced. Returns its folder.
-fn plugin_api_as_of_2_0(out: &std::path::Path) -> std::path::PathBuf {
+/// A copy of `plugin-api` as it was at ABI 2.`minor`: every `// abi-since 2.X {...}`
+/// fence of a later minor removed, and every line carrying a `// abi-2.MINOR: REPLACEMENT`
+/// marker for `minor` replaced (a line may carry one marker per older minor; the
+/// markers of other minors are dropped). Returns its folder.
+fn plugin_api_as_of(out: &std::path::Path, minor: u32) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugin-api");
-    let dir = out.join("plugin-api-2.0");
+    let dir = out.join(format!("plugin-api-2.{minor}"));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(dir.join("src")).unwrap();
+    let fence = |t: &str, end: &str| {
+        t.strip_prefix("// abi-since 2.").and_then(|r| r.strip_suffix(end)).and_then(|m| m.parse::<u32>().ok())
+    };
     for e in fs::read_dir(root.join("src")).unwrap() {
         let p = e.unwrap().path();
         let text = fs::read_to_string(&p).unwrap();
         let mut kept = Vec::new();
-        let mut skipping = false;
+        let mut skipping: Option<u32> = None;
         for line in text.lines() {
             let t = line.trim();
-            if t == "// abi-since 2.1 {" {
-                skipping = true;
-            } else if t == "// abi-since 2.1 }" {
-                skipping = false;
-            } else if skipping {
-            } else if let Some((_, repl)) = line.split_once("// abi-2.0:") {
-                if !repl.trim().is_empty() {
-                    kept.push(repl.trim().to_owned());
+            if let Some(m) = fence(t, " {") {
+                if skipping.is_none() && m > minor {
+                    skipping = Some(m);
+                }
+            } else if let Some(m) = fence(t, " }") {
+                if skipping == Some(m) {
+                    skipping = None;
+                }
+            } else if skipping.is_some() {
+            } else if let Some((code, markers)) = line.split_once("// abi-2.") {
+                // `code // abi-2.1: r1 // abi-2.0: r0`
+                let mut chosen = None;
+                for m in std::iter::once(markers).chain(markers.split("// abi-2.").skip(1)) {
+                    if let Some((v, repl)) = m.split_once(':') {
+                        if v.trim().parse::<u32>().ok() == Some(minor) {
+                            chosen = Some(repl.split("// abi-2.").next().unwrap().trim().to_owned());
+                        }
+                    }
+                }
+                let line = chosen.unwrap_or_else(|| code.trim_end().to_owned());
+                if !line.trim().is_empty() {
+                    kept.push(line);
                 }
             } else {
                 kept.push(line.to_owned());
             }
         }
-        assert!(!skipping, "{}: an unclosed abi-since fence", p.display());
+        assert!(skipping.is_none(), "{}: an unclosed abi-since fence", p.display());
         fs::write(dir.join("src").join(p.file_name().unwrap()), kept.join("\n") + "\n").unwrap();
     }
     fs::write(
@@ -124,19 +143,24 @@ fn plugin_api_as_of_2_0(out: &std::path::Path) -> std::path::PathBuf {
     dir
 }
 
-/// Builds tests/fixtures/old-minor-plugin against the 2.0 copy; returns the library.
-fn build_old_minor_plugin() -> std::path::PathBuf {
+/// Builds tests/fixtures/old-minor-plugin against the copy of ABI 2.`minor`; returns
+/// the library.
+fn build_old_minor_plugin(minor: u32) -> std::path::PathBuf {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = root.join("../target/fixtures");
-    let api = plugin_api_as_of_2_0(&out);
+    let api = plugin_api_as_of(&out, minor);
     let root_rs = fs::read_to_string(api.join("src/root.rs")).unwrap();
-    assert!(root_rs.contains("\"2.0.0\"") && !root_rs.contains("pub set_host"), "the copy still has 2.1 items");
-    let krate = out.join("old-minor-plugin");
+    assert!(root_rs.contains(&format!("\"2.{minor}.0\"")), "the copy is not of ABI 2.{minor}:\n{root_rs}");
+    assert_eq!(root_rs.contains("pub set_host"), minor >= 1, "the copy's root module");
+    let format_rs = fs::read_to_string(api.join("src/format.rs")).unwrap();
+    assert!(!format_rs.contains("fn same_audio"), "the copy still has 2.2 items");
+    let name = format!("musefs-old-minor-plugin-2-{minor}");
+    let krate = out.join(&name);
     fs::create_dir_all(&krate).unwrap();
     fs::write(
         krate.join("Cargo.toml"),
         format!(
-            "[package]\nname = \"musefs-old-minor-plugin\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
+            "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2021\"\n\n\
              [lib]\ncrate-type = [\"cdylib\"]\npath = {:?}\n\n\
              [dependencies]\nmusefs-plugin-api = {{ path = {:?}, features = [\"testing\"] }}\n\
              abi_stable = {{ version = \"0.11.3\", default-features = false }}\n\n\
@@ -146,6 +170,7 @@ fn build_old_minor_plugin() -> std::path::PathBuf {
         ),
     )
     .unwrap();
+    // One target folder for every minor: abi_stable is built once.
     let out_dir = out.join("old-minor-target");
     let built = std::process::Command::new(env!("CARGO"))
         .args(["build", "--quiet", "--manifest-path"])
@@ -154,14 +179,19 @@ fn build_old_minor_plugin() -> std::path::PathBuf {
         .arg(&out_dir)
         .output()
         .expect("cargo");
-    assert!(built.status.success(), "building the 2.0 fixture failed: {}", String::from_utf8_lossy(&built.stderr));
-    out_dir.join("debug/libmusefs_old_minor_plugin.so")
+    assert!(
+        built.status.success(),
+        "building the 2.{minor} fixture failed: {}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    out_dir.join(format!("debug/lib{}.so", name.replace('-', "_")))
 }
 
-#[test]
-fn an_older_minor_plugin_loads_and_serves() {
+/// A plugin built for ABI 2.`minor` loads (its missing features named), serves in
+/// synthesis mode and takes an edit.
+fn an_older_minor_plugin_loads_and_serves(minor: u32) {
     use musefs_plugin_api::testing::toy_file;
-    let lib = build_old_minor_plugin();
+    let lib = build_old_minor_plugin(minor);
     let t = tempfile::tempdir().unwrap();
     let plugins = t.path().join("plugins");
     fs::create_dir_all(&plugins).unwrap();
@@ -169,18 +199,20 @@ fn an_older_minor_plugin_loads_and_serves() {
     fs::copy(target_dir().join("libmusefs_origin_local.so"), plugins.join("libmusefs_origin_local.so")).unwrap();
     fs::copy(target_dir().join("libmusefs_format_flac.so"), plugins.join("libmusefs_format_flac.so")).unwrap();
 
-    // The loader: it loads, as 2.0, and what it lacks is named.
+    // The loader: it loads, as 2.`minor`, and what it lacks is named.
     let p = Plugins::load_dir(&plugins).unwrap();
     assert!(p.errors.is_empty(), "{:?}", p.errors.iter().map(ToString::to_string).collect::<Vec<_>>());
-    let toy = p.loaded.iter().find(|l| l.name == "toy").expect("the 2.0 plugin loads");
-    assert_eq!((toy.abi_version, toy.abi_minor), (2, 0));
-    assert!(toy.unsupported().iter().any(|u| u.contains("options")), "{:?}", toy.unsupported());
+    let toy = p.loaded.iter().find(|l| l.name == "toy").expect("the older plugin loads");
+    assert_eq!((toy.abi_version, toy.abi_minor), (2, minor));
+    let lacks = toy.unsupported();
+    assert_eq!(lacks.iter().any(|u| u.contains("options")), minor == 0, "{lacks:?}");
+    assert!(lacks.iter().any(|u| u.contains("audio comparison")), "{lacks:?}");
     let flac = p.loaded.iter().find(|l| l.name == "flac").unwrap();
-    assert_eq!((flac.abi_minor, flac.unsupported().len()), (1, 0));
+    assert_eq!((flac.abi_minor, flac.unsupported().len()), (musefs_plugin_api::ABI_MINOR, 0));
     let out = musefs(&["plugins", "list", "--plugin-dir", plugins.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.lines().any(|l| l.starts_with("toy") && l.contains(" 2.0 ")), "{text}");
-    assert!(text.contains("note: toy was built for plugin ABI 2.0; unsupported:"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("toy") && l.contains(&format!(" 2.{minor} "))), "{text}");
+    assert!(text.contains(&format!("note: toy was built for plugin ABI 2.{minor}; unsupported:")), "{text}");
     assert!(!text.contains("note: flac"), "{text}");
 
     // It works: scanned, mounted, served in synthesis mode, edited.
@@ -189,11 +221,12 @@ fn an_older_minor_plugin_loads_and_serves() {
     let audio: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
     let original = toy_file(&[("TITLE", "Old Song"), ("ARTIST", "Old Band")], &audio);
     fs::write(music.join("a.toy"), &original).unwrap();
+    let options = if minor == 0 { "[format.toy]\nanything = 1\n" } else { "" };
     let manifest = musefs_tests::write_manifest(
         t.path(),
         &music,
         &format!(
-            "mode = \"synthesis\"\nrefresh_interval_ms = 100\nplugin_dir = {:?}\ntemplate = \"$artist/$title\"\n[format.toy]\nanything = 1\n",
+            "mode = \"synthesis\"\nrefresh_interval_ms = 100\nplugin_dir = {:?}\ntemplate = \"$artist/$title\"\n{options}",
             plugins.display().to_string()
         ),
     );
@@ -201,7 +234,9 @@ fn an_older_minor_plugin_loads_and_serves() {
     let scan = std::process::Command::new(&bin).args(["scan", "--manifest"]).arg(&manifest).output().unwrap();
     let scan_text = format!("{}{}", String::from_utf8_lossy(&scan.stdout), String::from_utf8_lossy(&scan.stderr));
     assert!(scan.status.success() && scan_text.contains("added 1 /"), "{scan_text}");
-    assert!(scan_text.contains("plugin toy (ABI 2.0) cannot check its [format.toy] options"), "{scan_text}");
+    if minor == 0 {
+        assert!(scan_text.contains("plugin toy (ABI 2.0) cannot check its [format.toy] options"), "{scan_text}");
+    }
     let mnt = t.path().join("mnt");
     let m = musefs_tests::Mount::start(&manifest, &mnt, &[]);
     let served = mnt.join("Old Band/Old Song.toy");
@@ -219,6 +254,16 @@ fn an_older_minor_plugin_loads_and_serves() {
     let bytes = fs::read(&edited).unwrap();
     assert_eq!(bytes, toy_file(&[("TITLE", "New Song"), ("ARTIST", "Old Band")], &audio));
     assert_eq!(m.stop(), Some(0));
+}
+
+#[test]
+fn a_plugin_built_for_abi_2_0_loads_and_serves() {
+    an_older_minor_plugin_loads_and_serves(0);
+}
+
+#[test]
+fn a_plugin_built_for_abi_2_1_loads_and_serves() {
+    an_older_minor_plugin_loads_and_serves(1);
 }
 
 #[test]

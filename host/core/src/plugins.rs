@@ -175,17 +175,22 @@ fn load_one(path: &Path) -> Result<LoadedPlugin, String> {
         tracing::debug!("plugin {}: full layout report:\n{full}", path.display());
         format!("incompatible with this musefs (plugin ABI generation {ABI_VERSION}): {}", summarize(&full))
     };
-    let module = if abi_minor == 0 && ABI_MINOR > 0 {
-        // A 2.0 plugin: checked against the frozen 2.0 shapes (abi_stable's check wants
-        // a library's prefix types to have at least the host's fields), then used
-        // through the current types, whose prefix metadata is read at run time.
-        header.ensure_layout::<musefs_plugin_api::compat::v2_0::PluginModRef>().map_err(incompatible)?;
-        // SAFETY: the layout was just checked equal to the 2.0 root module, and the 2.1
-        // root module only appends fields after `#[sabi(last_prefix_field)]` (and only
-        // appends methods, with default bodies, to the format vtable): every access the
-        // host makes beyond 2.0 goes through prefix-type accessors that consult the
-        // plugin's own field count at run time (`set_host()` is `None`,
-        // `check_options` runs its default).
+    let module = if abi_minor < ABI_MINOR {
+        // A plugin of an older minor: checked against that minor's frozen shapes
+        // (abi_stable's check wants a library's prefix types to have at least the
+        // host's fields), then used through the current types, whose prefix metadata is
+        // read at run time.
+        match abi_minor {
+            0 => header.ensure_layout::<musefs_plugin_api::compat::v2_0::PluginModRef>(),
+            _ => header.ensure_layout::<musefs_plugin_api::compat::v2_1::PluginModRef>(),
+        }
+        .map_err(incompatible)?;
+        // SAFETY: the layout was just checked equal to that minor's root module, and
+        // later minors only append fields after `#[sabi(last_prefix_field)]` (and only
+        // append methods, with default bodies, to the format vtable): every access the
+        // host makes beyond the plugin's minor goes through prefix-type accessors that
+        // consult the plugin's own field count at run time (`set_host()` is `None` for
+        // 2.0, `check_options` and `same_audio` run their defaults).
         unsafe { header.init_root_module_with_unchecked_layout::<PluginModRef>() }.map_err(incompatible)?
     } else {
         header.init_root_module::<PluginModRef>().map_err(incompatible)?
@@ -243,6 +248,9 @@ impl LoadedPlugin {
             if self.kinds.contains(PluginKinds::FORMAT) {
                 out.push("checking its [format] options when the manifest loads");
             }
+        }
+        if self.abi_minor < 2 && self.kinds.contains(PluginKinds::FORMAT) {
+            out.push("its own audio comparison for saves through a writable mount (bytes are compared)");
         }
         out
     }

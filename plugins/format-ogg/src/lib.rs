@@ -263,6 +263,10 @@ impl Format for Ogg {
     fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
         synth::synthesize(src, req)
     }
+
+    fn same_audio(&self, a: &Source, a_info: &TrackInfo, b: &Source, b_info: &TrackInfo) -> PluginResult<bool> {
+        page::same_pages(a, (a_info.audio_offset, a_info.audio_len), b, (b_info.audio_offset, b_info.audio_len))
+    }
 }
 
 /// Audio properties from the identification header (rate, channels) and the granule

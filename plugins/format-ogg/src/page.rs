@@ -172,6 +172,84 @@ pub fn read_at(src: &Source, pos: u64) -> PluginResult<Read> {
     Err(PluginError::invalid_data(format!("no Ogg page at offset {pos}: not an Ogg file or corrupt")))
 }
 
+/// A window of a file read a megabyte at a time.
+struct Window<'a> {
+    src: &'a Source,
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl Window<'_> {
+    const SIZE: usize = 1 << 20;
+
+    /// `len` bytes at `pos` (fewer at the end of the file).
+    fn get(&mut self, pos: u64, len: usize) -> PluginResult<&[u8]> {
+        let have = pos >= self.start && pos + len as u64 <= self.start + self.buf.len() as u64;
+        if !have {
+            self.buf = self.src.read_vec(pos, Self::SIZE.max(len))?;
+            self.start = pos;
+        }
+        let from = (pos - self.start) as usize;
+        Ok(&self.buf[from..(from + len).min(self.buf.len())])
+    }
+}
+
+/// Whether two audio ranges `(offset, len)` of Ogg files hold the same pages but for
+/// their sequence numbers and checksums (what an editor that grew the header pages
+/// rewrites): capture pattern, version, flags, granule position, serial number, lacing
+/// and body of every page equal. Bytes that are not a page (junk at the end) must be
+/// equal as they are.
+///
+/// # Errors
+/// Read errors of either file.
+pub fn same_pages(a: &Source, a_range: (u64, u64), b: &Source, b_range: (u64, u64)) -> PluginResult<bool> {
+    if a_range.1 != b_range.1 {
+        return Ok(false);
+    }
+    let len = a_range.1;
+    let (mut wa, mut wb) = (Window { src: a, start: 0, buf: Vec::new() }, Window { src: b, start: 0, buf: Vec::new() });
+    let mut pos = 0u64;
+    while pos < len {
+        let left = (len - pos) as usize;
+        let ha = wa.get(a_range.0 + pos, 27.min(left))?.to_vec();
+        let hb = wb.get(b_range.0 + pos, 27.min(left))?;
+        let page_len = |h: &[u8], w: &mut Window<'_>, at: u64| -> PluginResult<Option<usize>> {
+            if h.len() < 27 || &h[..4] != b"OggS" {
+                return Ok(None);
+            }
+            let nseg = h[26] as usize;
+            let lacing = w.get(at + 27, nseg)?;
+            Ok((lacing.len() == nseg).then(|| 27 + nseg + lacing.iter().map(|&l| l as usize).sum::<usize>()))
+        };
+        let hb = hb.to_vec();
+        let na = page_len(&ha, &mut wa, a_range.0 + pos)?;
+        let nb = page_len(&hb, &mut wb, b_range.0 + pos)?;
+        match (na, nb) {
+            (Some(n), Some(m)) if n == m && n <= left => {
+                let pa = wa.get(a_range.0 + pos, n)?.to_vec();
+                let pb = wb.get(b_range.0 + pos, n)?;
+                if pa.len() != n || pb.len() != n || pa[..18] != pb[..18] || pa[26..] != pb[26..] {
+                    return Ok(false);
+                }
+                pos += n as u64;
+            }
+            (None, None) => {
+                // Not a page: the rest must be the same bytes.
+                while pos < len {
+                    let n = Window::SIZE.min((len - pos) as usize);
+                    let x = wa.get(a_range.0 + pos, n)?.to_vec();
+                    if x != wb.get(b_range.0 + pos, n)? || x.len() != n {
+                        return Ok(false);
+                    }
+                    pos += n as u64;
+                }
+            }
+            _ => return Ok(false),
+        }
+    }
+    Ok(true)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,5 +258,71 @@ mod tests {
     fn crc_matches_reference_value() {
         // The Ogg CRC of "123456789" (CRC-32/MPEG-2 style without final xor, init 0).
         assert_eq!(crc32(b"123456789"), 0x89A1_897F);
+    }
+
+    /// A page of `body` with the given sequence number and granule, CRC set.
+    fn page(seq: u32, granule: u64, body: &[u8]) -> Vec<u8> {
+        let mut p = b"OggS\0\0".to_vec();
+        p.extend(granule.to_le_bytes());
+        p.extend(7u32.to_le_bytes());
+        p.extend(seq.to_le_bytes());
+        p.extend([0; 4]);
+        let mut lacing = vec![255u8; body.len() / 255];
+        lacing.push((body.len() % 255) as u8);
+        p.push(lacing.len() as u8);
+        p.extend(lacing);
+        p.extend(body);
+        let crc = crc32(&p);
+        p[22..26].copy_from_slice(&crc.to_le_bytes());
+        p
+    }
+
+    fn source(bytes: Vec<u8>) -> Source {
+        Source::new(
+            musefs_plugin_api::handle_into_ffi(std::sync::Arc::new(musefs_plugin_api::testing::MemHandle::new(bytes))),
+            musefs_plugin_api::CallCtx::with_timeout(std::time::Duration::from_secs(5)),
+        )
+    }
+
+    /// Pages of audio starting with sequence number `first`, after `head` header bytes.
+    fn stream(head: usize, first: u32, bodies: &[Vec<u8>]) -> (Vec<u8>, (u64, u64)) {
+        let mut out = vec![0x55; head];
+        for (i, b) in bodies.iter().enumerate() {
+            out.extend(page(first + i as u32, 1000 * i as u64, b));
+        }
+        let len = (out.len() - head) as u64;
+        (out, (head as u64, len))
+    }
+
+    #[test]
+    fn renumbered_pages_are_the_same_audio_and_a_changed_byte_is_not() {
+        let bodies: Vec<Vec<u8>> =
+            (0..40u32).map(|i| (0..300 + i * 97).map(|j| (i * 31 + j) as u8).collect()).collect();
+        let (a, ra) = stream(100, 2, &bodies);
+        let (b, rb) = stream(5000, 9, &bodies);
+        assert_ne!(a[100..], b[5000..], "the renumbered pages differ as bytes");
+        assert!(same_pages(&source(a.clone()), ra, &source(b.clone()), rb).unwrap());
+        // One audio byte changed (the CRC fixed as an editor would): not the same.
+        let mut changed = bodies.clone();
+        changed[17][5] ^= 1;
+        let (c, rc) = stream(5000, 9, &changed);
+        assert!(!same_pages(&source(a.clone()), ra, &source(c), rc).unwrap());
+        // A granule position changed: not the same either.
+        let mut d = b.clone();
+        let at = 5000 + page(9, 0, &bodies[0]).len() + 6;
+        d[at] ^= 1;
+        assert!(!same_pages(&source(a.clone()), ra, &source(d), rb).unwrap());
+        // A page missing (lengths differ) or trailing junk that differs.
+        let (e, re) = stream(100, 2, &bodies[..39]);
+        assert!(!same_pages(&source(a.clone()), ra, &source(e), re).unwrap());
+        let (mut f, mut rf) = stream(100, 2, &bodies);
+        let (mut g, mut rg) = (a.clone(), ra);
+        f.extend(b"TAGjunk");
+        g.extend(b"TAGjunk");
+        rf.1 += 7;
+        rg.1 += 7;
+        assert!(same_pages(&source(f.clone()), rf, &source(g.clone()), rg).unwrap());
+        *g.last_mut().unwrap() ^= 1;
+        assert!(!same_pages(&source(f), rf, &source(g), rg).unwrap());
     }
 }

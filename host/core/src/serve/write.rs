@@ -711,27 +711,32 @@ impl Core {
             .read(&self.ctx(), &handle)
             .into_result()
             .map_err(|e| refused(false, format!("the saved file does not read as {}: {}", row.plugin, e)))?;
-        self.check_audio(session, row, base, &info).map_err(|what| refused(true, what))?;
+        self.check_audio(session, row, base, (&handle, &info)).map_err(|what| refused(true, what))?;
         self.store_tags(row.id, &info).map_err(|e| match e {
             ServeError::Catalog(crate::catalog::CatalogError::InvalidEdit(m)) => refused(false, m),
             e => e,
         })
     }
 
-    /// Checks that the image's audio range holds the original's audio bytes.
+    /// Checks that the image holds the original's audio: its audio range holds the
+    /// original's audio bytes (not compared when no write touched the range the audio
+    /// was served from), or else the format plugin says the audio is the same (an Ogg
+    /// editor renumbers the pages after a header it grew).
     fn check_audio(
         &self,
         session: &Session,
         row: &FileRow,
         base: Option<&Arc<OpenFile>>,
-        info: &TrackInfo,
+        image: (&musefs_plugin_api::HandleBox, &TrackInfo),
     ) -> Result<(), String> {
+        let info = image.1;
         let (start, len) = (info.audio_offset, info.audio_len);
         let original = lock(&self.catalog).track_info(row.id).map_err(|e| e.to_string())?;
-        let original_len = original.map_or(0, |o| o.audio_len);
-        if len != original_len {
+        let Some(original) = original else { return Err("it is no longer in the catalog".into()) };
+        if len != original.audio_len {
             return Err(format!(
-                "its audio changed: {len} bytes of audio where the original has {original_len} (only tags and pictures can be saved)"
+                "its audio changed: {len} bytes of audio where the original has {} (only tags and pictures can be saved)",
+                original.audio_len
             ));
         }
         let Some(base) = base else { return Err("no original to compare with".into()) };
@@ -747,6 +752,7 @@ impl Core {
         }
         let mut pos = 0u64;
         let mut want = vec![0u8; COMPARE_CHUNK];
+        let mut differs = None;
         while pos < len {
             let n = COMPARE_CHUNK.min((len - pos) as usize);
             let got = session.read(start + pos, n).map_err(|e| e.to_string())?;
@@ -755,14 +761,40 @@ impl Core {
             }
             Self::read_origin(base, row.audio_offset + pos, &mut want[..n]).map_err(|e| e.to_string())?;
             if got != want[..n] {
-                let at = got.iter().zip(&want[..n]).position(|(a, b)| a != b).unwrap_or(0) as u64 + pos;
-                return Err(format!(
-                    "its audio changed (audio byte {at} differs from the original's; only tags and pictures can be saved)"
-                ));
+                differs = Some(got.iter().zip(&want[..n]).position(|(a, b)| a != b).unwrap_or(0) as u64 + pos);
+                break;
             }
             pos += n as u64;
         }
-        Ok(())
+        let Some(at) = differs else { return Ok(()) };
+        match self.plugin_same_audio(row, base, image, &original) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(format!(
+                "its audio changed (audio byte {at} differs from the original's; only tags and pictures can be saved)"
+            )),
+            Err(e) => Err(format!(
+                "its audio differs from the original's at audio byte {at}, and comparing further failed: {e}"
+            )),
+        }
+    }
+
+    /// The format plugin's own comparison ([`Format::same_audio`], plugin ABI 2.2):
+    /// `Ok(false)` also when the plugin predates it (the bytes differed).
+    ///
+    /// [`Format::same_audio`]: musefs_plugin_api::Format::same_audio
+    fn plugin_same_audio(
+        &self,
+        row: &FileRow,
+        base: &Arc<OpenFile>,
+        image: (&musefs_plugin_api::HandleBox, &TrackInfo),
+        original: &TrackInfo,
+    ) -> Result<bool, ServeError> {
+        let (Some(format), Some(source)) = (self.formats.get(&row.plugin), &base.handle) else { return Ok(false) };
+        match format.same_audio(&self.ctx(), &source.ffi(), original, image.0, image.1).into_result() {
+            Ok(same) => Ok(same),
+            Err(e) if e.kind == musefs_plugin_api::ErrorKind::UNSUPPORTED => Ok(false),
+            Err(e) => Err(Self::plugin_err(row)(e)),
+        }
     }
 
     /// Makes the file's text tags and pictures exactly those of `info` (one journaled
