@@ -782,7 +782,9 @@ impl Core {
             return Ok(opened);
         }
         if write::is_scratch_ino(ino) {
-            return Err(ServeError::NotFound);
+            // A scratch file renamed over a served file: the file.
+            let file = self.alias_of(ino).ok_or(ServeError::NotFound)?;
+            return self.open(file);
         }
         self.open_plain(ino)
     }

@@ -790,6 +790,14 @@ impl Tree {
         }
     }
 
+    /// The node of file inode `ino`'s file as it is now, whatever generation `ino` is of.
+    pub fn current(&self, ino: u64) -> Option<&Node> {
+        match file_slot(ino) {
+            Some((slot, _)) => self.nodes.get(&slot),
+            None => self.nodes.get(&ino),
+        }
+    }
+
     /// Whether `ino` is a file inode of a generation before the file's current one.
     pub fn retired(&self, ino: u64) -> bool {
         file_slot(ino).is_some_and(|(slot, _)| self.nodes.contains_key(&slot)) && self.get(ino).is_none()

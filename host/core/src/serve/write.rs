@@ -123,6 +123,10 @@ pub(crate) struct Writes {
     next_name: AtomicU64,
     /// Sessions alive (the read path skips the map when there are none).
     live: AtomicUsize,
+    /// Scratch files renamed over a served file: the kernel now knows that file's name
+    /// by the scratch file's inode (until the entry invalidation sent after the rename
+    /// reaches it), which serves the file: scratch inode -> the file's inode.
+    aliases: Mutex<HashMap<u64, u64>>,
 }
 
 #[derive(Default)]
@@ -156,6 +160,7 @@ impl Writes {
             next_ino: AtomicU64::new(SCRATCH_FIRST),
             next_name: AtomicU64::new(1),
             live: AtomicUsize::new(0),
+            aliases: Mutex::new(HashMap::new()),
         })
     }
 
@@ -242,8 +247,19 @@ impl Core {
         self.writes.as_ref()?.session(ino)
     }
 
+    /// The inode a scratch inode renamed over a served file stands for now (the file's
+    /// current inode: an edit moves it to a new one).
+    pub(crate) fn alias_of(&self, ino: u64) -> Option<u64> {
+        let w = self.writes.as_ref()?;
+        let file = *lock(&w.aliases).get(&ino)?;
+        self.with_tree(|t| t.current(file).map(crate::tree::Node::public_ino))
+    }
+
     /// The attributes of a scratch file.
     pub(crate) fn scratch_attr(&self, ino: u64) -> Option<NodeAttr> {
+        if let Some(file) = self.alias_of(ino) {
+            return self.node(file).map(|a| NodeAttr { ino, ..a });
+        }
         let w = self.writes.as_ref()?;
         let session = lock(&w.sessions).get(&ino).cloned()?;
         let parent = lock(&w.scratch).nodes.get(&ino).map_or(crate::tree::ROOT, |s| s.parent);
@@ -327,7 +343,8 @@ impl Core {
             Some(s) => s,
             None => {
                 if is_scratch_ino(ino) {
-                    return Err(ServeError::NotFound);
+                    let file = self.alias_of(ino).ok_or(ServeError::NotFound)?;
+                    return self.open_write(file, truncate);
                 }
                 // A new session over the image this inode serves now.
                 let (fh, base) = self.open_plain(ino)?;
@@ -613,6 +630,10 @@ impl Core {
             }
             let session = lock(&w.sessions).get(&ino).cloned().ok_or(ServeError::NotFound)?;
             self.commit_onto(&session, public)?;
+            lock(&w.aliases).insert(ino, public);
+            // The kernel moves the scratch file's inode to the name: it forgets that.
+            let mut p = lock(&self.pending);
+            p.invals.push(crate::tree::Inval::Entry { parent: newparent, name: newname.to_owned() });
             lock(&w.scratch).names.remove(&(parent, name.to_owned()));
             self.drop_scratch(ino);
             return Ok(());
