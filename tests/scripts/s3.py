@@ -3,6 +3,7 @@
 
 usage: s3.py put ENDPOINT BUCKET PREFIX DIR     # creates the bucket if needed
        s3.py putfile ENDPOINT BUCKET KEY FILE
+       s3.py stamps ENDPOINT BUCKET PREFIX   # "KEY ETAG LAST-MODIFIED SIZE" per object
 """
 import os
 import sys
@@ -32,6 +33,12 @@ def main():
                 s3.upload_file(path, bucket, f"{prefix}/{rel}" if prefix else rel)
                 n += 1
         print(n)
+    elif cmd == "stamps":
+        prefix = sys.argv[4]
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for page in pages:
+            for o in page.get("Contents", []):
+                print(o["Key"], o["ETag"], o["LastModified"].isoformat(), o["Size"])
     elif cmd == "putfile":
         key, path = sys.argv[4:6]
         s3.upload_file(path, bucket, key)

@@ -68,6 +68,15 @@ impl S3Server {
         self.s3py(&["put", &self.endpoint(), bucket, prefix], dir);
     }
 
+    /// `KEY ETAG LAST-MODIFIED SIZE` of every object under `prefix` of `bucket`.
+    pub fn stamps(&self, bucket: &str, prefix: &str) -> String {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/s3.py");
+        let out =
+            Command::new("python3").arg(script).args(["stamps", &self.endpoint(), bucket, prefix]).output().unwrap();
+        assert!(out.status.success(), "s3.py stamps: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+
     /// Uploads one file as `key`.
     pub fn put_file(&self, bucket: &str, key: &str, file: &Path) {
         self.s3py(&["putfile", &self.endpoint(), bucket, key], file);

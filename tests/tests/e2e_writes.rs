@@ -561,3 +561,94 @@ fn beets_writes_its_tags_through_the_mount() {
     assert_eq!(m.stop(), Some(0));
     assert_originals_unchanged(&lib, &before, "beet write");
 }
+
+#[test]
+fn a_library_in_s3_takes_saves_through_the_mount_and_the_bucket_is_untouched() {
+    use musefs_tests::servers::S3Server;
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    library(&lib);
+    let server = S3Server::start(t.path(), None);
+    server.put_dir("music", "lib", &lib);
+    let stamps = server.stamps("music", "lib/");
+    assert_eq!(stamps.lines().count(), 7, "{stamps}");
+    let manifest = t.path().join("musefs.toml");
+    fs::write(
+        &manifest,
+        format!(
+            "state_dir = {:?}\nmode = \"synthesis\"\nwritable = true\nsync_interval = \"off\"\n\
+             refresh_interval_ms = 200\ntemplate = \"$artist/$album/$track $title\"\n\
+             [cache]\nchunk_size = \"64KiB\"\n\
+             [[origin]]\nname = \"main\"\nkind = \"s3\"\nbucket = \"music\"\nprefix = \"lib\"\nendpoint = {:?}\n\
+             allow_http = true\naccess_key_id = \"musefs-test\"\nsecret_access_key = \"musefs-test-secret\"\n",
+            t.path().join("state").display().to_string(),
+            server.endpoint()
+        ),
+    )
+    .unwrap();
+    scan(&manifest);
+    let uploaded = server.log_text().len();
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let jpeg = &big_jpeg(t.path()).display().to_string();
+    for origin in ["a.flac", "d.ogg", "f.m4a"] {
+        let path = mnt.join(served(&manifest, origin));
+        let out = mutagen_save(&path, &["small", "Saved Over S3"]);
+        assert!(out.status.success(), "{origin}: {}", String::from_utf8_lossy(&out.stderr));
+        let path = wait_served(&manifest, &mnt, origin, |p| p.contains("Saved Over S3"));
+        let out = mutagen_save(&path, &["picture", jpeg, "S3 Album"]);
+        assert!(out.status.success(), "{origin}: {}", String::from_utf8_lossy(&out.stderr));
+        let path = wait_served(&manifest, &mnt, origin, |p| p.contains("/S3 Album/"));
+        let (tags, pictures) = exported(&manifest, origin);
+        assert_eq!((first(&tags, "title").as_str(), pictures.len()), ("Saved Over S3", 1), "{origin}: {tags:?}");
+        // The audio compared with the original's was read through the chunk cache.
+        assert_sound(&path, &lib.join(origin), origin);
+    }
+    assert_eq!(m.stop(), Some(0));
+    assert_eq!(server.stamps("music", "lib/"), stamps, "no object was written");
+    let requests = server.log_text()[uploaded..].to_owned();
+    assert!(requests.contains("\"GET /music/lib"), "{requests}");
+    for verb in ["PUT", "POST", "DELETE"] {
+        assert!(!requests.contains(&format!("\"{verb} /music/")), "no {verb} reached an object: {requests}");
+    }
+}
+
+/// Unmounts a tmpfs when dropped.
+struct Tmpfs(PathBuf);
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_state_disk_fails_the_save_with_enospc_and_stores_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    library(&lib);
+    let manifest = writable_manifest(t.path(), &lib, "");
+    scan(&manifest);
+    // The scratch files' directory is a 512 KiB tmpfs: a 1.9 MB picture does not fit.
+    let writes = t.path().join("state/writes");
+    fs::create_dir_all(&writes).unwrap();
+    run(Command::new("mount").args(["-t", "tmpfs", "-o", "size=512k", "tmpfs"]).arg(&writes));
+    let _tmpfs = Tmpfs(writes.clone());
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let jpeg = &big_jpeg(t.path()).display().to_string();
+    let flac = mnt.join(served(&manifest, "a.flac"));
+    let served_before = fs::read(&flac).unwrap();
+    let tags_before = exported(&manifest, "a.flac");
+    let out = mutagen_save(&flac, &["picture", jpeg, "Too Big"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("No space left on device"), "mutagen: {err}");
+    assert!(fs::read(&flac).unwrap() == served_before, "the file reads as before");
+    assert_eq!(exported(&manifest, "a.flac"), tags_before, "nothing was stored");
+    // A small save still fits, and works.
+    let out = mutagen_save(&flac, &["small", "Fits"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(first(&exported(&manifest, "a.flac").0, "title"), "Fits");
+    assert_eq!(m.stop(), Some(0));
+    assert_eq!(fs::read_dir(&writes).unwrap().count(), 0, "no scratch file is left");
+}
