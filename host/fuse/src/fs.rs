@@ -138,6 +138,26 @@ impl MuseFs {
         }
     }
 
+    /// Sends what a save just made stale before its `close`/`fsync` returns, so the
+    /// editor's next `stat` or `open` of the name finds the file as saved (a title edit
+    /// renames it; an edit gives it a new inode). Only from handlers that hold no
+    /// directory lock in the kernel (flush, fsync): an entry invalidation there would
+    /// wait for the lock the kernel holds for the request (rename's go out with the mount
+    /// loop's next pass).
+    fn send_invalidations(&self) {
+        if !self.core.has_pending() {
+            return;
+        }
+        let Some(notifier) = self.notifier.get() else { return };
+        match self.core.refresh() {
+            Ok(inval) => {
+                crate::session::apply_invalidations(notifier, &inval);
+                self.core.invalidated(&inval);
+            }
+            Err(e) => tracing::warn!("refreshing from the catalog: {e}"),
+        }
+    }
+
     fn log_fallback(&self, why: &str) {
         if !self.fallback_logged.swap(true, Ordering::Relaxed) {
             tracing::info!("kernel FUSE passthrough not used ({why}); serving reads through the daemon");
@@ -308,14 +328,20 @@ impl Filesystem for MuseFs {
             return;
         }
         match self.core.flush(fh.0) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                self.send_invalidations();
+                reply.ok();
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
         match self.core.fsync(fh.0) {
-            Ok(()) => reply.ok(),
+            Ok(()) => {
+                self.send_invalidations();
+                reply.ok();
+            }
             Err(e) => reply.error(errno(&e)),
         }
     }

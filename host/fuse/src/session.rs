@@ -136,7 +136,7 @@ fn save_snapshot(core: &Core, target: Option<&SnapshotTarget>, saved: &mut Optio
 
 /// Tells the kernel to forget stale entries and inodes (errors for entries it never
 /// looked up are expected and ignored).
-fn apply_invalidations(notifier: &fuser::Notifier, inval: &[Inval]) {
+pub(crate) fn apply_invalidations(notifier: &fuser::Notifier, inval: &[Inval]) {
     // A directory whose entries changed: its cached listing (FOPEN_CACHE_DIR) goes too.
     let mut dirs: Vec<Inval> = inval
         .iter()
