@@ -16,6 +16,15 @@ pub fn run<F: Format>(f: &F, data: &[u8]) {
     let source = || Source::new(handle_into_ffi(Arc::new(MemHandle::new(data.to_vec()))), CallCtx::unlimited());
     let Ok(info) = f.read(&source()) else { return };
     let len = data.len() as u64;
+    // A file holds the same audio as itself (what the host asks before it takes a save
+    // through a writable mount), and a copy with one audio byte changed must not panic.
+    assert!(f.same_audio(&source(), &info, &source(), &info).unwrap(), "a file's audio differs from itself");
+    if info.audio_len > 0 && info.audio_offset.checked_add(info.audio_len).is_some_and(|e| e <= len) {
+        let mut changed = data.to_vec();
+        changed[(info.audio_offset + info.audio_len / 2) as usize] ^= 0x20;
+        let other = Source::new(handle_into_ffi(Arc::new(MemHandle::new(changed))), CallCtx::unlimited());
+        let _ = f.same_audio(&source(), &info, &other, &info);
+    }
     // The host passes the file's own tags and pictures (as cataloged) when nothing is
     // edited. (Passthrough plans are the FFI wrapper's, not the plugin's.)
     let req = PlanRequest::synthesis_of(&info);

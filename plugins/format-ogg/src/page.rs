@@ -233,8 +233,9 @@ pub fn same_pages(a: &Source, a_range: (u64, u64), b: &Source, b_range: (u64, u6
                 }
                 pos += n as u64;
             }
-            (None, None) => {
-                // Not a page: the rest must be the same bytes.
+            _ => {
+                // Not a page pair (junk, a page cut off by the range's end): the rest
+                // must be the same bytes.
                 while pos < len {
                     let n = Window::SIZE.min((len - pos) as usize);
                     let x = wa.get(a_range.0 + pos, n)?.to_vec();
@@ -244,7 +245,6 @@ pub fn same_pages(a: &Source, a_range: (u64, u64), b: &Source, b_range: (u64, u6
                     pos += n as u64;
                 }
             }
-            _ => return Ok(false),
         }
     }
     Ok(true)

@@ -416,3 +416,131 @@ fn a_cached_file_reads_offline_and_an_uncached_range_fails_instead_of_zeros() {
     f.origin.fail_with(None);
     assert_eq!(&core.read(fh, far, 4096).unwrap()[..], &want[far as usize..far as usize + 4096], "it recovers");
 }
+
+/// A writable synthesis core over `f`; its scratch files in `f`'s `writes/`.
+fn writable(f: &Fixture) -> Core {
+    f.core_with(ScriptedFormat::new(), synthesis()).with_writes(&f.dir.path().join("writes")).unwrap()
+}
+
+/// The bytes of `path` in the fixture's origin.
+fn origin_bytes(f: &Fixture, path: &str) -> Vec<u8> {
+    let ctx = CallCtx::unlimited();
+    let h = origin_into_ffi(f.origin.clone()).open(&ctx, path.into()).into_result().unwrap();
+    musefs_plugin_api::Source::new(h, ctx).read_vec(0, usize::MAX >> 8).unwrap()
+}
+
+fn scratch_files(f: &Fixture) -> usize {
+    std::fs::read_dir(f.dir.path().join("writes")).unwrap().count()
+}
+
+#[test]
+fn a_save_through_a_write_session_becomes_an_edit_and_readers_see_old_or_new() {
+    let mut f = Fixture::new(OriginCaps::LOCAL);
+    let a = audio(50_000, 3);
+    let id = f.add("a.toy", "Band", "Song", &a);
+    let original = origin_bytes(&f, "a.toy");
+    let core = writable(&f);
+    let file = ino(&core, "Band/Song.toy");
+    let old = toy_file(&[("ARTIST", "Band"), ("TITLE", "Song")], &a);
+    let (before, _) = core.open(file).unwrap();
+    // The editor rewrites the whole file with a longer header (the audio shifts).
+    let new = toy_file(&[("ARTIST", "Band"), ("TITLE", "A Much Longer Title"), ("GENRE", "Jazz")], &a);
+    let (w, _) = core.open_write(file, true).unwrap();
+    assert_eq!(scratch_files(&f), 1);
+    for (i, chunk) in new.chunks(7000).enumerate() {
+        core.write(w, (i * 7000) as u64, chunk).unwrap();
+    }
+    // A reader opened during the session reads what was written; one opened before
+    // reads the old file; `getattr` says the written size.
+    let (during, _) = core.open(file).unwrap();
+    assert_eq!(read_all(&core, during, new.len() as u64, 4096), new);
+    assert_eq!(read_all(&core, before, old.len() as u64, 4096), old);
+    assert_eq!(size(&core, file), new.len() as u64);
+    core.flush(w).unwrap();
+    let text = lock(&core.catalog).effective_text(id).unwrap();
+    assert_eq!(text["title"], ["A Much Longer Title"]);
+    assert_eq!(text["genre"], ["Jazz"]);
+    core.release(w);
+    core.release(during);
+    assert_eq!(scratch_files(&f), 0, "the scratch file goes with the session");
+    // The tree moved: the new name serves the catalog's synthesis of the edit.
+    let edited = ino(&core, "Band/A Much Longer Title.toy");
+    let (fh, _) = core.open(edited).unwrap();
+    let served = read_all(&core, fh, size(&core, edited), 4096);
+    assert!(served.ends_with(&a) && served.windows(4).any(|w| w == b"Jazz"));
+    assert_eq!(read_all(&core, before, old.len() as u64, 4096), old, "an old handle keeps its version");
+    assert_eq!(origin_bytes(&f, "a.toy"), original, "the original is untouched");
+}
+
+#[test]
+fn a_save_that_changes_the_audio_or_does_not_read_is_refused_and_nothing_is_stored() {
+    let mut f = Fixture::new(OriginCaps::LOCAL);
+    let a = audio(20_000, 4);
+    let id = f.add("a.toy", "Band", "Song", &a);
+    let core = writable(&f);
+    let file = ino(&core, "Band/Song.toy");
+    let before = lock(&core.catalog).effective_text(id).unwrap();
+    let mut changed = a.clone();
+    changed[10_000] ^= 1;
+    let (w, _) = core.open_write(file, true).unwrap();
+    core.write(w, 0, &toy_file(&[("ARTIST", "Band"), ("TITLE", "Other")], &changed)).unwrap();
+    let e = core.flush(w).unwrap_err();
+    assert_eq!(e.errno(), libc::EPERM, "{e}");
+    assert!(e.to_string().contains("a.toy") && e.to_string().contains("audio changed"), "{e}");
+    // Not a toy file at all: EIO.
+    core.truncate(file, 0).unwrap();
+    core.write(w, 0, b"garbage").unwrap();
+    let e = core.fsync(w).unwrap_err();
+    assert_eq!(e.errno(), libc::EIO, "{e}");
+    // Nothing written since the last refusal: closing commits nothing more.
+    core.flush(w).unwrap();
+    core.release(w);
+    assert_eq!(lock(&core.catalog).effective_text(id).unwrap(), before, "nothing was stored");
+    let (fh, _) = core.open(file).unwrap();
+    assert_eq!(read_all(&core, fh, size(&core, file), 4096), toy_file(&[("ARTIST", "Band"), ("TITLE", "Song")], &a));
+    assert_eq!(scratch_files(&f), 0);
+}
+
+#[test]
+fn a_scratch_file_renamed_over_a_served_file_commits_and_its_inode_serves_the_file() {
+    let mut f = Fixture::new(OriginCaps::LOCAL);
+    let a = audio(30_000, 5);
+    let id = f.add("a.toy", "Band", "Song", &a);
+    let core = writable(&f);
+    let dir = ino(&core, "Band");
+    let (attr, w, _) = core.create(dir, ".Song.toy.tmp").unwrap();
+    assert!(is_scratch_ino(attr.ino));
+    assert_eq!(ino(&core, "Band/.Song.toy.tmp"), attr.ino, "a scratch file is looked up by name");
+    let (_, names) = core.readdir(dir).unwrap();
+    assert!(names.iter().any(|(_, n)| n == ".Song.toy.tmp"), "and listed");
+    core.write(w, 0, &toy_file(&[("ARTIST", "Band"), ("TITLE", "Song"), ("COMMENT", "renamed")], &a)).unwrap();
+    core.flush(w).unwrap();
+    assert!(!lock(&core.catalog).effective_text(id).unwrap().contains_key("comment"), "a scratch file commits nothing");
+    core.release(w);
+    assert_eq!(core.create(dir, ".Song.toy.tmp").err().unwrap().errno(), libc::EEXIST, "it lives on, closed");
+    core.rename(dir, ".Song.toy.tmp", dir, "Song.toy", false).unwrap();
+    assert_eq!(lock(&core.catalog).effective_text(id).unwrap()["comment"], ["renamed"]);
+    assert!(core.lookup(dir, ".Song.toy.tmp").is_none());
+    // The kernel now knows the name by the scratch inode: it serves the file.
+    let served = core.node(attr.ino).unwrap();
+    assert_eq!(served.ino, attr.ino);
+    let (fh, _) = core.open(attr.ino).unwrap();
+    let bytes = read_all(&core, fh, size(&core, attr.ino), 4096);
+    assert!(bytes.ends_with(&a) && bytes.windows(7).any(|w| w == b"renamed"));
+    // Served files are not moved or deleted; unknown names are not found.
+    assert_eq!(core.unlink(dir, "Song.toy").unwrap_err().errno(), libc::EPERM);
+    assert_eq!(core.rename(dir, "Song.toy", dir, "x.toy", false).unwrap_err().errno(), libc::EPERM);
+    assert_eq!(core.unlink(dir, "nothing").unwrap_err().errno(), libc::ENOENT);
+    assert_eq!(scratch_files(&f), 0);
+}
+
+#[test]
+fn a_read_only_core_answers_erofs() {
+    let mut f = Fixture::new(OriginCaps::LOCAL);
+    f.add("a.toy", "Band", "Song", &audio(1000, 6));
+    let core = f.core(Mode::Synthesis);
+    let file = ino(&core, "Band/Song.toy");
+    assert_eq!(core.open_write(file, false).err().unwrap().errno(), libc::EROFS);
+    assert_eq!(core.create(ino(&core, "Band"), "x").err().unwrap().errno(), libc::EROFS);
+    assert_eq!(core.truncate(file, 0).unwrap_err().errno(), libc::EROFS);
+}

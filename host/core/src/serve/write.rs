@@ -78,8 +78,10 @@ struct State {
     writers: usize,
     /// Open handles of any kind on this session.
     handles: usize,
-    /// Written since the last commit.
-    dirty: bool,
+    /// Counts writes and truncations.
+    version: u64,
+    /// The `version` the last commit saw (written since: `version != committed`).
+    committed: u64,
     mtime_ns: i64,
 }
 
@@ -368,7 +370,8 @@ impl Core {
                             overlay,
                             writers: 0,
                             handles: 0,
-                            dirty: false,
+                            version: 0,
+                            committed: 0,
                             mtime_ns: crate::util::now_ns(),
                         }),
                         committing: Mutex::new(()),
@@ -418,7 +421,14 @@ impl Core {
         let session = Arc::new(Session {
             ino,
             target: Target::Scratch,
-            state: Mutex::new(State { overlay, writers: 0, handles: 0, dirty: false, mtime_ns: crate::util::now_ns() }),
+            state: Mutex::new(State {
+                overlay,
+                writers: 0,
+                handles: 0,
+                version: 0,
+                committed: 0,
+                mtime_ns: crate::util::now_ns(),
+            }),
             committing: Mutex::new(()),
         });
         {
@@ -448,7 +458,7 @@ impl Core {
         };
         let mut s = lock(&session.state);
         s.overlay.write(offset, data).map_err(|e| io_err("writing the scratch file", &e))?;
-        s.dirty = true;
+        s.version += 1;
         s.mtime_ns = crate::util::now_ns();
         Ok(data.len())
     }
@@ -457,7 +467,7 @@ impl Core {
         let mut s = lock(&session.state);
         if s.overlay.size() != size {
             s.overlay.truncate(size).map_err(|e| io_err("truncating the scratch file", &e))?;
-            s.dirty = true;
+            s.version += 1;
             s.mtime_ns = crate::util::now_ns();
         }
         Ok(())
@@ -668,12 +678,17 @@ impl Core {
     fn commit(&self, session: &Arc<Session>) -> Result<bool, ServeError> {
         let Target::Served { row, base } = &session.target else { return Ok(false) };
         let _one = lock(&session.committing);
-        if !lock(&session.state).dirty {
-            return Ok(false);
-        }
+        let version = {
+            let s = lock(&session.state);
+            if s.version == s.committed {
+                return Ok(false);
+            }
+            s.version
+        };
         let res = self.commit_image(session, row, Some(base));
-        // Refused or stored, this image is settled: the next commit is of new writes.
-        lock(&session.state).dirty = false;
+        // Refused or stored, this image is settled: the next commit is of writes made
+        // since it was read (one made during this commit is not lost).
+        lock(&session.state).committed = version;
         res
     }
 
