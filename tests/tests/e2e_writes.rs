@@ -330,7 +330,8 @@ fn a_save_that_changes_the_audio_is_refused_at_close_and_the_file_reads_as_befor
     let t = tempfile::tempdir().unwrap();
     let lib = t.path().join("lib");
     library(&lib);
-    let manifest = writable_manifest(t.path(), &lib, "");
+    let port = musefs_tests::servers::free_port();
+    let manifest = writable_manifest(t.path(), &lib, &format!("metrics_addr = \"127.0.0.1:{port}\"\n"));
     scan(&manifest);
     let before = originals(&lib);
     let mnt = t.path().join("mnt");
@@ -377,6 +378,12 @@ fn a_save_that_changes_the_audio_is_refused_at_close_and_the_file_reads_as_befor
     assert!(!out.status.success(), "truncate: {out:?}");
     assert!(fs::read(&flac).unwrap() == served_before, "the file reads as before");
     assert_eq!(exported(&manifest, "a.flac"), tags_before, "nothing was stored");
+    // The metrics count each refusal by its reason.
+    let page = musefs_tests::curl(&format!("http://127.0.0.1:{port}/metrics"));
+    let saves = |r: &str| musefs_tests::metric(&page, &format!("musefs_saves_total{{result=\"{r}\"}}"));
+    assert!(saves("refused_audio_changed") >= 3.0, "{page}");
+    assert!(saves("refused_unreadable") >= 1.0, "{page}");
+    assert_eq!(saves("stored"), 0.0, "{page}");
     assert_eq!(m.stop(), Some(0));
     assert_originals_unchanged(&lib, &before, "refused saves");
 }

@@ -67,6 +67,38 @@ struct OriginResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SaveResult {
+    result: &'static str,
+}
+
+/// How a save through a writable mount ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Saved {
+    /// The saved tags became an edit.
+    Stored,
+    /// The saved file had the tags the file had: nothing to store.
+    Unchanged,
+    /// Refused: the audio changed (`EPERM`).
+    AudioChanged,
+    /// Refused: the saved file does not read as its format (`EIO`).
+    Unreadable,
+    /// Failed otherwise (the original could not be read to compare, the catalog).
+    Failed,
+}
+
+impl Saved {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Stored => "stored",
+            Self::Unchanged => "unchanged",
+            Self::AudioChanged => "refused_audio_changed",
+            Self::Unreadable => "refused_unreadable",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct OriginLabel {
     origin: String,
 }
@@ -127,6 +159,7 @@ pub struct Metrics {
     origin_errors: Family<OriginCall, Counter>,
     syncs: Family<OriginResult, Counter>,
     sync_seconds: Family<OriginLabel, Histogram>,
+    saves: Family<SaveResult, Counter>,
     source: Arc<RwLock<Option<Weak<dyn Source>>>>,
 }
 
@@ -238,7 +271,14 @@ impl Metrics {
         let sync_seconds: Family<OriginLabel, Histogram> =
             Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.01, 4.0, 9)));
         registry.register("musefs_sync_seconds", "Duration of background sync runs, by origin", sync_seconds.clone());
+        let saves = Family::<SaveResult, Counter>::default();
+        registry.register(
+            "musefs_saves",
+            "Saves through a writable mount (a last close, fsync, or a rename over a file), by result",
+            saves.clone(),
+        );
         Self {
+            saves,
             registry,
             by_mode,
             header_hits,
@@ -295,6 +335,11 @@ impl Metrics {
         let result = if ok { "ok" } else { "failed" };
         self.syncs.get_or_create(&OriginResult { origin: origin.to_owned(), result }).inc();
         self.sync_seconds.get_or_create(&OriginLabel { origin: origin.to_owned() }).observe(elapsed.as_secs_f64());
+    }
+
+    /// A save through a writable mount ended so.
+    pub fn saved(&self, how: Saved) {
+        self.saves.get_or_create(&SaveResult { result: how.as_str() }).inc();
     }
 
     /// Everything, in the Prometheus text exposition format.

@@ -717,6 +717,13 @@ impl Core {
     ) -> Result<bool, ServeError> {
         let name = format!("{}:{}", row.origin, row.path);
         let res = self.check_and_store(session, row, base);
+        crate::metrics::global().saved(match &res {
+            Ok(true) => crate::metrics::Saved::Stored,
+            Ok(false) => crate::metrics::Saved::Unchanged,
+            Err(ServeError::Refused { audio: true, .. }) => crate::metrics::Saved::AudioChanged,
+            Err(ServeError::Refused { audio: false, .. }) => crate::metrics::Saved::Unreadable,
+            Err(_) => crate::metrics::Saved::Failed,
+        });
         match &res {
             Ok(true) => tracing::info!("saved through the mount: {name}: its tags are now an edit in the catalog"),
             Ok(false) => tracing::debug!("saved through the mount: {name}: no tag changed"),
