@@ -335,3 +335,36 @@ impl Drop for Mpd {
         kill(&mut self.child);
     }
 }
+
+/// beets with its own configuration and library in a folder (`BEETSDIR`): imports
+/// leave files where they are and write nothing (`beet write` does, when asked).
+pub struct Beets {
+    dir: PathBuf,
+}
+
+impl Beets {
+    /// A beets home in `dir` (created).
+    pub fn new(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::write(
+            dir.join("config.yaml"),
+            format!(
+                "directory: {music:?}\nlibrary: {db:?}\nimport:\n  copy: no\n  move: no\n  write: no\n  autotag: no\n  \
+                 log: {log:?}\nplugins: []\n",
+                music = dir.join("music").display().to_string(),
+                db = dir.join("library.db").display().to_string(),
+                log = dir.join("import.log").display().to_string(),
+            ),
+        )
+        .unwrap();
+        Self { dir: dir.to_owned() }
+    }
+
+    /// Runs `beet ARGS`; its standard output (the test fails if it fails).
+    pub fn run(&self, args: &[&str]) -> String {
+        let out =
+            Command::new("beet").env("BEETSDIR", &self.dir).args(args).output().expect("beet (pip install beets)");
+        assert!(out.status.success(), "beet {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    }
+}

@@ -140,24 +140,8 @@ fn beets_imports_the_mount_with_the_served_tags() {
     let (_, manifest) = library(t.path());
     let mnt = t.path().join("mnt");
     let m = Mount::start(&manifest, &mnt, &[]);
-    let beets = t.path().join("beets");
-    std::fs::create_dir_all(&beets).unwrap();
-    std::fs::write(
-        beets.join("config.yaml"),
-        format!(
-            "directory: {music:?}\nlibrary: {db:?}\nimport:\n  copy: no\n  move: no\n  write: no\n  autotag: no\n  \
-             log: {log:?}\nplugins: []\n",
-            music = beets.join("music").display().to_string(),
-            db = beets.join("library.db").display().to_string(),
-            log = beets.join("import.log").display().to_string(),
-        ),
-    )
-    .unwrap();
-    let beet = |args: &[&str]| {
-        let out = Command::new("beet").env("BEETSDIR", &beets).args(args).output().expect("beet (pip install beets)");
-        assert!(out.status.success(), "beet {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let beets = musefs_tests::servers::Beets::new(&t.path().join("beets"));
+    let beet = |args: &[&str]| beets.run(args);
     beet(&["import", "-A", "-q", mnt.to_str().unwrap()]);
     let listed = beet(&["ls", "-f", "$path\t$artist\t$album\t$title\t$track\t$albumartist"]);
     let mut got: BTreeMap<String, Vec<String>> = BTreeMap::new();

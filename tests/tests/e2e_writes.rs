@@ -65,6 +65,11 @@ fn library(lib: &Path) -> Vec<(&'static str, &'static str)> {
             .args(["-metadata", "album=Gamma", "-metadata", &format!("track={n}")])
             .arg(p(name)));
     }
+    library_files()
+}
+
+/// [`library`]'s files: `(origin path, format)`.
+fn library_files() -> Vec<(&'static str, &'static str)> {
     vec![
         ("a.flac", "flac"),
         ("b.mp3", "mp3"),
@@ -172,16 +177,32 @@ fn writable_manifest(dir: &Path, lib: &Path, extra: &str) -> PathBuf {
     )
 }
 
-#[test]
-fn mutagen_saves_in_place_and_with_a_big_picture_become_edits_for_every_format() {
+/// A writable library of [`library`]'s files, scanned: its folder, the original's
+/// state before anything, and where to mount it.
+struct Lib {
+    t: tempfile::TempDir,
+    lib: PathBuf,
+    manifest: PathBuf,
+    before: BTreeMap<String, (Vec<u8>, i64)>,
+    mnt: PathBuf,
+}
+
+fn writable_library(extra: &str) -> Lib {
     let t = tempfile::tempdir().unwrap();
     let lib = t.path().join("lib");
-    let files = library(&lib);
-    let manifest = writable_manifest(t.path(), &lib, "");
+    library(&lib);
+    let manifest = writable_manifest(t.path(), &lib, extra);
     scan(&manifest);
     let before = originals(&lib);
-    let jpeg = &big_jpeg(t.path()).display().to_string();
     let mnt = t.path().join("mnt");
+    Lib { t, lib, manifest, before, mnt }
+}
+
+#[test]
+fn mutagen_saves_in_place_and_with_a_big_picture_become_edits_for_every_format() {
+    let Lib { t, lib, manifest, before, mnt } = writable_library("");
+    let files = library_files();
+    let jpeg = &big_jpeg(t.path()).display().to_string();
     let m = Mount::start(&manifest, &mnt, &[]);
     for (origin, format) in files {
         let v23: &[&str] = if format.contains("v2.3") { &["--id3v23"] } else { &[] };
@@ -225,14 +246,8 @@ fn ext(origin: &str) -> &str {
 
 #[test]
 fn command_line_editors_save_in_place_or_by_temp_file_and_rename() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("lib");
-    library(&lib);
     // id3lib (the `id3v2` tool) reads ID3v2.3 only: the mount serves that version.
-    let manifest = writable_manifest(t.path(), &lib, "[format.mp3]\nid3v2_version = \"2.3\"\n");
-    scan(&manifest);
-    let before = originals(&lib);
-    let mnt = t.path().join("mnt");
+    let Lib { t, lib, manifest, before, mnt } = writable_library("[format.mp3]\nid3v2_version = \"2.3\"\n");
     let m = Mount::start(&manifest, &mnt, &[]);
     let png = t.path().join("cover.png");
     write_png(&png);
@@ -327,14 +342,8 @@ fn walk(dir: &Path) -> Vec<String> {
 
 #[test]
 fn a_save_that_changes_the_audio_is_refused_at_close_and_the_file_reads_as_before() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("lib");
-    library(&lib);
     let port = musefs_tests::servers::free_port();
-    let manifest = writable_manifest(t.path(), &lib, &format!("metrics_addr = \"127.0.0.1:{port}\"\n"));
-    scan(&manifest);
-    let before = originals(&lib);
-    let mnt = t.path().join("mnt");
+    let Lib { t, lib, manifest, before, mnt } = writable_library(&format!("metrics_addr = \"127.0.0.1:{port}\"\n"));
     let m = Mount::start(&manifest, &mnt, &[]);
     let flac = mnt.join(served(&manifest, "a.flac"));
     let served_before = fs::read(&flac).unwrap();
@@ -390,12 +399,7 @@ fn a_save_that_changes_the_audio_is_refused_at_close_and_the_file_reads_as_befor
 
 #[test]
 fn a_reader_streaming_during_a_save_sees_the_old_version_or_the_new_one_never_a_mix() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("lib");
-    library(&lib);
-    let manifest = writable_manifest(t.path(), &lib, "");
-    scan(&manifest);
-    let mnt = t.path().join("mnt");
+    let Lib { t, lib, manifest, before, mnt } = writable_library("");
     let m = Mount::start(&manifest, &mnt, &[]);
     let jpeg = &big_jpeg(t.path()).display().to_string();
     for origin in ["a.flac", "d.ogg", "f.m4a"] {
@@ -422,17 +426,12 @@ fn a_reader_streaming_during_a_save_sees_the_old_version_or_the_new_one_never_a_
         assert_sound(&new_path, &lib.join(origin), origin);
     }
     assert_eq!(m.stop(), Some(0));
+    assert_originals_unchanged(&lib, &before, "saves during reads");
 }
 
 #[test]
 fn scratch_files_come_and_go_and_a_killed_session_is_discarded_at_the_next_mount() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("lib");
-    library(&lib);
-    let manifest = writable_manifest(t.path(), &lib, "");
-    scan(&manifest);
-    let before = originals(&lib);
-    let mnt = t.path().join("mnt");
+    let Lib { t, lib, manifest, before, mnt } = writable_library("");
     let m = Mount::start(&manifest, &mnt, &[]);
     let flac = mnt.join(served(&manifest, "a.flac"));
     let dir = flac.parent().unwrap().to_owned();
@@ -528,32 +527,10 @@ fn a_read_only_mount_answers_erofs_and_a_writable_one_follows_the_modes() {
 
 #[test]
 fn beets_writes_its_tags_through_the_mount() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("lib");
-    library(&lib);
-    let manifest = writable_manifest(t.path(), &lib, "");
-    scan(&manifest);
-    let before = originals(&lib);
-    let mnt = t.path().join("mnt");
+    let Lib { t, lib, manifest, before, mnt } = writable_library("");
     let m = Mount::start(&manifest, &mnt, &[]);
-    let beets = t.path().join("beets");
-    fs::create_dir_all(&beets).unwrap();
-    fs::write(
-        beets.join("config.yaml"),
-        format!(
-            "directory: {music:?}\nlibrary: {db:?}\nimport:\n  copy: no\n  move: no\n  write: no\n  autotag: no\n  \
-             log: {log:?}\nplugins: []\n",
-            music = beets.join("music").display().to_string(),
-            db = beets.join("library.db").display().to_string(),
-            log = beets.join("import.log").display().to_string(),
-        ),
-    )
-    .unwrap();
-    let beet = |args: &[&str]| {
-        let out = Command::new("beet").env("BEETSDIR", &beets).args(args).output().expect("beet (pip install beets)");
-        assert!(out.status.success(), "beet {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        String::from_utf8(out.stdout).unwrap()
-    };
+    let beets = musefs_tests::servers::Beets::new(&t.path().join("beets"));
+    let beet = |args: &[&str]| beets.run(args);
     beet(&["import", "-A", "-q", mnt.to_str().unwrap()]);
     // Every track of album Beta (Vorbis and Opus) gets a new genre and comment.
     beet(&["modify", "-y", "-M", "album:Beta", "genre=Shoegaze", "comments=tagged by beets"]);

@@ -15,6 +15,10 @@
 //! An open handle keeps the layout it opened with (a snapshot), so it never serves a mix
 //! of an old header and a new layout. [`Core::refresh`] applies the catalog's change log
 //! to the tree and returns what the kernel must forget.
+//!
+//! A writable core (`writable = true`) also takes writes: write sessions, scratch files
+//! and the commit of a saved file into a catalog edit live in `serve::write` (see
+//! [`Core::open_write`]); the read path only checks whether a handle belongs to one.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -945,26 +949,7 @@ impl Core {
             return Ok(shared);
         }
         let mut out = vec![0u8; (end - offset) as usize];
-        let segments = &file.layout.segments;
-        // The first segment that ends after `offset`.
-        let first = segments.partition_point(|(start, s)| start + s.len <= offset);
-        let mut touched_origin = false;
-        for (start, seg) in &segments[first..] {
-            if *start >= end {
-                break;
-            }
-            let from = offset.max(*start);
-            let to = end.min(start + seg.len);
-            let dst = &mut out[(from - offset) as usize..(to - offset) as usize];
-            let within = from - start;
-            match seg.kind {
-                SegmentKind::LITERAL => dst.copy_from_slice(&seg.bytes[within as usize..(within as usize + dst.len())]),
-                _ => {
-                    touched_origin = true;
-                    Self::read_origin(file, seg.offset + within, dst)?;
-                }
-            }
-        }
+        let touched_origin = Self::splice_into(file, offset, &mut out)?;
         if touched_origin && file.recheck {
             self.recheck(file)?;
         }
@@ -1044,15 +1029,18 @@ impl Core {
         Ok(())
     }
 
-    /// Fills `buf` with the bytes of `file`'s image at `offset` (no stamp re-check: the
-    /// image a write session writes over).
-    fn splice_into(file: &OpenFile, offset: u64, buf: &mut [u8]) -> Result<(), ServeError> {
+    /// Fills `buf` with the bytes of `file`'s image at `offset` (literal bytes copied,
+    /// origin ranges read into it); returns whether the original was read. No stamp
+    /// re-check (the caller's).
+    fn splice_into(file: &OpenFile, offset: u64, buf: &mut [u8]) -> Result<bool, ServeError> {
         let end = offset + buf.len() as u64;
         if end > file.size {
             return Err(ServeError::Io(format!("read past the end of the image ({end} > {})", file.size)));
         }
         let segments = &file.layout.segments;
+        // The first segment that ends after `offset`.
         let first = segments.partition_point(|(start, s)| start + s.len <= offset);
+        let mut touched_origin = false;
         for (start, seg) in &segments[first..] {
             if *start >= end {
                 break;
@@ -1063,10 +1051,13 @@ impl Core {
             let within = from - start;
             match seg.kind {
                 SegmentKind::LITERAL => dst.copy_from_slice(&seg.bytes[within as usize..(within as usize + dst.len())]),
-                _ => Self::read_origin(file, seg.offset + within, dst)?,
+                _ => {
+                    touched_origin = true;
+                    Self::read_origin(file, seg.offset + within, dst)?;
+                }
             }
         }
-        Ok(())
+        Ok(touched_origin)
     }
 
     /// Forgets a handle (the last writer of a file being written commits it).

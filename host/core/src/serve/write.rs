@@ -86,6 +86,12 @@ struct State {
 }
 
 impl Session {
+    fn new(ino: u64, target: Target, overlay: Overlay) -> Arc<Self> {
+        let state =
+            State { overlay, writers: 0, handles: 0, version: 0, committed: 0, mtime_ns: crate::util::now_ns() };
+        Arc::new(Self { ino, target, state: Mutex::new(state), committing: Mutex::new(()) })
+    }
+
     /// The image's size now.
     pub(crate) fn size(&self) -> u64 {
         lock(&self.state).overlay.size()
@@ -100,7 +106,7 @@ impl Session {
         let state = lock(&self.state);
         let out = state.overlay.read(offset, len, |at, buf| match &self.target {
             Target::Served { base, .. } => {
-                Core::splice_into(base, at, buf).map_err(|e| std::io::Error::other(e.to_string()))
+                Core::splice_into(base, at, buf).map(|_| ()).map_err(|e| std::io::Error::other(e.to_string()))
             }
             Target::Scratch => Ok(()),
         });
@@ -363,19 +369,7 @@ impl Core {
                 if let Some(s) = sessions.get(&ino) {
                     s.clone()
                 } else {
-                    let s = Arc::new(Session {
-                        ino,
-                        target: Target::Served { base, row },
-                        state: Mutex::new(State {
-                            overlay,
-                            writers: 0,
-                            handles: 0,
-                            version: 0,
-                            committed: 0,
-                            mtime_ns: crate::util::now_ns(),
-                        }),
-                        committing: Mutex::new(()),
-                    });
+                    let s = Session::new(ino, Target::Served { base, row }, overlay);
                     sessions.insert(ino, s.clone());
                     w.live.fetch_add(1, Ordering::AcqRel);
                     s
@@ -418,19 +412,7 @@ impl Core {
         if ino >= SCRATCH_END {
             return Err(ServeError::NoSpace("out of scratch inode numbers (remount)".into()));
         }
-        let session = Arc::new(Session {
-            ino,
-            target: Target::Scratch,
-            state: Mutex::new(State {
-                overlay,
-                writers: 0,
-                handles: 0,
-                version: 0,
-                committed: 0,
-                mtime_ns: crate::util::now_ns(),
-            }),
-            committing: Mutex::new(()),
-        });
+        let session = Session::new(ino, Target::Scratch, overlay);
         {
             let mut idx = lock(&w.scratch);
             if idx.names.contains_key(&(parent, name.to_owned())) {
