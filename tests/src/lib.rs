@@ -428,3 +428,21 @@ pub fn keep_failures<'a>(dir: &Path, names: impl Iterator<Item = &'a str>) -> St
     }
     keep.display().to_string()
 }
+
+/// Every file below `root` (directories followed, not listed), sorted.
+pub fn all_files(root: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_owned()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

@@ -14,25 +14,9 @@ use std::time::Duration;
 
 use musefs_core::catalog::Catalog;
 use musefs_tests::{
-    is_fuse_mounted, lcg, ls_long, make_library, musefs, musefs_bin, scan, wait_for, write_manifest, Mount, Unmount,
+    all_files, is_fuse_mounted, lcg, ls_long, make_library, musefs, musefs_bin, scan, wait_for, write_manifest, Mount,
+    Unmount,
 };
-
-fn all_files(root: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_owned()];
-    while let Some(d) = stack.pop() {
-        for e in fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p);
-            }
-        }
-    }
-    out.sort();
-    out
-}
 
 fn set_title(src: &Path, dst: &Path, title: &str) {
     // Edit a copy outside the origin, then rename it in: a watcher never sees a half file.
