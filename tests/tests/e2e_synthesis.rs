@@ -1047,3 +1047,27 @@ fn flac_files_with_a_bit_flip_in_their_id3_header_are_served() {
     }
     assert_eq!(mount.stop(), Some(0));
 }
+
+/// `musefs tag` wakes the running mount through `state_dir/wake.sock`: the edit shows
+/// although the mount's poll is an hour away (issue 18's instant edits).
+#[test]
+fn a_tag_edit_wakes_the_mount_instead_of_waiting_for_its_poll() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let manifest = write_manifest(
+        t.path(),
+        &lib,
+        "mode = \"synthesis\"\nrefresh_interval_ms = 3600000\nsync_interval = \"off\"\nwatch = false\n",
+    );
+    scan(&manifest);
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    assert!(t.path().join("state/wake.sock").exists(), "the mount listens");
+    let lib = Lib { root: t.path().to_owned(), lib, manifest, _t: t };
+    tag_ok(&lib, &["set", "Alpha/First/01 Plain.flac", "title=Woken"]);
+    let renamed = mnt.join("Alpha/First/01 Woken.flac");
+    assert!(wait_for(5, || renamed.exists()), "the edit shows before any poll: {}", m.log_text());
+    assert_eq!(m.stop(), Some(0));
+    assert!(!lib.root.join("state/wake.sock").exists(), "the socket goes with the mount");
+}

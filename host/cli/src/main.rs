@@ -569,6 +569,7 @@ fn run(cli: Cli) -> Result<bool> {
                     snapshot_saved,
                     fatal,
                     metrics_addr: manifest.metrics_addr,
+                    wake: Some(manifest.state_dir.join(musefs_core::wake::SOCKET)),
                 },
                 syncer,
             )?;

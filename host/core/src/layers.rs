@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 /// The layers, bottom first (the crate docs' diagram).
 const LAYERS: &[&[&str]] = &[
-    &["util", "template", "progress", "sys", "image"],
+    &["util", "template", "progress", "sys", "image", "wake"],
     &["manifest", "metrics"],
     &["catalog"],
     &["tree"],

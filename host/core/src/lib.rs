@@ -24,8 +24,8 @@
 //!  2  catalog                       all SQL: files, tags, overlay, change log, chunk index
 //!  1  manifest  metrics             the TOML manifest; process metrics (Prometheus)
 //!  0  util  sys  template          clocks, InoMap, the lock helpers, libc calls; the
-//!     progress  image               template language; the progress trait the binary
-//!                                  draws; cover image checks
+//!     progress  image  wake         template language; the progress trait the binary
+//!                                  draws; cover image checks; the mount's wake-up socket
 //! ```
 //!
 //! ## Error policy
@@ -54,6 +54,7 @@ pub mod sys;
 pub mod template;
 pub mod tree;
 pub mod util;
+pub mod wake;
 
 #[cfg(test)]
 mod layers;

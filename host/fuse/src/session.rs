@@ -113,6 +113,9 @@ pub struct MountOptions {
     pub fatal: Arc<Mutex<Option<String>>>,
     /// Serve Prometheus metrics here while mounted (`metrics_addr`).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Listen here for catalog writers' wake-ups (`state_dir/wake.sock`): their
+    /// changes show at once rather than at the next poll.
+    pub wake: Option<std::path::PathBuf>,
 }
 
 /// How often a mount rewrites its tree snapshot while the tree changes.
@@ -308,6 +311,18 @@ pub fn run(
     let files = |core: &Core| core.totals().0;
     sd.notify(&format!("READY=1\nSTATUS=serving {} files at {}", files(&core), mountpoint.display()));
     let mut next_ping = Instant::now();
+    let wake = opts.wake.as_deref().and_then(|p| match musefs_core::wake::Listener::bind(p) {
+        Ok(l) => Some(l),
+        Err(e) => {
+            tracing::info!(
+                "catalog changes show at the next poll (every {:?}): cannot listen at {}: {e}",
+                opts.refresh_interval.unwrap_or_default(),
+                p.display()
+            );
+            None
+        }
+    });
+    let mut woken = false;
     while !stop.load(Ordering::Relaxed) && !session.finished() {
         if let Some(msg) = lock(&opts.fatal).take() {
             tracing::error!("{msg}");
@@ -342,7 +357,8 @@ pub fn run(
         // An open that brought the tree forward owes the kernel its invalidations now,
         // polling or not.
         let polled = opts.refresh_interval.is_some_and(|_| Instant::now() >= next_refresh);
-        if polled || core.has_pending() {
+        if polled || woken || core.has_pending() {
+            woken = false;
             if let Some(every) = opts.refresh_interval {
                 next_refresh = Instant::now() + every;
             }
@@ -354,7 +370,13 @@ pub fn run(
                 Err(e) => tracing::warn!("refreshing from the catalog: {e}"),
             }
         }
-        std::thread::sleep(Duration::from_millis(50).min(opts.refresh_interval.unwrap_or(Duration::MAX)));
+        // Signals and the other checks are looked at every 50 ms; a catalog writer's
+        // wake-up ends the wait at once.
+        let tick = Duration::from_millis(50).min(opts.refresh_interval.unwrap_or(Duration::MAX));
+        match &wake {
+            Some(l) => woken = l.wait(tick),
+            None => std::thread::sleep(tick),
+        }
     }
     sd.notify("STOPPING=1");
     // Orderly shutdown: stop syncing first (a sync in progress stops between files),

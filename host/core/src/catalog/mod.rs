@@ -400,6 +400,8 @@ pub type StoredTag = (i64, String, String, String, bool);
 pub struct Catalog {
     pub(crate) conn: Connection,
     path: PathBuf,
+    /// Where a running mount listens for changes (see [`crate::wake`]).
+    wake: Option<PathBuf>,
 }
 
 /// The version stamp of a file as one string (size, mtime, ETag): what the chunk cache's
@@ -461,7 +463,7 @@ impl Catalog {
             std::fs::create_dir_all(dir).map_err(|source| CatalogError::StateDir { path: dir.to_owned(), source })?;
         }
         let conn = connect(path)?;
-        let mut cat = Self { conn, path: path.to_owned() };
+        let mut cat = Self { conn, path: path.to_owned(), wake: None };
         cat.setup()?;
         Ok(cat)
     }
@@ -628,6 +630,13 @@ impl Catalog {
         }
     }
 
+    /// Tells a running mount that the change log grew (see [`crate::wake`]).
+    pub(crate) fn woke(&self) {
+        if let Some(p) = &self.wake {
+            crate::wake::notify(p);
+        }
+    }
+
     /// Opens the catalog of `manifest` with its origins marked active (see
     /// [`set_active_origins`](Self::set_active_origins)).
     ///
@@ -635,6 +644,7 @@ impl Catalog {
     /// As for [`open`](Self::open).
     pub fn open_for(manifest: &crate::manifest::Manifest) -> Result<Self> {
         let mut c = Self::open(&manifest.catalog_path())?;
+        c.wake = Some(manifest.state_dir.join(crate::wake::SOCKET));
         let names: Vec<&str> = manifest.origins.iter().map(|o| o.name.as_str()).collect();
         c.set_active_origins(&names)?;
         Ok(c)
@@ -658,6 +668,7 @@ impl Catalog {
             rows.collect::<rusqlite::Result<_>>().map_err(&e)?
         };
         let mut retired = Vec::new();
+        let mut changed = false;
         for (id, name, active) in all {
             let want = names.contains(&name.as_str());
             if want == active {
@@ -672,8 +683,12 @@ impl Catalog {
             if !want {
                 retired.push(name);
             }
+            changed = true;
         }
         tx.commit().map_err(&e)?;
+        if changed {
+            self.woke();
+        }
         Ok(retired)
     }
 
@@ -727,6 +742,7 @@ impl Catalog {
         .map_err(&e)?;
         tx.execute("UPDATE kept_edits SET origin = ?1 WHERE origin = ?2", params![to, from]).map_err(&e)?;
         tx.commit().map_err(&e)?;
+        self.woke();
         Ok(())
     }
 
@@ -892,6 +908,7 @@ impl Catalog {
             out.reattached.push((f.path.clone(), kept_path));
         }
         tx.commit().map_err(&e)?;
+        self.woke();
         if !moves.is_empty() {
             let path = journal::journal_path(&self.path);
             journal::append(&path, &journal::moves_record(&moves))
@@ -939,6 +956,7 @@ impl Catalog {
         }
         tx.execute("DELETE FROM pictures WHERE id NOT IN (SELECT picture_id FROM file_pictures)", []).map_err(&e)?;
         tx.commit().map_err(&e)?;
+        self.woke();
         Ok(())
     }
 

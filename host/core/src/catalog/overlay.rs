@@ -430,6 +430,7 @@ impl Catalog {
         let tx = self.conn.transaction().map_err(&e)?;
         let record = apply_checked(&tx, &checked, journal, &self.path)?;
         tx.commit().map_err(&e)?;
+        self.woke();
         if let Some(line) = record {
             let path = super::journal::journal_path(&self.path);
             super::journal::append(&path, &line).map_err(|source| CatalogError::Journal { path, source })?;
