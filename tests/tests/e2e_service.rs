@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use musefs_tests::servers::free_port;
-use musefs_tests::{curl, ls_long, make_library, metric, musefs_bin, scan, write_manifest, Mount};
+use musefs_tests::{curl, ls_long, make_library, metric, musefs_bin, scan, wait_for, write_manifest, Mount};
 
 /// `cat` of `path` as user `nobody` (group `nogroup`, no supplementary groups).
 fn cat_as_nobody(path: &Path) -> std::process::Output {
@@ -471,6 +471,11 @@ fn the_metrics_endpoint_counts_what_is_read_and_status_json_names_the_mount() {
     let served = metric(&after, "musefs_read_bytes_total{mode=\"synthesis\"}") - bytes;
     assert!(served >= read as f64, "{served} bytes counted, {read} read: {after}");
     assert!(metric(&after, "musefs_header_cache_misses_total") >= 1.0, "{after}");
+    // The kernel's requests, by operation: an open and a release per file read.
+    let fuse = |page: &str, op: &str| metric(page, &format!("musefs_fuse_requests_total{{op=\"{op}\"}}"));
+    assert!(fuse(&after, "open") - fuse(&before, "open") >= files.len() as f64, "{after}");
+    assert!(fuse(&after, "lookup") > 0.0 && fuse(&after, "read") > 0.0, "{after}");
+    assert!(wait_for(5, || fuse(&curl(&url), "release") - fuse(&before, "release") >= files.len() as f64));
     assert!(after.contains("musefs_origin_request_seconds_bucket{"), "origin latency histogram: {after}");
     assert!(
         after.contains("musefs_syncs_total{origin=\"main\",result=\"ok\"}"),

@@ -67,6 +67,85 @@ struct OriginResult {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OpLabel {
+    op: &'static str,
+}
+
+/// The kernel requests the FUSE adapter counts (`musefs_fuse_requests_total{op}`): how
+/// many round trips a walk or a read costs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[allow(missing_docs, reason = "the FUSE operations of the same names")]
+pub enum FuseOp {
+    Lookup,
+    Getattr,
+    Setattr,
+    Open,
+    Read,
+    Write,
+    Flush,
+    Fsync,
+    Release,
+    Opendir,
+    Readdir,
+    Readdirplus,
+    Releasedir,
+    Statfs,
+    Getxattr,
+    Listxattr,
+    Create,
+    Unlink,
+    Rename,
+}
+
+impl FuseOp {
+    const ALL: [FuseOp; 19] = [
+        Self::Lookup,
+        Self::Getattr,
+        Self::Setattr,
+        Self::Open,
+        Self::Read,
+        Self::Write,
+        Self::Flush,
+        Self::Fsync,
+        Self::Release,
+        Self::Opendir,
+        Self::Readdir,
+        Self::Readdirplus,
+        Self::Releasedir,
+        Self::Statfs,
+        Self::Getxattr,
+        Self::Listxattr,
+        Self::Create,
+        Self::Unlink,
+        Self::Rename,
+    ];
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Lookup => "lookup",
+            Self::Getattr => "getattr",
+            Self::Setattr => "setattr",
+            Self::Open => "open",
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Flush => "flush",
+            Self::Fsync => "fsync",
+            Self::Release => "release",
+            Self::Opendir => "opendir",
+            Self::Readdir => "readdir",
+            Self::Readdirplus => "readdirplus",
+            Self::Releasedir => "releasedir",
+            Self::Statfs => "statfs",
+            Self::Getxattr => "getxattr",
+            Self::Listxattr => "listxattr",
+            Self::Create => "create",
+            Self::Unlink => "unlink",
+            Self::Rename => "rename",
+        }
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct SaveResult {
     result: &'static str,
 }
@@ -160,6 +239,8 @@ pub struct Metrics {
     syncs: Family<OriginResult, Counter>,
     sync_seconds: Family<OriginLabel, Histogram>,
     saves: Family<SaveResult, Counter>,
+    /// By [`FuseOp`], in `FuseOp::ALL`'s order.
+    fuse: Vec<Counter>,
     source: Arc<RwLock<Option<Weak<dyn Source>>>>,
 }
 
@@ -277,7 +358,11 @@ impl Metrics {
             "Saves through a writable mount (a last close, fsync, or a rename over a file), by result",
             saves.clone(),
         );
+        let requests = Family::<OpLabel, Counter>::default();
+        let fuse = FuseOp::ALL.iter().map(|op| requests.get_or_create(&OpLabel { op: op.as_str() }).clone()).collect();
+        registry.register("musefs_fuse_requests", "Kernel requests answered, by FUSE operation", requests);
         Self {
+            fuse,
             saves,
             registry,
             by_mode,
@@ -335,6 +420,11 @@ impl Metrics {
         let result = if ok { "ok" } else { "failed" };
         self.syncs.get_or_create(&OriginResult { origin: origin.to_owned(), result }).inc();
         self.sync_seconds.get_or_create(&OriginLabel { origin: origin.to_owned() }).observe(elapsed.as_secs_f64());
+    }
+
+    /// The FUSE adapter answers a request.
+    pub fn fuse(&self, op: FuseOp) {
+        self.fuse[op as usize].inc();
     }
 
     /// A save through a writable mount ended so.

@@ -526,9 +526,13 @@ impl Core {
             AttrKind::File { file_id, size, gen, .. } if self.settings.mode == Mode::Synthesis => {
                 match self.served_size(*file_id, *gen) {
                     Ok(n) => *size = n,
-                    Err(e) => tracing::debug!(
-                        "size of file {file_id}: {e} (announcing the original size; open reports the error)"
-                    ),
+                    Err(e) => {
+                        tracing::debug!(
+                            "size of file {file_id}: {e} (announcing the original size for now; open reports the error)"
+                        );
+                        // Not to be cached by the kernel: the next open drops it.
+                        lock(&self.pending).inodes.insert(attr.ino);
+                    }
                 }
             }
             AttrKind::File { .. } => {}
@@ -868,7 +872,16 @@ impl Core {
             ctx: self.ctx(),
             recheck,
             size: layout.size,
-            attrs_stale: lock(&self.pending).inodes.contains(&ino),
+            attrs_stale: {
+                // Stale: a tree change the kernel has not been told of yet, or a size
+                // announced before the layout was known (which it is now).
+                let mut p = lock(&self.pending);
+                let stale = p.inodes.contains(&ino);
+                if stale && !p.invals.contains(&Inval::Inode(ino)) {
+                    p.inodes.remove(&ino);
+                }
+                stale
+            },
             layout,
             direct_path,
             session: None,
@@ -1104,6 +1117,12 @@ impl Core {
         let mut inval = std::mem::take(&mut lock(&self.pending).invals);
         inval.extend(self.refresh_tree()?);
         Ok(inval)
+    }
+
+    /// Whether the kernel must not keep `ino`'s attributes: a change of it has not been
+    /// sent yet, or its size was announced before its layout was known.
+    pub fn attrs_uncertain(&self, ino: u64) -> bool {
+        lock(&self.pending).inodes.contains(&ino)
     }
 
     /// Whether an open refreshed the tree and its invalidations wait for

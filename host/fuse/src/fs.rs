@@ -17,11 +17,30 @@ use fuser::{
 };
 
 use musefs_core::manifest::Access;
+use musefs_core::metrics::{self, FuseOp};
 use musefs_core::serve::Core;
 use musefs_core::tree::{AttrKind, NodeAttr};
 use musefs_core::util::lock;
 
-const TTL: Duration = Duration::from_secs(10);
+/// How long the kernel may keep entries and attributes. Every change of the tree is
+/// invalidated explicitly (entries, the attributes of changed files, directories and
+/// their ancestors, covers; everything after a rebuild), so nothing waits for a TTL to
+/// run out: a long one spares a walk its revalidation lookups.
+const TTL: Duration = Duration::from_secs(3600);
+
+impl MuseFs {
+    /// The TTL of a node: none for scratch files of a writable mount (renamed,
+    /// truncated and unlinked under way) and for nodes whose attributes are uncertain
+    /// (a change not yet sent to the kernel, a size announced before the file's layout
+    /// was known).
+    fn ttl_of(&self, ino: u64) -> &'static Duration {
+        if musefs_core::serve::is_scratch_ino(ino) || self.core.attrs_uncertain(ino) {
+            &Duration::ZERO
+        } else {
+            &TTL
+        }
+    }
+}
 
 /// The extended attribute naming a file's original.
 const XATTR_ORIGIN: &str = "user.musefs.origin";
@@ -182,8 +201,9 @@ impl Filesystem for MuseFs {
     }
 
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        metrics::global().fuse(FuseOp::Lookup);
         match name.to_str().and_then(|n| self.core.lookup_exact(parent.0, n)) {
-            Some((n, true)) => reply.entry(&TTL, &self.attr(&n), fuser::Generation(0)),
+            Some((n, true)) => reply.entry(self.ttl_of(n.ino), &self.attr(&n), fuser::Generation(0)),
             // Another spelling of the name (case-insensitive mode): not cached.
             Some((n, false)) => reply.entry(&Duration::ZERO, &self.attr(&n), fuser::Generation(0)),
             None => reply.error(Errno::ENOENT),
@@ -191,14 +211,15 @@ impl Filesystem for MuseFs {
     }
 
     fn getattr(&self, _req: &Request, ino: INodeNo, fh: Option<FileHandle>, reply: ReplyAttr) {
+        metrics::global().fuse(FuseOp::Getattr);
         // `fstat` of an open file: what that handle serves, even once an edit gave the
         // file a new inode (the handle keeps serving its generation until closed).
         if let Some(n) = fh.and_then(|fh| self.core.handle_attr(fh.0)).filter(|n| n.ino == ino.0) {
-            reply.attr(&TTL, &self.attr(&n));
+            reply.attr(self.ttl_of(n.ino), &self.attr(&n));
             return;
         }
         match self.core.node(ino.0) {
-            Some(n) => reply.attr(&TTL, &self.attr(&n)),
+            Some(n) => reply.attr(self.ttl_of(n.ino), &self.attr(&n)),
             // `stat` of a name whose dentry still holds a retired inode: ESTALE makes the
             // kernel look the name up again.
             None if self.core.is_retired(ino.0) => reply.error(Errno::from_i32(libc::ESTALE)),
@@ -207,6 +228,7 @@ impl Filesystem for MuseFs {
     }
 
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        metrics::global().fuse(FuseOp::Open);
         if flags.0 & libc::O_ACCMODE != libc::O_RDONLY {
             // A tag editor saving (a writable mount); the kernel never caches the pages
             // of an image being written.
@@ -283,6 +305,7 @@ impl Filesystem for MuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyData,
     ) {
+        metrics::global().fuse(FuseOp::Read);
         match self.core.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
             Err(e) => reply.error(Errno::from_i32(e.errno())),
@@ -299,6 +322,7 @@ impl Filesystem for MuseFs {
         _flush: bool,
         reply: ReplyEmpty,
     ) {
+        metrics::global().fuse(FuseOp::Release);
         {
             let mut backing = lock(&self.backing);
             if backing.by_handle.remove(&fh.0).is_some_and(|id| Arc::strong_count(&id) == 1) {
@@ -310,6 +334,7 @@ impl Filesystem for MuseFs {
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {
+        metrics::global().fuse(FuseOp::Statfs);
         // Used space: the files served (their originals' sizes), so importers that
         // refuse a 0-byte filesystem accept it; free: nothing on a read-only mount, the
         // state directory's free space on a writable one (where saves are kept);
@@ -322,6 +347,7 @@ impl Filesystem for MuseFs {
     }
 
     fn flush(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _lock_owner: LockOwner, reply: ReplyEmpty) {
+        metrics::global().fuse(FuseOp::Flush);
         if !self.core.writable() {
             // Nothing to do on close: the kernel stops asking.
             reply.error(Errno::ENOSYS);
@@ -337,6 +363,7 @@ impl Filesystem for MuseFs {
     }
 
     fn fsync(&self, _req: &Request, _ino: INodeNo, fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        metrics::global().fuse(FuseOp::Fsync);
         match self.core.fsync(fh.0) {
             Ok(()) => {
                 self.send_invalidations();
@@ -359,6 +386,7 @@ impl Filesystem for MuseFs {
         _lock_owner: Option<LockOwner>,
         reply: ReplyWrite,
     ) {
+        metrics::global().fuse(FuseOp::Write);
         match self.core.write(fh.0, offset, data) {
             Ok(n) => reply.written(u32::try_from(n).unwrap_or(u32::MAX)),
             Err(e) => reply.error(errno(&e)),
@@ -384,6 +412,7 @@ impl Filesystem for MuseFs {
         _flags: Option<BsdFileFlags>,
         reply: ReplyAttr,
     ) {
+        metrics::global().fuse(FuseOp::Setattr);
         if !self.core.writable() {
             reply.error(Errno::from_i32(libc::EROFS));
             return;
@@ -410,6 +439,7 @@ impl Filesystem for MuseFs {
         _flags: i32,
         reply: ReplyCreate,
     ) {
+        metrics::global().fuse(FuseOp::Create);
         let Some(name) = name.to_str() else {
             reply.error(Errno::from_i32(libc::EINVAL));
             return;
@@ -427,6 +457,7 @@ impl Filesystem for MuseFs {
     }
 
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
+        metrics::global().fuse(FuseOp::Unlink);
         let res =
             name.to_str().ok_or(musefs_core::serve::ServeError::NotFound).and_then(|n| self.core.unlink(parent.0, n));
         match res {
@@ -445,6 +476,7 @@ impl Filesystem for MuseFs {
         flags: RenameFlags,
         reply: ReplyEmpty,
     ) {
+        metrics::global().fuse(FuseOp::Rename);
         if flags.contains(RenameFlags::RENAME_EXCHANGE) {
             reply.error(Errno::from_i32(libc::EINVAL));
             return;
@@ -461,6 +493,7 @@ impl Filesystem for MuseFs {
     }
 
     fn getxattr(&self, _req: &Request, ino: INodeNo, name: &OsStr, size: u32, reply: ReplyXattr) {
+        metrics::global().fuse(FuseOp::Getxattr);
         // One attribute, on files: `user.musefs.origin` = `ORIGIN:PATH` of the original.
         let value = (name == XATTR_ORIGIN).then(|| self.core.origin_of(ino.0)).flatten();
         match value {
@@ -470,6 +503,7 @@ impl Filesystem for MuseFs {
     }
 
     fn listxattr(&self, _req: &Request, ino: INodeNo, size: u32, reply: ReplyXattr) {
+        metrics::global().fuse(FuseOp::Listxattr);
         let names: &[u8] = match self.core.node(ino.0).map(|n| n.kind) {
             Some(AttrKind::File { .. }) => b"user.musefs.origin\0",
             Some(_) => b"",
@@ -482,12 +516,19 @@ impl Filesystem for MuseFs {
     }
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
+        metrics::global().fuse(FuseOp::Opendir);
         // The kernel keeps a directory's entries in its page cache across opens; a tree
         // update invalidates the directory's inode (see `mount::apply_invalidations`).
         reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
     }
 
+    fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
+        metrics::global().fuse(FuseOp::Releasedir);
+        reply.ok();
+    }
+
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {
+        metrics::global().fuse(FuseOp::Readdir);
         // Offsets: 1 = ".", 2 = "..", 3.. = the children in name order.
         let res = self.core.readdir_from(ino.0, offset, |i, a, name| {
             let kind = if a.kind.is_dir() { FileType::Directory } else { FileType::RegularFile };
