@@ -486,9 +486,11 @@ impl Core {
             }
             return Some(attr);
         }
-        let tree = read(&self.tree);
-        let Some(attr) = tree.get(ino).map(|n| tree.attr(n)) else {
-            drop(tree);
+        // The tree's lock is let go before sizing: sizing takes the catalog's, and a
+        // refresh takes the catalog's, then the tree's (holding both the other way round
+        // deadlocked a getattr against a refresh).
+        let attr = self.with_tree(|t| t.get(ino).map(|n| t.attr(n)));
+        let Some(attr) = attr else {
             let fh = read(&self.handles).iter().find(|(_, f)| f.ino == ino).map(|(fh, _)| *fh)?;
             return self.handle_attr(fh);
         };
@@ -582,6 +584,49 @@ impl Core {
         let bytes = Arc::new(fallback?);
         lock(&self.covers).insert(dir, bytes.clone());
         Some(bytes)
+    }
+
+    /// [`readdir_from`](Self::readdir_from) with the attributes a `stat` would answer
+    /// (`READDIRPLUS`), as far as they are known without planning: `add(index,
+    /// attributes, name, certain)`; `certain` is false for a synthesized file whose size
+    /// is not known yet (the original's is given: the kernel must not keep it). At most
+    /// `max` entries are offered (the kernel's buffer holds about a thousand).
+    ///
+    /// # Errors
+    /// As for `readdir_from`.
+    pub fn readdir_plus_from(
+        &self,
+        ino: u64,
+        offset: u64,
+        max: usize,
+        mut add: impl FnMut(u64, NodeAttr, &str, bool) -> bool,
+    ) -> Result<(), ServeError> {
+        let mut entries = Vec::new();
+        self.readdir_from(ino, offset, |i, a, name| {
+            entries.push((i, a, name.to_owned()));
+            entries.len() >= max
+        })?;
+        for (i, mut a, name) in entries {
+            // Scratch files and files being written change under way; a change not sent
+            // to the kernel yet is uncertain too.
+            let session = self.session_of(a.ino);
+            let mut certain = !write::is_scratch_ino(a.ino) && session.is_none() && !self.attrs_uncertain(a.ino);
+            match &mut a.kind {
+                AttrKind::File { size, .. } if session.is_some() => *size = session.map_or(*size, |s| s.size()),
+                AttrKind::File { file_id, size, gen, .. } if self.settings.mode == Mode::Synthesis => {
+                    match lock(&self.sizes).get(file_id) {
+                        Some(&(g, n)) if g >= *gen => *size = n,
+                        _ => certain = false,
+                    }
+                }
+                AttrKind::Cover { dir, size } => *size = self.cover(*dir).map_or(0, |c| c.len() as u64),
+                AttrKind::File { .. } | AttrKind::Dir { .. } => {}
+            }
+            if add(i, a, &name, certain) {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Calls `add(index, attributes, name)` for the entries of directory `ino` from index

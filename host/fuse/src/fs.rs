@@ -12,8 +12,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fuser::{
     BackingId, BsdFileFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, INodeNo, InitFlags,
-    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory, ReplyEmpty,
-    ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow, WriteFlags,
+    KernelConfig, LockOwner, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate, ReplyData, ReplyDirectory,
+    ReplyDirectoryPlus, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite, ReplyXattr, Request, TimeOrNow,
+    WriteFlags,
 };
 
 use musefs_core::manifest::Access;
@@ -187,6 +188,9 @@ impl MuseFs {
 impl Filesystem for MuseFs {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
         let _ = config.set_max_readahead(1024 * 1024);
+        // READDIRPLUS when the kernel judges it useful (the first batch of a directory,
+        // and whenever a walk looks its entries up).
+        let _ = config.add_capabilities(InitFlags::FUSE_DO_READDIRPLUS | InitFlags::FUSE_READDIRPLUS_AUTO);
         if self.passthrough_wanted {
             match config.add_capabilities(InitFlags::FUSE_PASSTHROUGH) {
                 Ok(()) => {
@@ -525,6 +529,21 @@ impl Filesystem for MuseFs {
     fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
         metrics::global().fuse(FuseOp::Releasedir);
         reply.ok();
+    }
+
+    fn readdirplus(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectoryPlus) {
+        metrics::global().fuse(FuseOp::Readdirplus);
+        // Entries with their attributes: a walk that stats every entry, and one that
+        // descends into every directory, need no lookup per entry. An entry whose size
+        // is not known yet (a synthesized file not planned) is not kept by the kernel.
+        let res = self.core.readdir_plus_from(ino.0, offset, 2048, |i, a, name, certain| {
+            let ttl = if certain { &TTL } else { &Duration::ZERO };
+            reply.add(INodeNo(a.ino), i + 1, name, ttl, &self.attr(&a), fuser::Generation(0))
+        });
+        match res {
+            Ok(()) => reply.ok(),
+            Err(e) => reply.error(Errno::from_i32(e.errno())),
+        }
     }
 
     fn readdir(&self, _req: &Request, ino: INodeNo, _fh: FileHandle, offset: u64, mut reply: ReplyDirectory) {

@@ -544,3 +544,54 @@ fn a_read_only_core_answers_erofs() {
     assert_eq!(core.create(ino(&core, "Band"), "x").err().unwrap().errno(), libc::EROFS);
     assert_eq!(core.truncate(file, 0).unwrap_err().errno(), libc::EROFS);
 }
+
+/// Regression: `node` (a getattr) held the tree's lock while sizing took the catalog's,
+/// and a refresh takes the catalog's, then the tree's: a getattr of a synthesized file
+/// whose size was not known yet, during a refresh, deadlocked the mount (found by
+/// `size_equals_bytes_after_ogg_edits_under_load` once edits woke the mount at once).
+#[test]
+fn getattr_during_a_refresh_does_not_deadlock_regression() {
+    use std::sync::atomic::AtomicBool;
+    let mut f = Fixture::new(OriginCaps::LOCAL);
+    let ids: Vec<i64> =
+        (0..4).map(|i| f.add(&format!("{i}.toy"), "Band", &format!("Song {i}"), &audio(5000, i))).collect();
+    let core = Arc::new(f.core(Mode::Synthesis));
+    let path = f.dir.path().join("catalog.db");
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let worker = {
+        let core = core.clone();
+        std::thread::spawn(move || {
+            let stop = Arc::new(AtomicBool::new(false));
+            let getters: Vec<_> = (0..4)
+                .map(|_| {
+                    let (core, stop) = (core.clone(), stop.clone());
+                    std::thread::spawn(move || {
+                        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            let (_, entries) = core.readdir(ino(&core, "Band")).unwrap();
+                            for (a, _) in entries {
+                                let _ = core.node(a.ino);
+                            }
+                        }
+                    })
+                })
+                .collect();
+            let mut writer = Catalog::open(&path).unwrap();
+            for round in 0..150 {
+                let id = ids[round % ids.len()];
+                let edit = Edit::Set { key: "comment".into(), values: vec!["x".repeat(round)] };
+                writer.apply_edits(&[id], &[edit], &[]).unwrap();
+                core.refresh().unwrap();
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+            for g in getters {
+                g.join().unwrap();
+            }
+            done_tx.send(()).unwrap();
+        })
+    };
+    assert!(
+        done_rx.recv_timeout(std::time::Duration::from_secs(60)).is_ok(),
+        "getattrs and refreshes deadlocked (the test process must be killed)"
+    );
+    worker.join().unwrap();
+}
