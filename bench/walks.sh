@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Directory walks through the mount vs the same tree of empty files on the local disk
+# (issue 18), one run: `ls -R` (names only: descends by d_type) and `find -type f -newer`
+# (stats every file, as a media server's scan does), each twice (first: a fresh mount,
+# nothing in the kernel's caches; again: right after). Prints seconds, the ratio to the
+# local walk (warm dentries) and the kernel requests the walk cost, by operation
+# (`musefs_fuse_requests_total`, counted by the mount).
+#   bench/walks.sh [TRACKS]   (default 100000; a synthetic catalog, passthrough mode)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-100000}
+cargo build --release --workspace -q
+cargo build --release -p musefs-core --examples -q
+BIN=$PWD/target/release/musefs
+W=$(mktemp -d /tmp/musefs-bench-walks.XXXXXX)
+MNT=$W/mnt
+PID=
+cleanup() {
+  fusermount3 -u -z "$MNT" 2>/dev/null || true
+  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
+  rm -rf "$W"
+}
+trap cleanup EXIT
+mkdir -p "$MNT" "$W/empty"
+target/release/examples/synth_catalog "$W/s" "$N" >/dev/null 2>&1
+PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+cat > "$W/m.toml" <<TOML
+state_dir = "$W/s"
+template = "\$albumartist/\$album/\$track \$title"
+sync_interval = "off"
+watch = false
+metrics_addr = "127.0.0.1:$PORT"
+[[origin]]
+name = "bench"
+kind = "local"
+root = "$W/empty"
+TOML
+"$BIN" ls --manifest "$W/m.toml" > "$W/paths"
+python3 - "$W/paths" "$W/local" <<'PY'
+import os, sys
+made = set()
+for line in open(sys.argv[1]):
+    p = os.path.join(sys.argv[2], line.rstrip("\n"))
+    d = os.path.dirname(p)
+    if d not in made:
+        os.makedirs(d, exist_ok=True)
+        made.add(d)
+    open(p, "w").close()
+PY
+touch -d "2000-01-01" "$W/ref"
+"$BIN" mount --manifest "$W/m.toml" "$MNT" 2>"$W/mount.log" &
+PID=$!
+for _ in $(seq 400); do grep -q "mounted at" "$W/mount.log" 2>/dev/null && break; sleep 0.05; done
+python3 - "$W" "$MNT" "$PORT" "$N" <<'PY'
+import re, subprocess, sys, time, urllib.request
+w, mnt, port, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+def requests():
+    page = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics").read().decode()
+    return {m.group(1): float(m.group(2)) for m in re.finditer(r'musefs_fuse_requests_total\{op="(\w+)"\} (\S+)', page)}
+def walk(cmd, root):
+    t = time.perf_counter()
+    subprocess.run(cmd(root), stdout=subprocess.DEVNULL, check=True)
+    return time.perf_counter() - t
+walks = {"ls_R": lambda r: ["ls", "-R", r], "find_newer": lambda r: ["find", r, "-type", "f", "-newer", f"{w}/ref"]}
+for name, cmd in walks.items():
+    walk(cmd, f"{w}/local")
+    local = min(walk(cmd, f"{w}/local") for _ in range(3))
+    for run in ("first", "again"):
+        if run == "first":
+            # A fresh kernel view: every entry and attribute forgotten.
+            subprocess.run(["sh", "-c", "sync; echo 2 > /proc/sys/vm/drop_caches"], check=False)
+        before = requests()
+        s = walk(cmd, mnt)
+        time.sleep(0.2)  # releases are asynchronous
+        after = requests()
+        ops = " ".join(f"{k}={after[k] - before.get(k, 0):.0f}" for k in sorted(after) if after[k] > before.get(k, 0))
+        total = sum(after.values()) - sum(before.values())
+        print(f"{name}_{run} tracks={n} mount_s={s:.3f} local_s={local:.3f} ratio={s / local:.2f} "
+              f"requests={total:.0f} ({ops})")
+PY
