@@ -123,7 +123,13 @@ pub fn load_tree(manifest: &Manifest, catalog: &Catalog) -> Result<LoadedTree, C
     // The position first: a change landing while the files load is applied again later.
     let position = catalog.last_change()?;
     let files = catalog.tree_files(&keys)?;
+    let read = started.elapsed();
     let tree = Tree::build(&files, &manifest.views, &manifest.render, manifest.cover_name.as_deref());
+    tracing::debug!(
+        "tree: {} files read from the catalog in {read:.2?}, rendered in {:.2?}",
+        files.len(),
+        started.elapsed() - read
+    );
     tracing::info!("tree of {} nodes rendered from the catalog in {:.2?}", tree.len(), started.elapsed());
     Ok(LoadedTree { tree, position, source: TreeSource::Built })
 }
