@@ -20,9 +20,10 @@
 //! holding a file's header and art, so every file opens instantly).
 //!
 //! Write-behind: chunk files are written by one writer thread that kicks writeback of
-//! each chunk (`sync_file_range(WRITE)`) and then waits for the previous one, so dirty
-//! page-cache data stays at about two chunks however long a prefetch runs; if a wait
-//! ever stalls (> 2 s), it stops waiting for a while and logs it.
+//! each chunk (`sync_file_range(WRITE)`) and waits for the oldest kicked ones once more
+//! than 32 MiB are in flight, so dirty page-cache data stays bounded however long a
+//! prefetch runs without the writer waiting on every chunk; if a wait ever stalls
+//! (> 2 s), it stops waiting for a while and logs it.
 //!
 //! Read-ahead: [`CachedFile`] detects sequential reads per open handle and loads the
 //! next `readahead` chunks on a bounded pool of fetch threads (fetches in order, stored

@@ -152,7 +152,8 @@ impl ChunkStore {
             max_size: store.settings.max_size,
             chunk_size: store.settings.chunk_size,
             write_behind: store.settings.write_behind,
-            prev: None,
+            inflight: std::collections::VecDeque::new(),
+            inflight_bytes: 0,
             degraded_until: 0,
             written: 0,
             seq: 0,
@@ -403,6 +404,11 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
     (0..32).map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).ok()).collect()
 }
 
+/// How many bytes of chunk files may be under writeback without the writer waiting for
+/// them: the bound of the dirty data a long prefetch leaves (issue 18: <= 64 MiB), wide
+/// enough that the writer rarely waits on the disk.
+const WRITEBACK_WINDOW: u64 = 32 << 20;
+
 /// The writer thread: chunk files, write-behind, index rows, budget.
 struct Writer {
     dir: PathBuf,
@@ -414,8 +420,10 @@ struct Writer {
     max_size: u64,
     chunk_size: u64,
     write_behind: bool,
-    /// The previous chunk file, whose writeback is waited for after the next one is kicked.
-    prev: Option<fs::File>,
+    /// Chunk files whose writeback was kicked and not waited for yet, oldest first,
+    /// with their sizes: at most [`WRITEBACK_WINDOW`] bytes of them.
+    inflight: std::collections::VecDeque<(fs::File, u64)>,
+    inflight_bytes: u64,
     /// While `written < degraded_until`, only kick writeback (a wait stalled).
     degraded_until: u64,
     written: u64,
@@ -463,7 +471,7 @@ impl Writer {
         }
         self.commit(&mut batch);
         self.flush_touches();
-        self.wait_prev();
+        self.drain_writeback(0);
     }
 
     /// Writes the chunk file (temporary name, then rename), unless it is already there.
@@ -484,9 +492,12 @@ impl Writer {
             }
             fs::rename(&tmp, &path)?;
             if self.write_behind {
-                // ... and wait for the previous one, so at most ~2 chunks are dirty.
-                self.wait_prev();
-                self.prev = Some(f);
+                // ... and wait for the oldest ones beyond the window: dirty data stays
+                // bounded however long a prefetch runs, and the writer does not stall
+                // on every chunk's writeback.
+                self.inflight_bytes += job.data.len() as u64;
+                self.inflight.push_back((f, job.data.len() as u64));
+                self.drain_writeback(WRITEBACK_WINDOW);
             }
             self.written += 1;
             Ok(())
@@ -496,19 +507,24 @@ impl Writer {
         }
     }
 
-    fn wait_prev(&mut self) {
-        let Some(prev) = self.prev.take() else { return };
-        if self.written < self.degraded_until {
-            return;
-        }
-        let t = Instant::now();
-        crate::sys::writeback_wait(&prev);
-        if t.elapsed() > Duration::from_secs(2) {
-            tracing::warn!(
-                "chunk cache: waiting for writeback took {:?}; only kicking writeback for the next 256 chunks",
-                t.elapsed()
-            );
-            self.degraded_until = self.written + 256;
+    /// Waits for the writeback of the oldest kicked chunk files until at most `keep`
+    /// bytes of them are in flight.
+    fn drain_writeback(&mut self, keep: u64) {
+        while self.inflight_bytes > keep {
+            let Some((f, len)) = self.inflight.pop_front() else { break };
+            self.inflight_bytes -= len;
+            if self.written < self.degraded_until {
+                continue;
+            }
+            let t = Instant::now();
+            crate::sys::writeback_wait(&f);
+            if t.elapsed() > Duration::from_secs(2) {
+                tracing::warn!(
+                    "chunk cache: waiting for writeback took {:?}; only kicking writeback for the next 256 chunks",
+                    t.elapsed()
+                );
+                self.degraded_until = self.written + 256;
+            }
         }
     }
 
