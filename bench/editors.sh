@@ -11,18 +11,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-5}
-cargo build --release --workspace -q
-BIN=$PWD/target/release/musefs
-W=$(mktemp -d /tmp/musefs-bench-editors.XXXXXX)
-MNT=$W/mnt
-PID=
-cleanup() {
-  fusermount3 -u -z "$MNT" 2>/dev/null || true
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-mkdir -p "$W/lib" "$MNT" "$W/local"
+. bench/common.sh editors
+mkdir -p "$W/lib" "$W/local"
 sox -n -r 44100 -c 2 -b 16 "$W/tone.wav" synth 30 sine 440 sine 660 2>/dev/null
 flac -s -f -T ARTIST=Ann -T ALBUM=Alpha -T TITLE=One -T TRACKNUMBER=1 "$W/tone.wav" -o "$W/lib/a.flac"
 lame --quiet -b 192 --tt Two --ta Ann --tl Alpha --tn 2 "$W/tone.wav" "$W/lib/b.mp3"
@@ -47,9 +37,7 @@ kind = "local"
 root = "$W/lib"
 TOML
 "$BIN" scan --manifest "$W/m.toml" >/dev/null
-"$BIN" mount --manifest "$W/m.toml" "$MNT" 2>"$W/mount.log" &
-PID=$!
-for _ in $(seq 100); do grep -q "mounted at" "$W/mount.log" 2>/dev/null && break; sleep 0.05; done
+bench_mount "$W/m.toml"
 
 # name | served file (the template names files by track number) | command (FILE and
 # @RUN@, the run number, substituted)

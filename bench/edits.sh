@@ -9,19 +9,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 R=${1:-20}
-cargo build --release --workspace -q
-BIN=$PWD/target/release/musefs
-W=$(mktemp -d /tmp/musefs-bench-edits.XXXXXX)
-MNT=$W/mnt
-PID=
-cleanup() {
-  fusermount3 -u -z "$MNT" 2>/dev/null || true
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
+. bench/common.sh edits
 python3 examples/demo/make_library.py "$W/lib" >/dev/null
-mkdir -p "$MNT"
 cat > "$W/m.toml" <<TOML
 state_dir = "$W/state"
 mode = "synthesis"
@@ -35,9 +24,7 @@ kind = "local"
 root = "$W/lib"
 TOML
 "$BIN" scan --manifest "$W/m.toml" >/dev/null
-"$BIN" mount --manifest "$W/m.toml" "$MNT" 2>"$W/mount.log" &
-PID=$!
-for _ in $(seq 200); do grep -q "mounted at" "$W/mount.log" 2>/dev/null && break; sleep 0.05; done
+bench_mount "$W/m.toml"
 python3 - "$BIN" "$W/m.toml" "$MNT" "$R" "$PID" <<'PY'
 import os, statistics, subprocess, sys, time
 bin_, manifest, mnt, runs, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])

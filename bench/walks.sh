@@ -9,19 +9,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-100000}
-cargo build --release --workspace -q
+. bench/common.sh walks
 cargo build --release -p musefs-core --examples -q
-BIN=$PWD/target/release/musefs
-W=$(mktemp -d /tmp/musefs-bench-walks.XXXXXX)
-MNT=$W/mnt
-PID=
-cleanup() {
-  fusermount3 -u -z "$MNT" 2>/dev/null || true
-  [ -n "$PID" ] && kill "$PID" 2>/dev/null || true
-  rm -rf "$W"
-}
-trap cleanup EXIT
-mkdir -p "$MNT" "$W/empty"
+mkdir -p "$W/empty"
 target/release/examples/synth_catalog "$W/s" "$N" >/dev/null 2>&1
 PORT=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 cat > "$W/m.toml" <<TOML
@@ -48,9 +38,7 @@ for line in open(sys.argv[1]):
     open(p, "w").close()
 PY
 touch -d "2000-01-01" "$W/ref"
-"$BIN" mount --manifest "$W/m.toml" "$MNT" 2>"$W/mount.log" &
-PID=$!
-for _ in $(seq 400); do grep -q "mounted at" "$W/mount.log" 2>/dev/null && break; sleep 0.05; done
+bench_mount "$W/m.toml"
 python3 - "$W" "$MNT" "$PORT" "$N" <<'PY'
 import re, subprocess, sys, time, urllib.request
 w, mnt, port, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
