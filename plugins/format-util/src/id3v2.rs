@@ -220,7 +220,8 @@ pub fn canonical(id: &str) -> &'static str {
 /// escape of a literal `(`); anything else unchanged.
 pub fn genre_name(v: &str) -> String {
     let t = v.trim();
-    if let Some(rest) = t.strip_prefix("((") {
+    // The escape keeps the value as it is (trailing spaces included).
+    if let Some(rest) = v.trim_start().strip_prefix("((") {
         return format!("({rest}");
     }
     let num =
@@ -425,6 +426,15 @@ mod tests {
         // was written as is and read back as an ID3v1 reference (`()!` became `!`).
         assert_eq!(genre_name("((jazz)"), "(jazz)");
         assert_eq!(genre_name("()!"), "!");
+    }
+
+    /// Regression (found by the synthesis property test): an escaped genre (`((...`)
+    /// lost its trailing spaces (`"(\u{e}/A "` came back as `"(\u{e}/A"`).
+    #[test]
+    fn an_escaped_genre_keeps_its_trailing_spaces_regression() {
+        assert_eq!(genre_name("((\u{e}/A "), "(\u{e}/A ");
+        assert_eq!(genre_name("((x  "), "(x  ");
+        assert_eq!(genre_name(" (17) "), "Rock", "a reference is still read with spaces around it");
     }
 
     #[test]
