@@ -259,39 +259,25 @@ pub fn import(catalog: &mut Catalog, doc: &Export, source: &str) -> Result<usize
                 message: format!("{}:{} is not in the catalog (scan first?)", f.origin, f.path),
             });
         };
-        let current = catalog.effective_text(id)?;
-        let mut edits: Vec<Edit> = current
-            .keys()
-            .filter(|k| !f.tags.contains_key(*k))
-            .map(|k| Edit::Remove { key: k.clone(), value: None })
-            .collect();
-        for (k, v) in &f.tags {
-            if current.get(k) != Some(v) {
-                edits.push(Edit::Set { key: k.clone(), values: v.clone() });
-            }
-        }
-        let mut art = Vec::new();
-        if let Some(pics) = &f.pictures {
+        let pictures = match &f.pictures {
             // A picture the file has already (same type, description and image) is taken
             // as it is, whatever its image (a file's own damaged JPEG round-trips); a new
             // one is checked as `art set` checks it.
-            let key = |p: &Picture| (p.picture_type, p.description.to_string(), p.data.to_vec());
-            let current = catalog.effective_pictures(id)?;
-            let want = pics
-                .iter()
-                .enumerate()
-                .map(|(i, p)| {
-                    picture_from_export(p, &current)
-                        .map_err(|m| bad(format!("{}:{}: picture {}: {m}", f.origin, f.path, i + 1)))
-                })
-                .collect::<Result<Vec<_>>>()?;
-            // The same pictures in the same order: nothing to do (an unchanged document
-            // must not mark art edited).
-            if current.iter().map(key).collect::<Vec<_>>() != want.iter().map(key).collect::<Vec<_>>() {
-                art.push(ArtEdit::Remove(None));
-                art.extend(want.into_iter().map(ArtEdit::Append));
+            Some(pics) => {
+                let current = catalog.effective_pictures(id)?;
+                let want = pics
+                    .iter()
+                    .enumerate()
+                    .map(|(i, p)| {
+                        picture_from_export(p, &current)
+                            .map_err(|m| bad(format!("{}:{}: picture {}: {m}", f.origin, f.path, i + 1)))
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Some(want)
             }
-        }
+            None => None,
+        };
+        let (edits, art) = catalog.edits_to_match(id, &f.tags, pictures.as_deref())?;
         if !edits.is_empty() || !art.is_empty() {
             batch.push((id, edits, art));
         }

@@ -611,16 +611,16 @@ impl Core {
             // to the kernel yet is uncertain too.
             let session = self.session_of(a.ino);
             let mut certain = !write::is_scratch_ino(a.ino) && session.is_none() && !self.attrs_uncertain(a.ino);
-            match &mut a.kind {
-                AttrKind::File { size, .. } if session.is_some() => *size = session.map_or(*size, |s| s.size()),
-                AttrKind::File { file_id, size, gen, .. } if self.settings.mode == Mode::Synthesis => {
+            match (&mut a.kind, session) {
+                (AttrKind::File { size, .. }, Some(s)) => *size = s.size(),
+                (AttrKind::File { file_id, size, gen, .. }, None) if self.settings.mode == Mode::Synthesis => {
                     match lock(&self.sizes).get(file_id) {
                         Some(&(g, n)) if g >= *gen => *size = n,
                         _ => certain = false,
                     }
                 }
-                AttrKind::Cover { dir, size } => *size = self.cover(*dir).map_or(0, |c| c.len() as u64),
-                AttrKind::File { .. } | AttrKind::Dir { .. } => {}
+                (AttrKind::Cover { dir, size }, _) => *size = self.cover(*dir).map_or(0, |c| c.len() as u64),
+                (AttrKind::File { .. } | AttrKind::Dir { .. }, _) => {}
             }
             if add(i, a, &name, certain) {
                 break;

@@ -245,7 +245,7 @@ impl Filesystem for MuseFs {
         let (fh, file) = match self.core.open(ino.0) {
             Ok(x) => x,
             Err(e) => {
-                reply.error(Errno::from_i32(e.errno()));
+                reply.error(errno(&e));
                 return;
             }
         };
@@ -312,7 +312,7 @@ impl Filesystem for MuseFs {
         metrics::global().fuse(FuseOp::Read);
         match self.core.read(fh.0, offset, size) {
             Ok(data) => reply.data(&data),
-            Err(e) => reply.error(Errno::from_i32(e.errno())),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -542,7 +542,7 @@ impl Filesystem for MuseFs {
         });
         match res {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(Errno::from_i32(e.errno())),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 
@@ -555,7 +555,7 @@ impl Filesystem for MuseFs {
         });
         match res {
             Ok(()) => reply.ok(),
-            Err(e) => reply.error(Errno::from_i32(e.errno())),
+            Err(e) => reply.error(errno(&e)),
         }
     }
 }

@@ -438,6 +438,42 @@ impl Catalog {
         Ok(())
     }
 
+    /// The edits that make file `file_id`'s text tags exactly `tags` (a key not listed is
+    /// removed) and, when given, its pictures exactly `pictures` (in order; a picture is
+    /// the same when its type, description and image are): what `musefs tag import` and
+    /// a save through a writable mount store. Binary tags are left as they are. Both
+    /// lists are empty when nothing differs.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn edits_to_match(
+        &self,
+        file_id: i64,
+        tags: &std::collections::BTreeMap<String, Vec<String>>,
+        pictures: Option<&[Picture]>,
+    ) -> Result<(Vec<Edit>, Vec<ArtEdit>)> {
+        let current = self.effective_text(file_id)?;
+        let mut edits: Vec<Edit> = current
+            .keys()
+            .filter(|k| !tags.contains_key(*k))
+            .map(|k| Edit::Remove { key: k.clone(), value: None })
+            .collect();
+        for (k, v) in tags {
+            if current.get(k) != Some(v) {
+                edits.push(Edit::Set { key: k.clone(), values: v.clone() });
+            }
+        }
+        let mut art = Vec::new();
+        if let Some(want) = pictures {
+            let key = |p: &Picture| (p.picture_type, p.description.to_string(), p.data.to_vec());
+            if self.effective_pictures(file_id)?.iter().map(key).ne(want.iter().map(key)) {
+                art.push(ArtEdit::Remove(None));
+                art.extend(want.iter().cloned().map(ArtEdit::Append));
+            }
+        }
+        Ok((edits, art))
+    }
+
     /// The tag values (text only) of one file by key, the overlay applied: `key -> values`.
     ///
     /// # Errors

@@ -22,7 +22,7 @@
 //! copy, a backup): kept as overlays of an empty base, listed in their directory, gone
 //! when unlinked or renamed over a served file, and at the next mount.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -31,7 +31,6 @@ use abi_stable::std_types::ROption;
 use musefs_plugin_api::{CallCtx, PluginResult, Stat, TrackInfo};
 
 use super::{Core, OpenFile, ReadData, ServeError};
-use crate::catalog::overlay::{ArtEdit, Edit};
 use crate::catalog::FileRow;
 use crate::overlay::Overlay;
 use crate::tree::{AttrKind, NodeAttr};
@@ -46,9 +45,6 @@ const SCRATCH_END: u64 = 1 << 40;
 pub fn is_scratch_ino(ino: u64) -> bool {
     (SCRATCH_FIRST..SCRATCH_END).contains(&ino)
 }
-
-/// How much of the audio is compared at a time.
-const COMPARE_CHUNK: usize = 1 << 20;
 
 /// What a write session writes over.
 pub(crate) enum Target {
@@ -667,7 +663,7 @@ impl Core {
             }
             s.version
         };
-        let res = self.commit_image(session, row, Some(base));
+        let res = self.commit_image(session, row, base);
         // Refused or stored, this image is settled: the next commit is of writes made
         // since it was read (one made during this commit is not lost).
         lock(&session.state).committed = version;
@@ -680,7 +676,7 @@ impl Core {
         self.release_base(&base);
         let row = base.row.clone().ok_or(ServeError::NotFound)?;
         let _one = lock(&session.committing);
-        self.commit_image(session, &row, Some(&base))
+        self.commit_image(session, &row, &base)
     }
 
     fn release_base(&self, base: &Arc<OpenFile>) {
@@ -691,12 +687,7 @@ impl Core {
         }
     }
 
-    fn commit_image(
-        &self,
-        session: &Arc<Session>,
-        row: &FileRow,
-        base: Option<&Arc<OpenFile>>,
-    ) -> Result<bool, ServeError> {
+    fn commit_image(&self, session: &Arc<Session>, row: &FileRow, base: &OpenFile) -> Result<bool, ServeError> {
         let name = format!("{}:{}", row.origin, row.path);
         let res = self.check_and_store(session, row, base);
         crate::metrics::global().saved(match &res {
@@ -714,12 +705,7 @@ impl Core {
         res
     }
 
-    fn check_and_store(
-        &self,
-        session: &Arc<Session>,
-        row: &FileRow,
-        base: Option<&Arc<OpenFile>>,
-    ) -> Result<bool, ServeError> {
+    fn check_and_store(&self, session: &Arc<Session>, row: &FileRow, base: &OpenFile) -> Result<bool, ServeError> {
         let refused = |audio: bool, what: String| ServeError::Refused {
             origin: row.origin.clone(),
             path: row.path.clone(),
@@ -736,35 +722,42 @@ impl Core {
             .read(&self.ctx(), &handle)
             .into_result()
             .map_err(|e| refused(false, format!("the saved file does not read as {}: {}", row.plugin, e)))?;
-        self.check_audio(session, row, base, (&handle, &info)).map_err(|what| refused(true, what))?;
+        self.check_audio(session, row, base, (&handle, &info))?;
         self.store_tags(row.id, &info).map_err(|e| match e {
             ServeError::Catalog(crate::catalog::CatalogError::InvalidEdit(m)) => refused(false, m),
             e => e,
         })
     }
 
-    /// Checks that the image holds the original's audio: its audio range holds the
-    /// original's audio bytes (not compared when no write touched the range the audio
-    /// was served from), or else the format plugin says the audio is the same (an Ogg
-    /// editor renumbers the pages after a header it grew).
+    /// Checks that the image holds the original's audio: nothing to compare when no
+    /// write touched the range the audio was served from (a small edit within the
+    /// padding); else the format plugin compares ([`Format::same_audio`], plugin ABI
+    /// 2.2: the audio bytes by default; an Ogg editor renumbers the pages after a header
+    /// it grew), or, for a plugin that predates it, the host compares the audio bytes.
+    ///
+    /// [`Format::same_audio`]: musefs_plugin_api::Format::same_audio
     fn check_audio(
         &self,
         session: &Session,
         row: &FileRow,
-        base: Option<&Arc<OpenFile>>,
+        base: &OpenFile,
         image: (&musefs_plugin_api::HandleBox, &TrackInfo),
-    ) -> Result<(), String> {
-        let info = image.1;
+    ) -> Result<(), ServeError> {
+        let changed = |what: String| ServeError::Refused {
+            origin: row.origin.clone(),
+            path: row.path.clone(),
+            what,
+            audio: true,
+        };
+        let (handle, info) = image;
         let (start, len) = (info.audio_offset, info.audio_len);
-        let original = lock(&self.catalog).track_info(row.id).map_err(|e| e.to_string())?;
-        let Some(original) = original else { return Err("it is no longer in the catalog".into()) };
+        let original = lock(&self.catalog).track_info(row.id)?.ok_or(ServeError::Gone(row.id))?;
         if len != original.audio_len {
-            return Err(format!(
+            return Err(changed(format!(
                 "its audio changed: {len} bytes of audio where the original has {} (only tags and pictures can be saved)",
                 original.audio_len
-            ));
+            )));
         }
-        let Some(base) = base else { return Err("no original to compare with".into()) };
         // Where the base served the audio: an origin segment holding all of it.
         let served_at = base.layout.segments.iter().find_map(|(at, s)| {
             (s.kind == musefs_plugin_api::SegmentKind::ORIGIN
@@ -775,49 +768,21 @@ impl Core {
         if served_at == Some(start) && !lock(&session.state).overlay.touched(start..start + len) {
             return Ok(());
         }
-        let mut pos = 0u64;
-        let mut want = vec![0u8; COMPARE_CHUNK];
-        let mut differs = None;
-        while pos < len {
-            let n = COMPARE_CHUNK.min((len - pos) as usize);
-            let got = session.read(start + pos, n).map_err(|e| e.to_string())?;
-            if got.len() != n {
-                return Err(format!("the saved file ends inside its audio (at byte {})", start + got.len() as u64));
+        let (Some(format), Some(source)) = (self.formats.get(&row.plugin), &base.handle) else {
+            return Err(ServeError::NotFound);
+        };
+        let source = source.ffi();
+        let same = match format.same_audio(&self.ctx(), &source, &original, handle, info).into_result() {
+            Err(e) if e.kind == musefs_plugin_api::ErrorKind::UNSUPPORTED => {
+                let src = |h: &musefs_plugin_api::HandleBox| musefs_plugin_api::Source::new(h.clone(), self.ctx());
+                musefs_plugin_api::same_audio_bytes(&src(&source), &original, &src(handle), info)
             }
-            Self::read_origin(base, row.audio_offset + pos, &mut want[..n]).map_err(|e| e.to_string())?;
-            if got != want[..n] {
-                differs = Some(got.iter().zip(&want[..n]).position(|(a, b)| a != b).unwrap_or(0) as u64 + pos);
-                break;
-            }
-            pos += n as u64;
-        }
-        let Some(at) = differs else { return Ok(()) };
-        match self.plugin_same_audio(row, base, image, &original) {
+            res => res,
+        };
+        match same {
             Ok(true) => Ok(()),
-            Ok(false) => Err(format!(
-                "its audio changed (audio byte {at} differs from the original's; only tags and pictures can be saved)"
-            )),
-            Err(e) => Err(format!(
-                "its audio differs from the original's at audio byte {at}, and comparing further failed: {e}"
-            )),
-        }
-    }
-
-    /// The format plugin's own comparison ([`Format::same_audio`], plugin ABI 2.2):
-    /// `Ok(false)` also when the plugin predates it (the bytes differed).
-    ///
-    /// [`Format::same_audio`]: musefs_plugin_api::Format::same_audio
-    fn plugin_same_audio(
-        &self,
-        row: &FileRow,
-        base: &Arc<OpenFile>,
-        image: (&musefs_plugin_api::HandleBox, &TrackInfo),
-        original: &TrackInfo,
-    ) -> Result<bool, ServeError> {
-        let (Some(format), Some(source)) = (self.formats.get(&row.plugin), &base.handle) else { return Ok(false) };
-        match format.same_audio(&self.ctx(), &source.ffi(), original, image.0, image.1).into_result() {
-            Ok(same) => Ok(same),
-            Err(e) if e.kind == musefs_plugin_api::ErrorKind::UNSUPPORTED => Ok(false),
+            Ok(false) => Err(changed("its audio changed (only tags and pictures can be saved)".into())),
+            // Reading either side failed (the origin is down): not a refusal, an EIO.
             Err(e) => Err(Self::plugin_err(row)(e)),
         }
     }
@@ -825,7 +790,7 @@ impl Core {
     /// Makes the file's text tags and pictures exactly those of `info` (one journaled
     /// transaction), then brings the tree forward. `Ok(false)`: nothing differed.
     fn store_tags(&self, file_id: i64, info: &TrackInfo) -> Result<bool, ServeError> {
-        let mut want: HashMap<String, Vec<String>> = HashMap::new();
+        let mut want: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for t in info.tags.iter() {
             if t.data.is_empty() && !t.key.is_empty() {
                 want.entry(t.key.to_string()).or_default().push(t.value.to_string());
@@ -833,24 +798,7 @@ impl Core {
         }
         let stored = {
             let mut catalog = lock(&self.catalog);
-            let current = catalog.effective_text(file_id)?;
-            let mut edits: Vec<Edit> = current
-                .keys()
-                .filter(|k| !want.contains_key(*k))
-                .map(|k| Edit::Remove { key: k.clone(), value: None })
-                .collect();
-            for (k, v) in &want {
-                if current.get(k) != Some(v) {
-                    edits.push(Edit::Set { key: k.clone(), values: v.clone() });
-                }
-            }
-            let key = |p: &musefs_plugin_api::Picture| (p.picture_type, p.description.to_string(), p.data.to_vec());
-            let pictures = catalog.effective_pictures(file_id)?;
-            let mut art = Vec::new();
-            if pictures.iter().map(key).ne(info.pictures.iter().map(key)) {
-                art.push(ArtEdit::Remove(None));
-                art.extend(info.pictures.iter().cloned().map(ArtEdit::Append));
-            }
+            let (edits, art) = catalog.edits_to_match(file_id, &want, Some(&info.pictures))?;
             if edits.is_empty() && art.is_empty() {
                 false
             } else {
