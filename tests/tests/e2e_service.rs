@@ -562,3 +562,60 @@ fn case_insensitive_mode_merges_spellings_and_finds_any_case() {
     assert!(!fs::read_dir(mnt.join(album)).unwrap().any(|e| e.unwrap().file_name() == "01 PLAIN.FLAC"));
     assert_eq!(mnt_guard.stop(), Some(0));
 }
+
+/// Every entry under `dir` (recursively) with its size: what a media server's scan reads.
+fn walk_stat(dir: &Path, out: &mut BTreeMap<String, u64>) {
+    for e in fs::read_dir(dir).unwrap() {
+        let e = e.unwrap();
+        let md = fs::symlink_metadata(e.path()).unwrap();
+        out.insert(e.path().display().to_string(), md.len());
+        if md.is_dir() {
+            walk_stat(&e.path(), out);
+        }
+    }
+}
+
+#[test]
+fn a_second_walk_of_the_tree_costs_no_request_and_an_edit_still_shows() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    make_library(&lib, false);
+    let port = free_port();
+    let manifest = write_manifest(t.path(), &lib, &format!("metrics_addr = \"127.0.0.1:{port}\"\n"));
+    scan(&manifest);
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let total = |page: &str| -> f64 {
+        page.lines()
+            .filter(|l| l.starts_with("musefs_fuse_requests_total{"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let mut first = BTreeMap::new();
+    walk_stat(&mnt, &mut first);
+    let files = ls_long(&manifest);
+    assert!(first.len() >= files.len(), "{first:?}");
+    std::thread::sleep(std::time::Duration::from_millis(300)); // releases are asynchronous
+    let before = curl(&url);
+    let mut again = BTreeMap::new();
+    walk_stat(&mnt, &mut again);
+    let after = curl(&url);
+    assert_eq!(again, first);
+    // Entries, attributes and listings are all kept by the kernel (no OPENDIR either).
+    assert_eq!(total(&after) - total(&before), 0.0, "requests during the second walk:\n{after}");
+
+    // An edit still reaches the kernel's cached listing at once (the cache is invalidated).
+    let (old, _) = files.iter().find(|(p, _)| p.ends_with(".flac")).unwrap().clone();
+    let out =
+        musefs_tests::musefs(&["tag", "set", "--manifest", manifest.to_str().unwrap(), &old, "title=Walked Again"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dir = mnt.join(Path::new(&old).parent().unwrap());
+    let names = || -> Vec<String> {
+        fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect()
+    };
+    assert!(wait_for(5, || names().iter().any(|n| n.contains("Walked Again"))), "{:?}", names());
+    let old_name = Path::new(&old).file_name().unwrap().to_string_lossy().into_owned();
+    assert!(!names().contains(&old_name), "{:?}", names());
+    assert_eq!(m.stop(), Some(0));
+}

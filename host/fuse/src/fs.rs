@@ -521,9 +521,13 @@ impl Filesystem for MuseFs {
 
     fn opendir(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
         metrics::global().fuse(FuseOp::Opendir);
-        // The kernel keeps a directory's entries in its page cache across opens; a tree
-        // update invalidates the directory's inode (see `mount::apply_invalidations`).
-        reply.opened(FileHandle(0), FopenFlags::FOPEN_CACHE_DIR | FopenFlags::FOPEN_KEEP_CACHE);
+        // Directories are stateless here (readdir works from the offset alone), so the
+        // kernel need not ask: ENOSYS makes it stop sending OPENDIR and RELEASEDIR for
+        // the life of the mount (Linux 5.1+, FUSE_NO_OPENDIR_SUPPORT) and open every
+        // directory as if answered FOPEN_CACHE_DIR | FOPEN_KEEP_CACHE: the entries stay in
+        // its page cache across opens, and a tree update invalidates the directory's inode
+        // (see `mount::apply_invalidations`). A walk of a cached tree costs no request.
+        reply.error(Errno::ENOSYS);
     }
 
     fn releasedir(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _flags: OpenFlags, reply: ReplyEmpty) {
