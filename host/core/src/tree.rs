@@ -208,12 +208,12 @@ struct TagFields<'a>(&'a TreeFile);
 impl Fields for TagFields<'_> {
     fn values(&self, field: &str) -> Vec<String> {
         // A path standing for non-UTF-8 bytes renders lossily (U+FFFD), deterministically.
-        let path = musefs_plugin_api::display_path(&self.0.file.path);
-        let mut parts = path.rsplit('/');
+        let path = || musefs_plugin_api::display_path(&self.0.file.path);
         let one = |s: &str| if s.is_empty() { Vec::new() } else { vec![s.to_owned()] };
         match field {
             "filename" => {
-                let name = parts.next().unwrap_or("");
+                let path = path();
+                let name = path.rsplit('/').next().unwrap_or("");
                 // `.hidden` keeps its dot; `a.b.flac` loses only `.flac`.
                 let stem = match name.rfind('.') {
                     Some(i) if i > 0 => &name[..i],
@@ -222,13 +222,40 @@ impl Fields for TagFields<'_> {
                 one(stem)
             }
             "dirname" => {
-                parts.next();
-                one(parts.next().unwrap_or(""))
+                let path = path();
+                one(path.rsplit('/').nth(1).unwrap_or(""))
             }
             "origin" => one(&self.0.file.origin),
             _ => self.0.tags.iter().filter(|(k, _)| k == field).map(|(_, v)| v.clone()).collect(),
         }
     }
+}
+
+/// File `f`'s path in `view` as its template renders it: sanitised components, the last
+/// one the name (without extension).
+fn rendered_path(view: &View, opts: &RenderOptions, f: &TreeFile) -> Vec<String> {
+    let rendered = view.template.render(&TagFields(f), opts);
+    let mut comps: Vec<String> = rendered.split('/').map(|c| sanitize_component(c, NAME_MAX)).collect();
+    if comps.is_empty() {
+        comps.push("_".into());
+    }
+    comps
+}
+
+/// [`rendered_path`] of every file of `files`, in order, rendered on every core.
+fn render_all(view: &View, opts: &RenderOptions, files: &[&TreeFile]) -> Vec<Vec<String>> {
+    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
+    if threads < 2 || files.len() < 20_000 {
+        return files.iter().map(|f| rendered_path(view, opts, f)).collect();
+    }
+    let per = files.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = files
+            .chunks(per)
+            .map(|chunk| s.spawn(move || chunk.iter().map(|f| rendered_path(view, opts, f)).collect::<Vec<_>>()))
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+    })
 }
 
 fn dir_ino(view: usize, path: &str, taken: &InoMap<Node>) -> u64 {
@@ -281,9 +308,12 @@ const COVER_BIT: u64 = 1 << 61;
 /// A name for which `taken` is false: `stem ext`, else `stem (2) ext`, ...; all within NAME_MAX.
 fn unique_name(taken: impl Fn(&str) -> bool, stem: &str, ext: &str) -> String {
     let fit = |suffix: &str| {
-        let mut s = stem.to_owned();
+        let mut s = String::with_capacity(stem.len() + suffix.len() + ext.len());
+        s.push_str(stem);
         truncate_utf8(&mut s, NAME_MAX.saturating_sub(suffix.len() + ext.len()));
-        format!("{s}{suffix}{ext}")
+        s.push_str(suffix);
+        s.push_str(ext);
+        s
     };
     let first = fit("");
     if !taken(&first) {
@@ -318,8 +348,13 @@ impl Tree {
                 Some(name) => t.mkdir(vi, ROOT, &sanitize_component(name, NAME_MAX)),
             };
             t.view_roots.push(view_root);
-            for f in files.iter().filter(|f| !f.file.is_sidecar()) {
-                t.place(vi, f);
+            let tracks: Vec<&TreeFile> = files.iter().filter(|f| !f.file.is_sidecar()).collect();
+            // The templates are rendered on every core (most of the time of a large tree);
+            // the files are then placed in order, so collisions resolve as they always do.
+            let rendered = render_all(&t.views[vi], &t.opts, &tracks);
+            let mut last = None;
+            for (f, comps) in tracks.into_iter().zip(rendered) {
+                t.place_at(vi, f, comps, &mut last);
             }
         }
         // Each origin folder holding sidecars: its files, placed beside its tracks.
@@ -341,8 +376,7 @@ impl Tree {
             }
         }
         if t.cover_name.is_some() {
-            let dirs: Vec<u64> =
-                t.nodes.values().filter(|n| matches!(n.kind, NodeKind::Dir(_))).map(|n| n.ino).collect();
+            let dirs: Vec<u64> = t.dir_paths.keys().copied().collect();
             for d in dirs {
                 t.refresh_cover(d, &mut Vec::new());
             }
@@ -364,13 +398,31 @@ impl Tree {
 
     /// Places file `f` in view `vi`; returns its parent directory and name.
     fn place(&mut self, vi: usize, f: &TreeFile) -> (u64, String) {
-        let rendered = self.views[vi].template.render(&TagFields(f), &self.opts);
-        let mut comps: Vec<String> = rendered.split('/').map(|c| sanitize_component(c, NAME_MAX)).collect();
+        let comps = rendered_path(&self.views[vi], &self.opts, f);
+        self.place_at(vi, f, comps, &mut None)
+    }
+
+    /// Places file `f` in view `vi` at `comps` (its rendered path); `last` remembers the
+    /// directory of the previous file placed (files in path order mostly share it).
+    fn place_at(
+        &mut self,
+        vi: usize,
+        f: &TreeFile,
+        mut comps: Vec<String>,
+        last: &mut Option<(Vec<String>, u64)>,
+    ) -> (u64, String) {
         let leaf = comps.pop().unwrap_or_else(|| "_".into());
-        let mut dir = self.view_roots[vi];
-        for c in comps {
-            dir = self.mkdir(vi, dir, &c);
-        }
+        let dir = match last {
+            Some((prev, dir)) if *prev == comps => *dir,
+            _ => {
+                let mut dir = self.view_roots[vi];
+                for c in &comps {
+                    dir = self.mkdir(vi, dir, c);
+                }
+                *last = Some((comps, dir));
+                dir
+            }
+        };
         let ext = if f.file.extension.is_empty() { String::new() } else { format!(".{}", f.file.extension) };
         let ino = file_ino(vi, f.file.id);
         let name = unique_name(|n| self.child_ino(dir, n).is_some(), &leaf, &ext);

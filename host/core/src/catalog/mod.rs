@@ -1056,19 +1056,67 @@ impl Catalog {
         Ok(out)
     }
 
-    /// Every `(file id, key)` the user's overlay controls (few: only edited files).
-    fn overridden_keys(&self) -> Result<std::collections::HashSet<(i64, String)>> {
-        let mut st = self.conn.prepare("SELECT file_id, key FROM overrides").map_err(self.err())?;
-        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).map_err(self.err())?;
-        rows.collect::<std::result::Result<_, _>>().map_err(self.err())
-    }
-
     /// Every file with the values of `keys` (the user's overlay replacing the file's own
     /// values key by key), ordered by origin name and path.
+    ///
+    /// The tags are read on a second (read-only) connection while this one reads the
+    /// files: the two are the bulk of a first mount's time. They may see the catalog at
+    /// two moments; a caller that needs one state reads the change-log position first and
+    /// applies the changes after it (as the tree loader does): a file
+    /// changed in between is in the log.
     ///
     /// # Errors
     /// SQLite errors.
     pub fn tree_files(&self, keys: &[String]) -> Result<Vec<TreeFile>> {
+        let path = &self.path;
+        // Two halves of the id range, each on its own connection.
+        let (lo, hi): (i64, i64) = self
+            .conn
+            .query_row("SELECT coalesce(min(id), 0), coalesce(max(id), 0) FROM files", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .map_err(self.err())?;
+        let mid = lo + (hi - lo) / 2 + 1;
+        std::thread::scope(|s| {
+            let read = |from: i64, to: i64| {
+                s.spawn(move || -> Result<Vec<FileTags>> {
+                    let e = |source| CatalogError::Sqlite { path: path.clone(), source };
+                    let conn = Connection::open_with_flags(
+                        path,
+                        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                    )
+                    .map_err(e)?;
+                    conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(e)?;
+                    template_tags(&conn, keys, from, to).map_err(e)
+                })
+            };
+            let readers = (!keys.is_empty()).then(|| [read(i64::MIN, mid), read(mid, i64::MAX)]);
+            let mut files = self.tree_file_rows()?;
+            let mut tags = Vec::new();
+            for t in readers.into_iter().flatten() {
+                tags.push(t.join().unwrap_or_else(|p| std::panic::resume_unwind(p))?);
+            }
+            if files.is_empty() {
+                return Ok(files);
+            }
+            let index: crate::util::InoMap<usize> =
+                files.iter().enumerate().map(|(i, f)| (f.file.id as u64, i)).collect();
+            for id in self.files_with_pictures(None)? {
+                if let Some(&i) = index.get(&(id as u64)) {
+                    files[i].has_picture = true;
+                }
+            }
+            for (id, t) in tags.into_iter().flatten() {
+                if let Some(&i) = index.get(&(id as u64)) {
+                    files[i].tags = t;
+                }
+            }
+            Ok(files)
+        })
+    }
+
+    /// Every active file's row, ordered by origin name and path (no tags yet).
+    fn tree_file_rows(&self) -> Result<Vec<TreeFile>> {
         let mut st = self
             .conn
             .prepare(
@@ -1077,71 +1125,11 @@ impl Catalog {
                  FROM files f JOIN origins o ON o.id = f.origin_id WHERE o.active ORDER BY o.name, f.path",
             )
             .map_err(self.err())?;
-        let mut files: Vec<TreeFile> = st
+        let files = st
             .query_map([], |r| Ok(TreeFile { file: file_row(r)?, tags: Vec::new(), has_picture: false }))
             .map_err(self.err())?
             .collect::<std::result::Result<_, _>>()
             .map_err(self.err())?;
-        if files.is_empty() {
-            return Ok(files);
-        }
-        let index: crate::util::InoMap<usize> = files.iter().enumerate().map(|(i, f)| (f.file.id as u64, i)).collect();
-        for id in self.files_with_pictures(None)? {
-            if let Some(&i) = index.get(&(id as u64)) {
-                files[i].has_picture = true;
-            }
-        }
-        if keys.is_empty() {
-            return Ok(files);
-        }
-        let placeholders = vec!["?"; keys.len()].join(",");
-        // `+key`: scan the table in its primary-key order (file, source, seq) instead of
-        // going through the key index and sorting every row (half the time at 100k files).
-        let sql = format!(
-            "SELECT file_id, source, key, value FROM tags WHERE +key IN ({placeholders}) AND data IS NULL
-             ORDER BY file_id, source, seq"
-        );
-        let overridden = self.overridden_keys()?;
-        let mut st = self.conn.prepare(&sql).map_err(self.err())?;
-        let mut rows = st.query(rusqlite::params_from_iter(keys.iter())).map_err(self.err())?;
-        // Per file, the file's rows come first, then the user's: once a key has user
-        // values the file's values for it are dropped; so are those of a key the user
-        // removed (listed in `overrides` with no user rows).
-        let mut current = -1i64;
-        let (mut own, mut user) = (Vec::<(String, String)>::new(), Vec::<(String, String)>::new());
-        let mut flush = |id: i64, own: &mut Vec<(String, String)>, user: &mut Vec<(String, String)>| {
-            let Some(&i) = index.get(&(id as u64)) else {
-                own.clear();
-                user.clear();
-                return;
-            };
-            let tags = &mut files[i].tags;
-            for (k, v) in own.drain(..) {
-                let replaced = user.iter().any(|(uk, _)| *uk == k);
-                if !replaced && (overridden.is_empty() || !overridden.contains(&(id, k.clone()))) {
-                    tags.push((k, v));
-                }
-            }
-            tags.append(user);
-        };
-        while let Some(r) = rows.next().map_err(self.err())? {
-            let (id, source, key, value): (i64, i64, String, String) = (
-                r.get(0).map_err(self.err())?,
-                r.get(1).map_err(self.err())?,
-                r.get(2).map_err(self.err())?,
-                r.get(3).map_err(self.err())?,
-            );
-            if id != current {
-                flush(current, &mut own, &mut user);
-                current = id;
-            }
-            if source == SOURCE_USER {
-                user.push((key, value));
-            } else {
-                own.push((key, value));
-            }
-        }
-        flush(current, &mut own, &mut user);
         Ok(files)
     }
 
@@ -1222,6 +1210,71 @@ pub(crate) fn link_pictures(
 }
 
 /// Appends `file_id` to the change log (in the caller's transaction).
+/// A file's id and its tags (key, value).
+type FileTags = (i64, Vec<(String, String)>);
+
+/// The text values of `keys` of every file with an id in `from..to`, by file id
+/// (ascending): the user's overlay
+/// replacing the file's own values key by key (what [`Catalog::tree_files`] renders).
+fn template_tags(conn: &Connection, keys: &[String], from: i64, to: i64) -> rusqlite::Result<Vec<FileTags>> {
+    // Every `(file id, key)` the user's overlay controls (few: only edited files).
+    let overridden: std::collections::HashSet<(i64, String)> = {
+        let mut st = conn.prepare("SELECT file_id, key FROM overrides")?;
+        let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let placeholders = vec!["?"; keys.len()].join(",");
+    // `+key`: scan the table in its primary-key order (file, source, seq) instead of
+    // going through the key index and sorting every row (half the time at 100k files).
+    let sql = format!(
+        "SELECT file_id, source, key, value FROM tags
+         WHERE file_id >= ? AND file_id < ? AND +key IN ({placeholders}) AND data IS NULL
+         ORDER BY file_id, source, seq"
+    );
+    let mut st = conn.prepare(&sql)?;
+    let args = [rusqlite::types::Value::Integer(from), rusqlite::types::Value::Integer(to)]
+        .into_iter()
+        .chain(keys.iter().map(|k| rusqlite::types::Value::Text(k.clone())));
+    let mut rows = st.query(rusqlite::params_from_iter(args))?;
+    let mut out: Vec<FileTags> = Vec::new();
+    // Per file, the file's rows come first, then the user's: once a key has user
+    // values the file's values for it are dropped; so are those of a key the user
+    // removed (listed in `overrides` with no user rows).
+    let mut current = -1i64;
+    let (mut own, mut user) = (Vec::<(String, String)>::new(), Vec::<(String, String)>::new());
+    let mut flush = |id: i64, own: &mut Vec<(String, String)>, user: &mut Vec<(String, String)>| {
+        if id < 0 {
+            return;
+        }
+        let mut tags = Vec::with_capacity(own.len() + user.len());
+        for (k, v) in own.drain(..) {
+            let replaced = user.iter().any(|(uk, _)| *uk == k);
+            if !replaced && (overridden.is_empty() || !overridden.contains(&(id, k.clone()))) {
+                tags.push((k, v));
+            }
+        }
+        tags.append(user);
+        out.push((id, tags));
+    };
+    while let Some(r) = rows.next()? {
+        let id: i64 = r.get(0)?;
+        let source: i64 = r.get(1)?;
+        let key: String = r.get(2)?;
+        let value: String = r.get(3)?;
+        if id != current {
+            flush(current, &mut own, &mut user);
+            current = id;
+        }
+        if source == SOURCE_USER {
+            user.push((key, value));
+        } else {
+            own.push((key, value));
+        }
+    }
+    flush(current, &mut own, &mut user);
+    Ok(out)
+}
+
 pub(crate) fn file_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<FileRow> {
     Ok(FileRow {
         id: r.get(0)?,
