@@ -20,5 +20,5 @@ mkdir -p "$MNT"
 bench_mount() {
   "$BIN" mount --manifest "$1" "$MNT" 2>"$W/mount.log" &
   PID=$!
-  for _ in $(seq 400); do grep -q "mounted at" "$W/mount.log" 2>/dev/null && break; sleep 0.05; done
+  for _ in $(seq 3000); do grep -q "mounted at" "$W/mount.log" 2>/dev/null && break; sleep 0.01; done
 }

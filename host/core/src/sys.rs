@@ -48,6 +48,25 @@ pub fn will_need(f: &File) {
     unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_WILLNEED) };
 }
 
+/// The memory available for new work (`MemAvailable` of `/proc/meminfo`), in bytes.
+pub fn mem_available() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// Gives the memory the allocator holds free back to the kernel (after a large build's
+/// temporary data is freed: glibc keeps it otherwise, and it counts in the RSS).
+pub fn release_free_memory() {
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only walks the allocator's own free lists; no pointer of ours
+    // is involved.
+    unsafe {
+        libc::malloc_trim(0)
+    };
+}
+
 /// Starts writeback of all of `f`'s dirty pages without waiting.
 pub fn writeback_start(f: &File) {
     // SAFETY: a valid open fd; offsets 0/0 mean the whole file.

@@ -555,6 +555,13 @@ fn title_case(s: &str) -> String {
 /// hidden names cannot come from a tag: media servers and beets skip dot-names), at
 /// most `max_bytes` bytes (cut on a UTF-8 boundary).
 pub fn sanitize_component(s: &str, max_bytes: usize) -> String {
+    let mut out = String::new();
+    sanitize_into(&mut out, s, max_bytes);
+    out
+}
+
+/// [`sanitize_component`] appended to `out`.
+pub fn sanitize_into(out: &mut String, s: &str, max_bytes: usize) {
     // Most names need nothing: no control character or slash, no space at either end,
     // no leading dot, short enough.
     let plain = |s: &str| {
@@ -565,9 +572,10 @@ pub fn sanitize_component(s: &str, max_bytes: usize) -> String {
             && !s.chars().any(|c| c.is_control() || c == '/' || c.is_whitespace() && c != ' ')
     };
     if plain(s) {
-        return s.to_owned();
+        out.push_str(s);
+    } else {
+        out.push_str(&sanitize_slowly(s, max_bytes));
     }
-    sanitize_slowly(s, max_bytes)
 }
 
 fn sanitize_slowly(s: &str, max_bytes: usize) -> String {

@@ -18,7 +18,7 @@ use std::collections::BTreeMap;
 
 use crate::catalog::TreeFile;
 use crate::manifest::View;
-use crate::template::{sanitize_component, truncate_utf8, Fields, RenderOptions};
+use crate::template::{sanitize_component, sanitize_into, truncate_utf8, Fields, RenderOptions};
 use crate::util::InoMap;
 
 /// The root directory's inode.
@@ -231,31 +231,101 @@ impl Fields for TagFields<'_> {
     }
 }
 
-/// File `f`'s path in `view` as its template renders it: sanitised components, the last
-/// one the name (without extension).
-fn rendered_path(view: &View, opts: &RenderOptions, f: &TreeFile) -> Vec<String> {
+/// File `f`'s path in `view` as its template renders it, appended to `out`: sanitised
+/// components (never empty, never holding `/`) joined by `/`, the last one the name
+/// (without extension).
+fn render_path(out: &mut String, view: &View, opts: &RenderOptions, f: &TreeFile) {
     let rendered = view.template.render(&TagFields(f), opts);
-    let mut comps: Vec<String> = rendered.split('/').map(|c| sanitize_component(c, NAME_MAX)).collect();
-    if comps.is_empty() {
-        comps.push("_".into());
+    for (i, c) in rendered.split('/').enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        sanitize_into(out, c, NAME_MAX);
     }
-    comps
 }
 
-/// [`rendered_path`] of every file of `files`, in order, rendered on every core.
-fn render_all(view: &View, opts: &RenderOptions, files: &[&TreeFile]) -> Vec<Vec<String>> {
-    let threads = std::thread::available_parallelism().map_or(1, std::num::NonZero::get).min(8);
-    if threads < 2 || files.len() < 20_000 {
-        return files.iter().map(|f| rendered_path(view, opts, f)).collect();
+/// The rendered paths of a run of files, in one buffer (a chunk crosses threads as two
+/// allocations, not one per file).
+#[derive(Default)]
+struct Paths {
+    text: String,
+    ends: Vec<usize>,
+}
+
+impl Paths {
+    fn render(view: &View, opts: &RenderOptions, files: &[&TreeFile]) -> Self {
+        let mut p = Paths { text: String::with_capacity(files.len() * 48), ends: Vec::with_capacity(files.len()) };
+        for f in files {
+            render_path(&mut p.text, view, opts, f);
+            p.ends.push(p.text.len());
+        }
+        p
     }
-    let per = files.len().div_ceil(threads);
+
+    fn iter(&self) -> impl Iterator<Item = &str> {
+        let starts = std::iter::once(0).chain(self.ends.iter().copied());
+        starts.zip(self.ends.iter().copied()).map(|(a, b)| &self.text[a..b])
+    }
+}
+
+/// Files rendered per chunk handed from a renderer thread to the placing one.
+const RENDER_CHUNK: usize = 4096;
+
+/// How many threads render paths while this one places files: the other cores, for a
+/// tree large enough to be worth it.
+fn renderers_for(files: usize) -> usize {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    if files < 4 * RENDER_CHUNK {
+        0
+    } else {
+        (cores - 1).min(7)
+    }
+}
+
+/// Calls `place` with every file of `files` and its rendered path ([`render_path`]), in
+/// order; the paths are rendered ahead by `renderers` threads (a few chunks in flight;
+/// none: here).
+fn render_each<'f>(
+    view: &View,
+    opts: &RenderOptions,
+    files: &[&'f TreeFile],
+    renderers: usize,
+    mut place: impl FnMut(&'f TreeFile, &str),
+) {
+    const CHUNK: usize = RENDER_CHUNK;
+    if renderers == 0 {
+        let paths = Paths::render(view, opts, files);
+        for (f, p) in files.iter().zip(paths.iter()) {
+            place(f, p);
+        }
+        return;
+    }
     std::thread::scope(|s| {
-        let parts: Vec<_> = files
-            .chunks(per)
-            .map(|chunk| s.spawn(move || chunk.iter().map(|f| rendered_path(view, opts, f)).collect::<Vec<_>>()))
+        // Renderer `r` renders chunks r, r + renderers, ...; each sends them in order on
+        // its own channel, so taking them round-robin gives every chunk in order.
+        let channels: Vec<_> = (0..renderers)
+            .map(|r| {
+                let (tx, rx) = std::sync::mpsc::sync_channel::<Paths>(4);
+                s.spawn(move || {
+                    for chunk in files.chunks(CHUNK).skip(r).step_by(renderers) {
+                        if tx.send(Paths::render(view, opts, chunk)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                rx
+            })
             .collect();
-        parts.into_iter().flat_map(|p| p.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
-    })
+        for (i, chunk) in files.chunks(CHUNK).enumerate() {
+            let Ok(paths) = channels[i % renderers].recv() else {
+                // A renderer stopped early (it panicked): the scope re-raises its panic.
+                return;
+            };
+            for (f, p) in chunk.iter().zip(paths.iter()) {
+                place(f, p);
+            }
+        }
+    });
 }
 
 fn dir_ino(view: usize, path: &str, taken: &InoMap<Node>) -> u64 {
@@ -342,6 +412,7 @@ impl Tree {
         t.nodes
             .insert(ROOT, Node { ino: ROOT, parent: ROOT, name: String::new(), kind: NodeKind::Dir(BTreeMap::new()) });
         t.dir_paths.insert(ROOT, String::new());
+        let mut cover_dirs = Vec::new();
         for (vi, view) in views.iter().enumerate() {
             let view_root = match &view.name {
                 None => ROOT,
@@ -349,13 +420,17 @@ impl Tree {
             };
             t.view_roots.push(view_root);
             let tracks: Vec<&TreeFile> = files.iter().filter(|f| !f.file.is_sidecar()).collect();
-            // The templates are rendered on every core (most of the time of a large tree);
-            // the files are then placed in order, so collisions resolve as they always do.
-            let rendered = render_all(&t.views[vi], &t.opts, &tracks);
+            // The templates are rendered on the other cores (half the time of a large
+            // tree) while this thread places the files in order, so collisions resolve
+            // as they always do.
+            let (view, opts) = (t.views[vi].clone(), t.opts.clone());
             let mut last = None;
-            for (f, comps) in tracks.into_iter().zip(rendered) {
-                t.place_at(vi, f, comps, &mut last);
-            }
+            render_each(&view, &opts, &tracks, renderers_for(tracks.len()), |f, path| {
+                let (dir, _) = t.place_at(vi, f, path, &mut last);
+                if f.has_picture {
+                    cover_dirs.push(dir);
+                }
+            });
         }
         // Each origin folder holding sidecars: its files, placed beside its tracks.
         let folders: std::collections::BTreeSet<(&str, &str)> = files
@@ -376,7 +451,11 @@ impl Tree {
             }
         }
         if t.cover_name.is_some() {
-            let dirs: Vec<u64> = t.dir_paths.keys().copied().collect();
+            // A new tree has no cover yet: a directory holding a file with a picture gets
+            // one (sidecars never move a track).
+            let mut dirs = cover_dirs;
+            dirs.sort_unstable();
+            dirs.dedup();
             for d in dirs {
                 t.refresh_cover(d, &mut Vec::new());
             }
@@ -398,34 +477,29 @@ impl Tree {
 
     /// Places file `f` in view `vi`; returns its parent directory and name.
     fn place(&mut self, vi: usize, f: &TreeFile) -> (u64, String) {
-        let comps = rendered_path(&self.views[vi], &self.opts, f);
-        self.place_at(vi, f, comps, &mut None)
+        let mut path = String::new();
+        render_path(&mut path, &self.views[vi], &self.opts, f);
+        self.place_at(vi, f, &path, &mut None)
     }
 
-    /// Places file `f` in view `vi` at `comps` (its rendered path); `last` remembers the
+    /// Places file `f` in view `vi` at `path` (its rendered path); `last` remembers the
     /// directory of the previous file placed (files in path order mostly share it).
-    fn place_at(
-        &mut self,
-        vi: usize,
-        f: &TreeFile,
-        mut comps: Vec<String>,
-        last: &mut Option<(Vec<String>, u64)>,
-    ) -> (u64, String) {
-        let leaf = comps.pop().unwrap_or_else(|| "_".into());
+    fn place_at(&mut self, vi: usize, f: &TreeFile, path: &str, last: &mut Option<(String, u64)>) -> (u64, String) {
+        let (dirs, leaf) = path.rsplit_once('/').unwrap_or(("", path));
         let dir = match last {
-            Some((prev, dir)) if *prev == comps => *dir,
+            Some((prev, dir)) if prev == dirs => *dir,
             _ => {
                 let mut dir = self.view_roots[vi];
-                for c in &comps {
+                for c in dirs.split('/').filter(|c| !c.is_empty()) {
                     dir = self.mkdir(vi, dir, c);
                 }
-                *last = Some((comps, dir));
+                *last = Some((dirs.to_owned(), dir));
                 dir
             }
         };
         let ext = if f.file.extension.is_empty() { String::new() } else { format!(".{}", f.file.extension) };
         let ino = file_ino(vi, f.file.id);
-        let name = unique_name(|n| self.child_ino(dir, n).is_some(), &leaf, &ext);
+        let name = unique_name(|n| self.child_ino(dir, n).is_some(), leaf, &ext);
         self.attach(dir, &name, ino);
         self.nodes.insert(
             ino,
@@ -1196,6 +1270,52 @@ mod update_tests {
         let mut f = super::tests::file(id, &[("artist", artist), ("title", title)]);
         f.has_picture = pic;
         f
+    }
+
+    #[test]
+    fn a_large_tree_rendered_on_other_threads_is_the_tree_placed_one_file_at_a_time() {
+        // Enough files for the threaded path (several chunks per renderer), with name
+        // collisions inside and across chunks, hostile values, pictures in some folders.
+        let views = vec![View { name: None, template: Template::parse("$artist/$album/$title").unwrap() }];
+        let files: Vec<TreeFile> = (1..=50_000i64)
+            .map(|id| {
+                let title = match id % 11 {
+                    0 => String::new(),
+                    1 => format!("a/b {}", id % 5),
+                    2 => format!(".hidden {}", id % 3),
+                    n => format!("t{}", n % 4),
+                };
+                let (artist, album) = (format!("Artist {}", id % 97), format!("Album {}", id % 13));
+                super::tests::file(id, &[("artist", &artist), ("album", &album), ("title", &title)])
+            })
+            .collect();
+        let built = Tree::build(&files, &views, &RenderOptions::default(), Some("cover.jpg"));
+        let mut one_by_one = Tree::build(&[], &views, &RenderOptions::default(), Some("cover.jpg"));
+        for f in &files {
+            one_by_one.upsert_file(f);
+        }
+        assert_eq!(built.len(), one_by_one.len());
+        assert_eq!(built.paths(), one_by_one.paths());
+        assert!(built.paths().iter().any(|(p, _)| p.ends_with(" (2).flac")));
+    }
+
+    #[test]
+    fn paths_rendered_by_several_threads_come_in_the_files_order() {
+        let view = View { name: None, template: Template::parse("$artist/$title").unwrap() };
+        let files: Vec<TreeFile> = (1..=3 * RENDER_CHUNK as i64 + 17)
+            .map(|id| super::tests::file(id, &[("artist", &format!("a{}", id % 5)), ("title", &id.to_string())]))
+            .collect();
+        let refs: Vec<&TreeFile> = files.iter().collect();
+        let opts = RenderOptions::default();
+        let mut serial = Vec::new();
+        render_each(&view, &opts, &refs, 0, |f, p| serial.push((f.file.id, p.to_owned())));
+        assert_eq!(serial.len(), files.len());
+        assert_eq!(serial[41], (42, "a2/42".to_owned()));
+        for renderers in [1, 2, 3] {
+            let mut threaded = Vec::new();
+            render_each(&view, &opts, &refs, renderers, |f, p| threaded.push((f.file.id, p.to_owned())));
+            assert_eq!(threaded, serial, "{renderers} renderer(s)");
+        }
     }
 
     #[test]

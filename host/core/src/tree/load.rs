@@ -120,6 +120,8 @@ pub fn load_tree(manifest: &Manifest, catalog: &Catalog) -> Result<LoadedTree, C
             tracing::info!("not using the tree snapshot {}: {e}; rendering the tree", target.path.display());
         }
     }
+    let path = manifest.catalog_path();
+    std::thread::spawn(move || read_ahead(&path));
     // The position first: a change landing while the files load is applied again later.
     let position = catalog.last_change()?;
     let files = catalog.tree_files(&keys)?;
@@ -133,9 +135,24 @@ pub fn load_tree(manifest: &Manifest, catalog: &Catalog) -> Result<LoadedTree, C
     tracing::info!("tree of {} nodes rendered from the catalog in {:.2?}", tree.len(), started.elapsed());
     // Freeing a large catalog's rows takes a noticeable time; the mount need not wait.
     if files.len() > 10_000 {
-        std::thread::spawn(move || drop(files));
+        std::thread::spawn(move || {
+            drop(files);
+            crate::sys::release_free_memory();
+        });
     }
     Ok(LoadedTree { tree, position, source: TreeSource::Built })
+}
+
+/// Asks the kernel to read the catalog file into the page cache, sequentially, when it
+/// fits in a quarter of the available memory: a catalog not cached (after a boot) is
+/// otherwise read page by page in b-tree order, half again as slow as from memory.
+fn read_ahead(path: &std::path::Path) {
+    let Ok(f) = std::fs::File::open(path) else { return };
+    let size = f.metadata().map_or(0, |m| m.len());
+    if size > crate::sys::mem_available().unwrap_or(0) / 4 {
+        return;
+    }
+    crate::sys::will_need(&f);
 }
 
 /// Brings the snapshot of `manifest`'s state directory up to date with the catalog (run
