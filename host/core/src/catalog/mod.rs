@@ -447,8 +447,13 @@ impl CatalogError {
 /// connection is one too).
 pub(crate) fn connect(path: &Path) -> Result<Connection> {
     let e = |source| CatalogError::Sqlite { path: path.to_owned(), source };
-    let conn = Connection::open(path).map_err(e)?;
+    let mut conn = Connection::open(path).map_err(e)?;
     conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(e)?;
+    // Every transaction here writes: it takes the write lock when it begins, waiting
+    // for another writer (the busy timeout). Begun deferred, its first read would pin a
+    // snapshot, and meeting another writer's commit before its first write SQLite
+    // answers "database is locked" at once, without waiting.
+    conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;").map_err(e)?;
     Ok(conn)
 }

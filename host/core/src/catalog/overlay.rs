@@ -694,6 +694,29 @@ mod tests {
         assert!(!c.is_edited(id).unwrap());
     }
 
+    /// Regression: a write transaction began deferred (a read first) and met another
+    /// writer's commit: SQLite answers that at once with "database is locked", without
+    /// waiting, so `musefs tag set` failed beside a mount's sync (seen in CI).
+    #[test]
+    fn two_writers_at_once_wait_for_each_other_instead_of_database_is_locked_regression() {
+        let (d, mut c, id) = setup();
+        let path = d.path().join("c.db");
+        let other = std::thread::spawn(move || {
+            let mut c2 = Catalog::open(&path).unwrap();
+            for i in 0..150 {
+                c2.apply_edits(&[id], &[Edit::Set { key: "artist".into(), values: vec![format!("a{i}")] }], &[])
+                    .unwrap();
+            }
+        });
+        for i in 0..150 {
+            c.apply_edits(&[id], &[Edit::Set { key: "title".into(), values: vec![format!("t{i}")] }], &[]).unwrap();
+        }
+        other.join().unwrap();
+        let tags = view(&c, id);
+        assert!(tags.contains(&("title".into(), "TIT2".into(), "t149".into())), "{tags:?}");
+        assert!(tags.contains(&("artist".into(), "TPE1".into(), "a149".into())), "{tags:?}");
+    }
+
     #[test]
     fn invalid_edits_write_nothing() {
         let (_d, mut c, id) = setup();
