@@ -170,6 +170,17 @@ impl Drop for ChunkBuf {
     }
 }
 
+/// What identifies one state of a file: any write to it (or a new file in its place)
+/// changes its change time, which no program can set back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileStamp {
+    dev: u64,
+    ino: u64,
+    size: u64,
+    mtime_ns: i64,
+    ctime_ns: i64,
+}
+
 /// Reads whole chunk files into pooled buffers, with `O_DIRECT` while the filesystem
 /// accepts it.
 pub struct ChunkReader {
@@ -198,6 +209,15 @@ impl ChunkReader {
     /// # Errors
     /// Open and read errors (`NotFound` for a missing file).
     pub fn read(&self, path: &Path) -> io::Result<ChunkBuf> {
+        self.read_stamped(path).map(|(b, _)| b)
+    }
+
+    /// The whole file at `path`, with the stamp of the file read (taken from the open
+    /// file before reading it).
+    ///
+    /// # Errors
+    /// Open and read errors (`NotFound` for a missing file).
+    pub fn read_stamped(&self, path: &Path) -> io::Result<(ChunkBuf, FileStamp)> {
         if self.direct() {
             match self.read_with(path, true) {
                 Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
@@ -213,17 +233,26 @@ impl ChunkReader {
         self.read_with(path, false)
     }
 
-    fn read_with(&self, path: &Path, direct: bool) -> io::Result<ChunkBuf> {
+    fn read_with(&self, path: &Path, direct: bool) -> io::Result<(ChunkBuf, FileStamp)> {
+        use std::os::unix::fs::MetadataExt;
         let mut f =
             std::fs::OpenOptions::new().read(true).custom_flags(if direct { libc::O_DIRECT } else { 0 }).open(path)?;
-        let size = usize::try_from(f.metadata()?.len()).map_err(|_| io::Error::other("chunk file too large"))?;
+        let md = f.metadata()?;
+        let stamp = FileStamp {
+            dev: md.dev(),
+            ino: md.ino(),
+            size: md.len(),
+            mtime_ns: md.mtime() * 1_000_000_000 + md.mtime_nsec(),
+            ctime_ns: md.ctime() * 1_000_000_000 + md.ctime_nsec(),
+        };
+        let size = usize::try_from(md.len()).map_err(|_| io::Error::other("chunk file too large"))?;
         // Read one block more than the size: a file that grew is noticed (its hash
         // then fails), and `O_DIRECT` wants whole blocks anyway.
         let want = round_up(size + 1);
         let mut b = self.pool.take(want);
         let n = read_full(&mut f, &mut b.capacity_mut()[..want], direct)?;
         b.len = n;
-        Ok(b)
+        Ok((b, stamp))
     }
 }
 

@@ -87,6 +87,12 @@ pub struct ChunkStore {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     counters: Arc<CacheCounters>,
     reader: ChunkReader,
+    /// Chunk files this process has read and verified, by hash, with the stamp of the
+    /// file then: the same file unchanged is not hashed again (a read from disk costs
+    /// its BLAKE3 only once per process).
+    verified: Arc<Mutex<HashMap<Hash, super::buf::FileStamp>>>,
+    /// Chunk files hashed by [`ChunkStore::read`] (for the tests).
+    hashed: AtomicU64,
 }
 
 /// Idle chunk buffers kept for reuse.
@@ -141,6 +147,8 @@ impl ChunkStore {
             writer: Mutex::new(None),
             counters,
             reader: ChunkReader::new(BufPool::new(settings_chunk, IDLE_BUFFERS), true),
+            verified: Arc::new(Mutex::new(HashMap::new())),
+            hashed: AtomicU64::new(0),
         };
         let w = Writer {
             dir: store.dir.clone(),
@@ -148,6 +156,7 @@ impl ChunkStore {
             total: store.total.clone(),
             protected: store.protected.clone(),
             touched: store.touched.clone(),
+            verified: store.verified.clone(),
             counters: store.counters.clone(),
             max_size: store.settings.max_size,
             chunk_size: store.settings.chunk_size,
@@ -236,11 +245,16 @@ impl ChunkStore {
     /// I/O errors other than absence.
     pub fn read(&self, h: &Hash) -> Result<Option<ChunkBuf>, CacheError> {
         let p = self.path_of(h);
-        let data = match self.reader.read(&p) {
+        let (data, stamp) = match self.reader.read_stamped(&p) {
             Ok(d) => d,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(source) => return Err(CacheError::Io { path: p, source }),
         };
+        if lock(&self.verified).get(h) == Some(&stamp) {
+            self.touch(h);
+            return Ok(Some(data));
+        }
+        self.hashed.fetch_add(1, Ordering::Relaxed);
         if blake3::hash(&data).as_bytes() != h {
             self.counters.corrupt.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
@@ -250,11 +264,13 @@ impl ChunkStore {
             self.remove_chunk(h);
             return Ok(None);
         }
+        lock(&self.verified).insert(*h, stamp);
         self.touch(h);
         Ok(Some(data))
     }
 
     fn remove_chunk(&self, h: &Hash) {
+        lock(&self.verified).remove(h);
         let p = self.path_of(h);
         let _ = fs::remove_file(&p);
         match lock(&self.db).remove_chunk(h) {
@@ -416,6 +432,8 @@ struct Writer {
     total: Arc<AtomicU64>,
     protected: Arc<Mutex<HashMap<Hash, u32>>>,
     touched: Arc<Mutex<HashMap<Hash, i64>>>,
+    /// The store's verified chunk files (an evicted one leaves it).
+    verified: Arc<Mutex<HashMap<Hash, super::buf::FileStamp>>>,
     counters: Arc<CacheCounters>,
     max_size: u64,
     chunk_size: u64,
@@ -598,6 +616,12 @@ impl Writer {
                 gone.push(hash);
             }
         }
+        {
+            let mut verified = lock(&self.verified);
+            for h in &gone {
+                verified.remove(h);
+            }
+        }
         self.counters.evicted.fetch_add(gone.len() as u64, Ordering::Relaxed);
         if let Err(e) = lock(&self.db).remove_chunks(&gone) {
             tracing::warn!("chunk cache: cannot unindex evicted chunks: {e}");
@@ -653,5 +677,32 @@ mod tests {
         std::fs::write(&p, bytes).unwrap();
         assert!(store.read(&open_h).unwrap().is_none());
         assert!(!store.has(&open_h));
+    }
+
+    #[test]
+    fn a_chunk_file_is_hashed_once_while_unchanged_and_a_write_to_it_is_caught() {
+        let t = tempfile::tempdir().unwrap();
+        let db = t.path().join("catalog.db");
+        drop(crate::catalog::Catalog::open(&db).unwrap());
+        let settings = CacheSettings { chunk_size: 64 << 10, ..CacheSettings::default() };
+        let store = ChunkStore::open(t.path().join("chunks"), &db, settings, Arc::default()).unwrap();
+        let (h, d) = chunk(7);
+        store.write(h, d, 1, 0, "s", false);
+        store.flush();
+        for _ in 0..3 {
+            assert_eq!(store.read(&h).unwrap().unwrap()[..], vec![7u8; 64 << 10][..]);
+        }
+        assert_eq!(store.hashed.load(Ordering::Relaxed), 1, "an unchanged chunk file is hashed once");
+        // The same bytes written again (same size, a new change time): hashed again, good.
+        let p = store.path_of(&h);
+        std::fs::write(&p, vec![7u8; 64 << 10]).unwrap();
+        assert!(store.read(&h).unwrap().is_some());
+        assert_eq!(store.hashed.load(Ordering::Relaxed), 2);
+        // A byte flipped in place, size and inode kept: caught.
+        let mut bytes = std::fs::read(&p).unwrap();
+        bytes[10] ^= 1;
+        std::fs::write(&p, bytes).unwrap();
+        assert!(store.read(&h).unwrap().is_none(), "a chunk changed on disk after its check was served");
+        assert!(!store.has(&h));
     }
 }
