@@ -454,7 +454,20 @@ pub(crate) fn connect(path: &Path) -> Result<Connection> {
     // snapshot, and meeting another writer's commit before its first write SQLite
     // answers "database is locked" at once, without waiting.
     conn.set_transaction_behavior(rusqlite::TransactionBehavior::Immediate);
-    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;").map_err(e)?;
+    // Switching a new database to WAL takes its lock without the busy wait: another
+    // process creating it at the same moment makes it "database is locked"; try again.
+    let mut tries = 0;
+    loop {
+        match conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(())) {
+            Ok(()) => break,
+            Err(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DatabaseBusy && tries < 500 => {
+                tries += 1;
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(err) => return Err(e(err)),
+        }
+    }
+    conn.execute_batch("PRAGMA synchronous=NORMAL; PRAGMA foreign_keys=ON;").map_err(e)?;
     Ok(conn)
 }
 
@@ -486,6 +499,12 @@ impl Catalog {
         }
         for v in version..SCHEMA_VERSION {
             let tx = self.conn.transaction().map_err(&e)?;
+            // Another process may have migrated since the version was read (two
+            // commands creating a new state dir at once): under the write lock, again.
+            let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(&e)?;
+            if now > v {
+                continue;
+            }
             tx.execute_batch(MIGRATIONS[v as usize]).map_err(&e)?;
             tx.pragma_update(None, "user_version", v + 1).map_err(&e)?;
             tx.commit().map_err(&e)?;
@@ -1509,6 +1528,31 @@ mod tests {
             assert_eq!(cat.sync_records().unwrap().len(), 1);
             cat.counts().unwrap();
             assert_eq!(cat.catalog_id().unwrap().len(), 32, "from version {from}");
+        }
+    }
+
+    /// Regression: two processes creating one new catalog at once both ran the first
+    /// migration ("table origins already exists"): the version read before the write
+    /// lock was stale for the second.
+    #[test]
+    fn commands_creating_one_catalog_at_once_all_open_it_regression() {
+        for _ in 0..10 {
+            let d = tempfile::tempdir().unwrap();
+            let path = d.path().join("c.db");
+            let start = std::sync::Arc::new(std::sync::Barrier::new(4));
+            let opens: Vec<_> = (0..4)
+                .map(|_| {
+                    let (path, start) = (path.clone(), start.clone());
+                    std::thread::spawn(move || {
+                        start.wait();
+                        Catalog::open(&path).map(|_| ()).map_err(|e| e.to_string())
+                    })
+                })
+                .collect();
+            for o in opens {
+                assert_eq!(o.join().unwrap(), Ok(()));
+            }
+            assert_eq!(Catalog::open(&path).unwrap().schema_version().unwrap(), SCHEMA_VERSION);
         }
     }
 
