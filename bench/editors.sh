@@ -23,21 +23,12 @@ ffmpeg -v error -i "$W/tone.wav" -c:a aac -metadata title=Five -metadata artist=
 ffmpeg -v error -i "$W/tone.wav" -metadata title=Six -metadata artist=Ann -metadata album=Alpha \
   -metadata track=6 "$W/lib/f.wav"
 ffmpeg -v error -y -f lavfi -i "color=c=gray:s=1600x1200,noise=alls=100:allf=t" -frames:v 1 -q:v 1 "$W/big.jpg"
-cat > "$W/m.toml" <<TOML
-state_dir = "$W/state"
-mode = "synthesis"
+bench_library_mount 'mode = "synthesis"
 writable = true
 sync_interval = "off"
-template = "\$track"
+template = "$track"
 [format.mp3]
-id3v2_version = "2.3"
-[[origin]]
-name = "bench"
-kind = "local"
-root = "$W/lib"
-TOML
-"$BIN" scan --manifest "$W/m.toml" >/dev/null
-bench_mount "$W/m.toml"
+id3v2_version = "2.3"'
 
 # name | served file (the template names files by track number) | command (FILE and
 # @RUN@, the run number, substituted)

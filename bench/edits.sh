@@ -11,20 +11,11 @@ cd "$(dirname "$0")/.."
 R=${1:-20}
 . bench/common.sh edits
 python3 examples/demo/make_library.py "$W/lib" >/dev/null
-cat > "$W/m.toml" <<TOML
-state_dir = "$W/state"
-mode = "synthesis"
+bench_library_mount 'mode = "synthesis"
 refresh_interval_ms = 3600000
 sync_interval = "off"
 watch = false
-template = "\$albumartist/\$album/\$title"
-[[origin]]
-name = "bench"
-kind = "local"
-root = "$W/lib"
-TOML
-"$BIN" scan --manifest "$W/m.toml" >/dev/null
-bench_mount "$W/m.toml"
+template = "$albumartist/$album/$title"'
 python3 - "$BIN" "$W/m.toml" "$MNT" "$R" "$PID" <<'PY'
 import os, statistics, subprocess, sys, time
 bin_, manifest, mnt, runs, pid = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])

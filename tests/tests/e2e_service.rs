@@ -444,18 +444,23 @@ fn an_installed_binary_finds_its_plugins_in_lib_musefs() {
     assert!(err.contains(empty.to_str().unwrap()) && err.contains("lib/musefs"), "{err}");
 }
 
-#[test]
-fn the_metrics_endpoint_counts_what_is_read_and_status_json_names_the_mount() {
+/// The demo library scanned, under a manifest with `extra` and a metrics endpoint on a
+/// free port: (its folder, the manifest, the port, the endpoint's URL).
+fn metered_library(extra: &str) -> (tempfile::TempDir, std::path::PathBuf, u16, String) {
     let t = tempfile::tempdir().unwrap();
     let lib = t.path().join("lib");
     make_library(&lib, false);
     let port = free_port();
-    let manifest =
-        write_manifest(t.path(), &lib, &format!("mode = \"synthesis\"\nmetrics_addr = \"127.0.0.1:{port}\"\n"));
+    let manifest = write_manifest(t.path(), &lib, &format!("{extra}\nmetrics_addr = \"127.0.0.1:{port}\"\n"));
     scan(&manifest);
+    (t, manifest, port, format!("http://127.0.0.1:{port}/metrics"))
+}
+
+#[test]
+fn the_metrics_endpoint_counts_what_is_read_and_status_json_names_the_mount() {
+    let (t, manifest, port, url) = metered_library("mode = \"synthesis\"");
     let mnt = t.path().join("mnt");
     let m = Mount::start(&manifest, &mnt, &[]);
-    let url = format!("http://127.0.0.1:{port}/metrics");
     let before = curl(&url);
     let files = ls_long(&manifest);
     assert_eq!(metric(&before, "musefs_tree_files") as usize, files.len(), "{before}");
@@ -577,15 +582,9 @@ fn walk_stat(dir: &Path, out: &mut BTreeMap<String, u64>) {
 
 #[test]
 fn a_second_walk_of_the_tree_costs_no_request_and_an_edit_still_shows() {
-    let t = tempfile::tempdir().unwrap();
-    let lib = t.path().join("lib");
-    make_library(&lib, false);
-    let port = free_port();
-    let manifest = write_manifest(t.path(), &lib, &format!("metrics_addr = \"127.0.0.1:{port}\"\n"));
-    scan(&manifest);
+    let (t, manifest, _, url) = metered_library("");
     let mnt = t.path().join("mnt");
     let m = Mount::start(&manifest, &mnt, &[]);
-    let url = format!("http://127.0.0.1:{port}/metrics");
     let total = |page: &str| -> f64 {
         page.lines()
             .filter(|l| l.starts_with("musefs_fuse_requests_total{"))
