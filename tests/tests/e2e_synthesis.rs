@@ -1071,3 +1071,109 @@ fn a_tag_edit_wakes_the_mount_instead_of_waiting_for_its_poll() {
     assert_eq!(m.stop(), Some(0));
     assert!(!lib.root.join("state/wake.sock").exists(), "the socket goes with the mount");
 }
+
+/// Tracks of an album carry the same big cover: their layouts hold it once, so a header
+/// cache too small for one copy per track keeps every layout (a second pass plans
+/// nothing), and every served file still carries the whole picture.
+#[test]
+fn files_sharing_a_big_cover_stay_in_a_small_header_cache_and_serve_it_whole() {
+    let t = tempfile::tempdir().unwrap();
+    let seed = t.path().join("seed");
+    make_library(&seed, false);
+    let out = std::process::Command::new("ffmpeg")
+        .args(["-v", "error", "-f", "lavfi", "-i", "sine=d=1", "-c:a", "aac"])
+        .arg(seed.join("tone.m4a"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "ffmpeg: {}", String::from_utf8_lossy(&out.stderr));
+    let lib = t.path().join("lib");
+    let album = lib.join("Shared");
+    fs::create_dir_all(&album).unwrap();
+    let mut n = 0;
+    for ext in ["flac", "mp3", "m4a"] {
+        let src = musefs_tests::all_files(&seed)
+            .into_iter()
+            .find(|p| p.extension().is_some_and(|e| e == ext))
+            .unwrap_or_else(|| panic!("no .{ext} in the demo library"));
+        for _ in 0..6 {
+            n += 1;
+            fs::copy(&src, album.join(format!("{n:02}.{ext}"))).unwrap();
+        }
+    }
+    // One real 300 KB PNG (random pixels) as every file's only picture; the titles differ.
+    let cover = t.path().join("cover.png");
+    let png = r#"
+import os, struct, sys, zlib
+w = h = 320
+raw = b"".join(b"\0" + os.urandom(w * 3) for _ in range(h))
+chunk = lambda k, d: struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d))
+open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0))
+                              + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+"#;
+    let out = std::process::Command::new("python3").args(["-c", png]).arg(&cover).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(fs::metadata(&cover).unwrap().len() > 300_000);
+    let script = r#"
+import sys, glob, os
+from mutagen.flac import FLAC, Picture
+from mutagen.id3 import ID3, APIC, TIT2
+from mutagen.mp4 import MP4, MP4Cover
+cover = open(sys.argv[2], "rb").read()
+for p in sorted(glob.glob(os.path.join(sys.argv[1], "*"))):
+    title = "Track " + os.path.basename(p)
+    if p.endswith(".flac"):
+        f = FLAC(p); f.clear_pictures(); pic = Picture(); pic.type = 3; pic.mime = "image/png"; pic.data = cover
+        f.add_picture(pic); f["title"] = title; f["album"] = "Shared"; f.save()
+    elif p.endswith(".mp3"):
+        f = ID3(p); f.delall("APIC"); f.add(APIC(encoding=3, mime="image/png", type=3, desc="", data=cover))
+        f.delall("TIT2"); f.add(TIT2(encoding=3, text=title)); f.save()
+    else:
+        f = MP4(p); f["covr"] = [MP4Cover(cover, imageformat=MP4Cover.FORMAT_PNG)]; f["\xa9nam"] = [title]; f.save()
+"#;
+    let out = std::process::Command::new("python3").args(["-c", script]).arg(&album).arg(&cover).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let port = musefs_tests::servers::free_port();
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let manifest = write_manifest(
+        t.path(),
+        &lib,
+        &format!("mode = \"synthesis\"\nheader_cache_mb = 1\nmetrics_addr = \"127.0.0.1:{port}\"\n"),
+    );
+    scan(&manifest);
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let files: Vec<PathBuf> = ls_long(&manifest).into_iter().map(|(tree, _)| mnt.join(tree)).collect();
+    assert_eq!(files.len(), n, "{files:?}");
+    let misses = || musefs_tests::metric(&musefs_tests::curl(&url), "musefs_header_cache_misses_total");
+    let before = misses();
+    let first: Vec<Vec<u8>> = files.iter().map(|p| fs::read(p).unwrap()).collect();
+    let planned = misses() - before;
+    assert!(planned >= n as f64, "each file planned once: {planned}");
+    let again: Vec<Vec<u8>> = files.iter().map(|p| fs::read(p).unwrap()).collect();
+    assert_eq!(misses() - before, planned, "a second pass planned again: the layouts did not stay cached");
+    assert!(first == again, "the same bytes twice");
+    // Each served file carries the whole picture, and passes its validator.
+    let check = r#"
+import sys, hashlib, mutagen
+from mutagen.flac import FLAC
+from mutagen.mp4 import MP4
+for p in sys.argv[1:]:
+    f = mutagen.File(p)
+    if isinstance(f, FLAC): data = [x.data for x in f.pictures]
+    elif isinstance(f, MP4): data = [bytes(x) for x in f.tags["covr"]]
+    else: data = [f.tags[k].data for k in f.tags.keys() if k.startswith("APIC")]
+    print(p, [hashlib.sha256(d).hexdigest() for d in data])
+"#;
+    let out = std::process::Command::new("python3").args(["-c", check]).args(&files).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let want = sha256(&cover);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().count(), n, "{text}");
+    for line in text.lines() {
+        assert!(line.ends_with(&format!("['{want}']")), "a served file lost its picture: {line}");
+    }
+    for p in &files {
+        validate(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    }
+    assert_eq!(m.stop(), Some(0));
+}

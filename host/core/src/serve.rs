@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use abi_stable::std_types::{RSliceMut, RVec};
 use musefs_plugin_api::{
-    AudioProps, CallCtx, ErrorKind, FormatBox, HandleBox, OriginBox, OriginCaps, PlanMode, PlanRequest, Segment,
+    AudioProps, CallCtx, ErrorKind, FormatBox, HandleBox, OriginBox, OriginCaps, Picture, PlanMode, PlanRequest,
     SegmentKind, Stat, TrackInfo,
 };
 
@@ -38,6 +38,9 @@ use crate::metrics;
 use crate::tree::load::SnapshotTarget;
 use crate::tree::{AttrKind, Inval, NodeAttr, Tree};
 use crate::util::{lock, read, write};
+
+/// A picture a file serves (its `data` left empty) and its bytes, shared.
+type HeldPicture = (Picture, Arc<[u8]>);
 
 /// An error serving a request.
 #[derive(Debug, thiserror::Error)]
@@ -130,65 +133,6 @@ impl ServeError {
             Self::Exists => libc::EEXIST,
             Self::NoSpace(_) => libc::ENOSPC,
             _ => libc::EIO,
-        }
-    }
-}
-
-/// A computed layout: the plan's segments with their start offsets, shared between the
-/// header cache and every open handle.
-#[derive(Debug)]
-pub struct Layout {
-    /// `(start offset in the served file, segment)`, in order, none empty.
-    pub segments: Vec<(u64, Segment)>,
-    /// The served size.
-    pub size: u64,
-    /// The layout is the whole original, unchanged.
-    pub unchanged: bool,
-    bytes: usize,
-}
-
-/// The header cache: layouts by `(file id, generation)`, least recently used evicted
-/// beyond a byte budget (literal bytes, i.e. the synthesized headers, counted).
-struct PlanCache {
-    map: HashMap<(i64, i64), (Arc<Layout>, u64)>,
-    bytes: usize,
-    budget: usize,
-    tick: u64,
-}
-
-impl PlanCache {
-    fn get(&mut self, key: (i64, i64)) -> Option<Arc<Layout>> {
-        self.tick += 1;
-        let tick = self.tick;
-        self.map.get_mut(&key).map(|(l, t)| {
-            *t = tick;
-            l.clone()
-        })
-    }
-
-    fn put(&mut self, key: (i64, i64), layout: Arc<Layout>) {
-        if layout.bytes > self.budget {
-            return;
-        }
-        self.tick += 1;
-        self.bytes += layout.bytes;
-        if let Some((old, _)) = self.map.insert(key, (layout, self.tick)) {
-            self.bytes -= old.bytes;
-        }
-        while self.bytes > self.budget {
-            let Some((&k, _)) = self.map.iter().min_by_key(|(_, (_, t))| *t) else { break };
-            if let Some((old, _)) = self.map.remove(&k) {
-                self.bytes -= old.bytes;
-            }
-        }
-    }
-
-    fn forget(&mut self, file_id: i64) {
-        let keys: Vec<_> = self.map.keys().filter(|(id, _)| *id == file_id).copied().collect();
-        for k in keys {
-            if let Some((old, _)) = self.map.remove(&k) {
-                self.bytes -= old.bytes;
-            }
         }
     }
 }
@@ -354,10 +298,12 @@ pub struct Core {
     formats: HashMap<String, FormatBox>,
     settings: Settings,
     plans: Mutex<PlanCache>,
+    /// Picture bytes shared by layouts and covers.
+    pictures: Mutex<Pictures>,
     /// Served sizes announced, by file id: `(generation, size)`.
     sizes: Mutex<HashMap<i64, (i64, u64)>>,
     /// Cover sidecar bytes by directory inode.
-    covers: Mutex<HashMap<u64, Arc<Vec<u8>>>>,
+    covers: Mutex<HashMap<u64, Arc<[u8]>>>,
     last_change: AtomicI64,
     handles: RwLock<HashMap<u64, Arc<OpenFile>>>,
     next_fh: AtomicU64,
@@ -419,7 +365,8 @@ impl Core {
             cache: None,
             formats,
             settings,
-            plans: Mutex::new(PlanCache { map: HashMap::new(), bytes: 0, budget, tick: 0 }),
+            plans: Mutex::new(PlanCache::new(budget)),
+            pictures: Mutex::new(Pictures::default()),
             sizes: Mutex::new(HashMap::new()),
             covers: Mutex::new(HashMap::new()),
             last_change: AtomicI64::new(position),
@@ -557,31 +504,56 @@ impl Core {
     }
 
     /// The cover bytes of directory `dir` (its first file with a front cover, else with any picture).
-    fn cover(&self, dir: u64) -> Option<Arc<Vec<u8>>> {
+    /// The pictures file `id` serves, each with its bytes from the shared pictures (read
+    /// from the catalog only when nothing holds them yet).
+    fn picture_refs(&self, id: i64) -> Result<Vec<HeldPicture>, ServeError> {
+        // A picture can leave the catalog between the list and its bytes (an edit or a
+        // rescan in another process): then the list is read again.
+        for _ in 0..3 {
+            let refs = lock(&self.catalog).effective_picture_refs(id)?;
+            let n = refs.len();
+            let mut out = Vec::with_capacity(n);
+            for r in refs {
+                let held = lock(&self.pictures).get(&r.hash);
+                let bytes = match held {
+                    Some(b) => b,
+                    None => match lock(&self.catalog).picture_data(&r.hash)? {
+                        Some(data) => lock(&self.pictures).insert(r.hash, data),
+                        None => break,
+                    },
+                };
+                out.push((r.picture, bytes));
+            }
+            if out.len() == n {
+                return Ok(out);
+            }
+        }
+        Err(ServeError::Io(format!("the pictures of file {id} kept changing while they were read")))
+    }
+
+    fn cover(&self, dir: u64) -> Option<Arc<[u8]>> {
         if let Some(c) = lock(&self.covers).get(&dir) {
             return Some(c.clone());
         }
         let sources = self.with_tree(|t| t.cover_sources(dir));
-        let catalog = lock(&self.catalog);
         let mut fallback = None;
         for id in sources {
-            let pics = match catalog.effective_pictures(id) {
+            let pics = match self.picture_refs(id) {
                 Ok(p) => p,
                 Err(e) => {
                     tracing::warn!("cover of directory {dir}: {e}");
                     continue;
                 }
             };
-            if let Some(p) = pics.iter().find(|p| p.picture_type == 3) {
-                fallback = Some(p.data.to_vec());
+            if let Some((_, b)) = pics.iter().find(|(p, _)| p.picture_type == 3) {
+                fallback = Some(b.clone());
                 break;
             }
             if fallback.is_none() {
-                fallback = pics.first().map(|p| p.data.to_vec());
+                fallback = pics.first().map(|(_, b)| b.clone());
             }
         }
-        drop(catalog);
-        let bytes = Arc::new(fallback?);
+        let bytes = fallback?;
         lock(&self.covers).insert(dir, bytes.clone());
         Some(bytes)
     }
@@ -751,8 +723,7 @@ impl Core {
         let bad = |what: String| ServeError::BadPlan { origin: row.origin.clone(), path: row.path.clone(), what };
         if row.is_sidecar() {
             // A sidecar is served as it is, in every mode.
-            let segments = if stat.size > 0 { vec![(0, Segment::origin(0, stat.size))] } else { Vec::new() };
-            let layout = Arc::new(Layout { segments, size: stat.size, unchanged: true, bytes: 64 });
+            let layout = Arc::new(Layout::original(stat.size));
             lock(&self.plans).put(key, layout.clone());
             return Ok(layout);
         }
@@ -762,9 +733,12 @@ impl Core {
             .ok_or_else(|| bad(format!("format plugin `{}` is not loaded", row.plugin)))?;
         let mode = plan_mode(self.settings.mode);
         let (info, tags, pictures) = if mode == PlanMode::SYNTHESIS {
-            let catalog = lock(&self.catalog);
-            let info = catalog.track_info(row.id)?.ok_or(ServeError::Gone(row.id))?;
-            (info, catalog.effective_tags(row.id)?, catalog.effective_pictures(row.id)?)
+            let (info, tags) = {
+                let catalog = lock(&self.catalog);
+                let info = catalog.track_info(row.id)?.ok_or(ServeError::Gone(row.id))?;
+                (info, catalog.effective_tags(row.id)?)
+            };
+            (info, tags, self.picture_refs(row.id)?)
         } else {
             let info = TrackInfo {
                 format: "".into(),
@@ -779,34 +753,35 @@ impl Core {
             };
             (info, Vec::new(), Vec::new())
         };
+        let shared: Vec<Arc<[u8]>> = pictures.iter().map(|(_, b)| b.clone()).collect();
         let req = PlanRequest {
             mode,
             info,
             tags: tags.into(),
-            pictures: pictures.into(),
+            pictures: pictures.into_iter().map(|(p, b)| Picture { data: b.to_vec().into(), ..p }).collect(),
             options: self.settings.format_options.get(&row.plugin).map_or("{}", String::as_str).into(),
             extra: RVec::new(),
         };
         let plan = format.plan(&self.ctx(), &source.ffi(), &req).into_result().map_err(Self::plugin_err(row))?;
+        drop(req);
         self.counters.plans_built.fetch_add(1, Ordering::Relaxed);
-        let mut segments = Vec::with_capacity(plan.segments.len());
+        let mut pieces = Vec::with_capacity(plan.segments.len());
         let mut at = 0u64;
-        let mut bytes = 64usize;
         for s in plan.segments.into_iter() {
             match s.kind {
-                SegmentKind::LITERAL if s.bytes.len() as u64 == s.len => bytes += s.bytes.len() + 64,
-                SegmentKind::ORIGIN if s.offset.checked_add(s.len).is_some_and(|end| end <= stat.size) => bytes += 64,
+                SegmentKind::LITERAL if s.bytes.len() as u64 == s.len => {
+                    share_pictures(s.bytes.into_vec(), &shared, &mut pieces);
+                }
+                SegmentKind::ORIGIN if s.offset.checked_add(s.len).is_some_and(|end| end <= stat.size) => {
+                    pieces.push(Piece::Origin { offset: s.offset, len: s.len });
+                }
                 k => return Err(bad(format!("plan segment {k:?} at {at} is inconsistent"))),
             }
-            let len = s.len;
-            if len > 0 {
-                segments.push((at, s));
-            }
-            at = at.checked_add(len).ok_or_else(|| bad("plan size overflows".into()))?;
+            at = at.checked_add(s.len).ok_or_else(|| bad("plan size overflows".into()))?;
         }
-        let unchanged = matches!(segments.as_slice(),
-            [(0, s)] if s.kind == SegmentKind::ORIGIN && s.offset == 0 && s.len == stat.size);
-        let layout = Arc::new(Layout { segments, size: at, unchanged, bytes });
+        let unchanged = matches!(pieces.as_slice(),
+            [Piece::Origin { offset: 0, len }] if *len == stat.size && *len > 0);
+        let layout = Arc::new(Layout::new(pieces).with_unchanged(unchanged));
         {
             let mut sizes = lock(&self.sizes);
             match sizes.get(&row.id) {
@@ -852,12 +827,7 @@ impl Core {
             AttrKind::Cover { dir, .. } => {
                 let bytes = self.cover(dir).ok_or(ServeError::NotFound)?;
                 let size = bytes.len() as u64;
-                let layout = Arc::new(Layout {
-                    segments: vec![(0, Segment::literal(bytes.to_vec()))],
-                    size,
-                    unchanged: false,
-                    bytes: bytes.len(),
-                });
+                let layout = Arc::new(Layout::new([Piece::Shared(bytes)]));
                 OpenFile {
                     ino,
                     row: None,
@@ -1021,12 +991,12 @@ impl Core {
             return Ok(None);
         };
         let segments = &file.layout.segments;
-        let i = segments.partition_point(|(start, s)| start + s.len <= offset);
-        let Some((start, seg)) = segments.get(i) else { return Ok(None) };
-        if seg.kind != SegmentKind::ORIGIN || end > start + seg.len {
+        let i = segments.partition_point(|(start, s)| start + s.len() <= offset);
+        let Some(&(start, Piece::Origin { offset: from, len })) = segments.get(i) else { return Ok(None) };
+        if end > start + len {
             return Ok(None);
         }
-        let res = c.read_shared(&file.ctx, seg.offset + (offset - start), (end - offset) as usize);
+        let res = c.read_shared(&file.ctx, from + (offset - start), (end - offset) as usize);
         match res {
             Ok(shared) => Ok(shared.map(|(chunk, range)| ReadData::Shared(chunk, range))),
             Err(e) => {
@@ -1097,23 +1067,26 @@ impl Core {
         }
         let segments = &file.layout.segments;
         // The first segment that ends after `offset`.
-        let first = segments.partition_point(|(start, s)| start + s.len <= offset);
+        let first = segments.partition_point(|(start, s)| start + s.len() <= offset);
         let mut touched_origin = false;
-        for (start, seg) in &segments[first..] {
+        for (start, piece) in &segments[first..] {
             if *start >= end {
                 break;
             }
             let from = offset.max(*start);
-            let to = end.min(start + seg.len);
+            let to = end.min(start + piece.len());
             let dst = &mut buf[(from - offset) as usize..(to - offset) as usize];
             let within = from - start;
-            match seg.kind {
-                SegmentKind::LITERAL => dst.copy_from_slice(&seg.bytes[within as usize..(within as usize + dst.len())]),
-                _ => {
+            let bytes: &[u8] = match piece {
+                Piece::Origin { offset, .. } => {
                     touched_origin = true;
-                    Self::read_origin(file, seg.offset + within, dst)?;
+                    Self::read_origin(file, offset + within, dst)?;
+                    continue;
                 }
-            }
+                Piece::Literal(b) => b,
+                Piece::Shared(b) => b,
+            };
+            dst.copy_from_slice(&bytes[within as usize..within as usize + dst.len()]);
         }
         Ok(touched_origin)
     }
@@ -1270,7 +1243,11 @@ impl Core {
     }
 }
 
+mod layout;
 mod write;
+
+use layout::{share_pictures, Pictures, PlanCache};
+pub use layout::{Layout, Piece};
 pub use write::is_scratch_ino;
 
 #[cfg(test)]

@@ -19,6 +19,7 @@ pub mod changelog;
 pub mod chunks;
 pub mod journal;
 pub mod overlay;
+pub use overlay::PictureRef;
 
 use changelog::log_change;
 pub use changelog::Changes;

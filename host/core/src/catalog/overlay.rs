@@ -181,22 +181,37 @@ fn effective(conn: &rusqlite::Connection, file_id: i64) -> rusqlite::Result<Vec<
 }
 
 fn pictures(conn: &rusqlite::Connection, file_id: i64, source: i64) -> rusqlite::Result<Vec<Picture>> {
+    Ok(picture_rows(conn, file_id, source, true)?.into_iter().map(|r| r.picture).collect())
+}
+
+/// A file's pictures of `source`, in order, with their bytes' hash, and their bytes when
+/// `data` (else `data` is empty and SQLite does not read the blob).
+fn picture_rows(
+    conn: &rusqlite::Connection,
+    file_id: i64,
+    source: i64,
+    data: bool,
+) -> rusqlite::Result<Vec<PictureRef>> {
     let mut st = conn.prepare_cached(
         "SELECT fp.picture_type, coalesce(fp.mime, p.mime), fp.description, coalesce(fp.width, p.width),
-                coalesce(fp.height, p.height), coalesce(fp.depth, p.depth), coalesce(fp.colors, p.colors), p.data
+                coalesce(fp.height, p.height), coalesce(fp.depth, p.depth), coalesce(fp.colors, p.colors),
+                CASE WHEN ?3 THEN p.data ELSE x'' END, p.hash
          FROM file_pictures fp JOIN pictures p ON p.id = fp.picture_id
          WHERE fp.file_id = ?1 AND fp.source = ?2 ORDER BY fp.seq",
     )?;
-    let it = st.query_map(params![file_id, source], |r| {
-        Ok(Picture {
-            picture_type: r.get(0)?,
-            mime: r.get::<_, String>(1)?.into(),
-            description: r.get::<_, String>(2)?.into(),
-            width: r.get(3)?,
-            height: r.get(4)?,
-            depth: r.get(5)?,
-            colors: r.get(6)?,
-            data: r.get::<_, Vec<u8>>(7)?.into(),
+    let it = st.query_map(params![file_id, source, data], |r| {
+        Ok(PictureRef {
+            picture: Picture {
+                picture_type: r.get(0)?,
+                mime: r.get::<_, String>(1)?.into(),
+                description: r.get::<_, String>(2)?.into(),
+                width: r.get(3)?,
+                height: r.get(4)?,
+                depth: r.get(5)?,
+                colors: r.get(6)?,
+                data: r.get::<_, Vec<u8>>(7)?.into(),
+            },
+            hash: r.get(8)?,
         })
     })?;
     it.collect()
@@ -212,6 +227,16 @@ fn art_overridden(conn: &rusqlite::Connection, file_id: i64) -> rusqlite::Result
 fn effective_pictures(conn: &rusqlite::Connection, file_id: i64) -> rusqlite::Result<Vec<Picture>> {
     let source = if art_overridden(conn, file_id)? { SOURCE_USER } else { SOURCE_FILE };
     pictures(conn, file_id, source)
+}
+
+/// A picture a file serves, with the BLAKE3 hash of its bytes (the catalog keeps each
+/// distinct picture once, under that hash).
+#[derive(Debug, Clone)]
+pub struct PictureRef {
+    /// BLAKE3 of the picture's bytes.
+    pub hash: [u8; 32],
+    /// The picture; `data` is empty when it was listed without its bytes.
+    pub picture: Picture,
 }
 
 /// Stores `pics` as the user's picture list of a file (deduplicated by hash).
@@ -272,6 +297,31 @@ impl Catalog {
     /// SQLite errors.
     pub fn effective_pictures(&self, file_id: i64) -> Result<Vec<Picture>> {
         effective_pictures(&self.conn, file_id).map_err(self.err())
+    }
+
+    /// The pictures a file serves, as [`effective_pictures`](Self::effective_pictures),
+    /// without their bytes: each names its bytes by hash, for [`picture_data`](Self::picture_data)
+    /// (a server that holds the bytes already need not read them again).
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn effective_picture_refs(&self, file_id: i64) -> Result<Vec<PictureRef>> {
+        let f = || -> rusqlite::Result<Vec<PictureRef>> {
+            let source = if art_overridden(&self.conn, file_id)? { SOURCE_USER } else { SOURCE_FILE };
+            picture_rows(&self.conn, file_id, source, false)
+        };
+        f().map_err(self.err())
+    }
+
+    /// The bytes of the picture whose BLAKE3 hash is `hash`, if the catalog still has it.
+    ///
+    /// # Errors
+    /// SQLite errors.
+    pub fn picture_data(&self, hash: &[u8; 32]) -> Result<Option<Vec<u8>>> {
+        self.conn
+            .prepare_cached("SELECT data FROM pictures WHERE hash = ?1")
+            .and_then(|mut st| st.query_row([hash.as_slice()], |r| r.get(0)).optional())
+            .map_err(self.err())
     }
 
     /// The keys the user's overlay controls for a file, and whether its art is overridden.

@@ -194,26 +194,20 @@ fn short_reads_from_the_origin_are_completed() {
 
 #[test]
 fn the_header_cache_keeps_its_budget_and_evicts_the_least_recently_used() {
-    let layout = |n: usize| {
-        Arc::new(Layout {
-            segments: vec![(0, Segment::literal(vec![0; n]))],
-            size: n as u64,
-            unchanged: false,
-            bytes: n,
-        })
-    };
-    let mut c = PlanCache { map: HashMap::new(), bytes: 0, budget: 250, tick: 0 };
-    c.put((1, 0), layout(100));
-    c.put((2, 0), layout(100));
+    // A layout of one literal piece counts its bytes and 128 for itself and the piece.
+    let layout = |n: usize| Arc::new(Layout::new([Piece::Literal(vec![0; n - 128].into())]));
+    let mut c = PlanCache::new(750);
+    c.put((1, 0), layout(300));
+    c.put((2, 0), layout(300));
     assert!(c.get((1, 0)).is_some()); // 1 is now more recent than 2
-    c.put((3, 0), layout(100));
-    assert!(c.bytes <= 250);
+    c.put((3, 0), layout(300));
+    assert!(c.bytes() <= 750);
     assert!(c.get((2, 0)).is_none(), "the least recently used layout stays");
     assert!(c.get((1, 0)).is_some() && c.get((3, 0)).is_some());
-    c.put((4, 0), layout(300));
+    c.put((4, 0), layout(800));
     assert!(c.get((4, 0)).is_none(), "a layout over the whole budget is not cached");
     c.forget(1);
-    assert!(c.get((1, 0)).is_none() && c.bytes == 100);
+    assert!(c.get((1, 0)).is_none() && c.bytes() == 300);
 
     // Through the core: a second open of the same generation plans nothing.
     let mut f = Fixture::new(OriginCaps::LOCAL);

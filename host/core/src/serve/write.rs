@@ -326,7 +326,7 @@ impl Core {
             handle: None,
             ctx: self.ctx(),
             recheck: false,
-            layout: Arc::new(super::Layout { segments: Vec::new(), size: 0, unchanged: false, bytes: 0 }),
+            layout: Arc::new(super::Layout::new([])),
             size: 0,
             attrs_stale: false,
             direct_path: None,
@@ -759,11 +759,13 @@ impl Core {
             )));
         }
         // Where the base served the audio: an origin segment holding all of it.
-        let served_at = base.layout.segments.iter().find_map(|(at, s)| {
-            (s.kind == musefs_plugin_api::SegmentKind::ORIGIN
-                && s.offset <= row.audio_offset
-                && row.audio_offset + len <= s.offset + s.len)
-                .then(|| at + (row.audio_offset - s.offset))
+        let served_at = base.layout.segments.iter().find_map(|(at, p)| match *p {
+            super::Piece::Origin { offset, len: n }
+                if offset <= row.audio_offset && row.audio_offset + len <= offset + n =>
+            {
+                Some(at + (row.audio_offset - offset))
+            }
+            _ => None,
         });
         if served_at == Some(start) && !lock(&session.state).overlay.touched(start..start + len) {
             return Ok(());

@@ -1,0 +1,339 @@
+//! Layouts, the header cache and the pictures they share.
+//!
+//! A layout is a served file's bytes as pieces: bytes of its own (the synthesized
+//! header), bytes shared with other layouts, and ranges of the original. A picture is
+//! the big part of most headers, and the same picture is in every track of an album: the
+//! header a format plugin plans embeds it verbatim (a FLAC PICTURE block, an ID3 APIC
+//! frame, an MP4 `covr` atom), so the serving core cuts it out of the literal bytes into
+//! a shared piece that points at one copy of the picture ([`Pictures`], by the catalog's
+//! hash of its bytes). The header cache counts each shared picture once against its
+//! budget, however many layouts hold it: a library whose headers carry 300 KB pictures
+//! keeps every layout of an album for the price of one picture, instead of planning every
+//! open again (reading the picture out of SQLite each time). A picture that a format
+//! encodes (base64 in a Vorbis comment) is simply not found and stays literal.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+/// Pictures shorter than this stay in the literal bytes around them.
+pub(super) const MIN_SHARED: usize = 4096;
+
+/// One piece of a served file.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// Bytes of this layout alone (a synthesized header).
+    Literal(Box<[u8]>),
+    /// Bytes held once for every layout that serves them (a picture).
+    Shared(Arc<[u8]>),
+    /// `len` bytes of the original object from `offset`.
+    Origin {
+        /// Offset in the original object.
+        offset: u64,
+        /// Number of bytes.
+        len: u64,
+    },
+}
+
+impl Piece {
+    /// Number of bytes this piece serves.
+    pub fn len(&self) -> u64 {
+        match self {
+            Self::Literal(b) => b.len() as u64,
+            Self::Shared(b) => b.len() as u64,
+            Self::Origin { len, .. } => *len,
+        }
+    }
+
+    /// The piece serves no byte.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes of a literal or shared piece (`None` for a range of the original).
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Self::Literal(b) => Some(b),
+            Self::Shared(b) => Some(b),
+            Self::Origin { .. } => None,
+        }
+    }
+}
+
+/// A computed layout: the pieces with their start offsets, shared between the header
+/// cache and every open handle.
+#[derive(Debug)]
+pub struct Layout {
+    /// `(start offset in the served file, piece)`, in order, none empty.
+    pub segments: Vec<(u64, Piece)>,
+    /// The served size.
+    pub size: u64,
+    /// The layout is the whole original, unchanged.
+    pub unchanged: bool,
+    /// Bytes it holds alone (shared pieces not counted), plus a little per piece.
+    bytes: usize,
+}
+
+impl Layout {
+    /// A layout of `pieces` in order (empty ones dropped).
+    pub(crate) fn new(pieces: impl IntoIterator<Item = Piece>) -> Self {
+        let mut segments = Vec::new();
+        let mut at = 0u64;
+        let mut bytes = 64;
+        for p in pieces {
+            if p.is_empty() {
+                continue;
+            }
+            bytes += 64 + if let Piece::Literal(b) = &p { b.len() } else { 0 };
+            let len = p.len();
+            segments.push((at, p));
+            at += len;
+        }
+        let unchanged = false;
+        Self { segments, size: at, unchanged, bytes }
+    }
+
+    /// The whole original of `size` bytes, unchanged.
+    pub(crate) fn original(size: u64) -> Self {
+        let mut l = Self::new([Piece::Origin { offset: 0, len: size }]);
+        l.unchanged = true;
+        l
+    }
+
+    /// Marks the layout as the original served unchanged.
+    pub(crate) fn with_unchanged(mut self, unchanged: bool) -> Self {
+        self.unchanged = unchanged;
+        self
+    }
+
+    fn shared(&self) -> impl Iterator<Item = &Arc<[u8]>> {
+        self.segments.iter().filter_map(|(_, p)| if let Piece::Shared(b) = p { Some(b) } else { None })
+    }
+}
+
+/// The header cache: layouts by `(file id, generation)`, least recently used evicted
+/// beyond a byte budget, in which each shared picture counts once.
+pub(super) struct PlanCache {
+    map: HashMap<(i64, i64), (Arc<Layout>, u64)>,
+    /// Shared pieces held by cached layouts: `(references, length)` by address.
+    shared: HashMap<usize, (usize, usize)>,
+    bytes: usize,
+    budget: usize,
+    tick: u64,
+}
+
+impl PlanCache {
+    pub(super) fn new(budget: usize) -> Self {
+        Self { map: HashMap::new(), shared: HashMap::new(), bytes: 0, budget, tick: 0 }
+    }
+
+    pub(super) fn get(&mut self, key: (i64, i64)) -> Option<Arc<Layout>> {
+        self.tick += 1;
+        let tick = self.tick;
+        self.map.get_mut(&key).map(|(l, t)| {
+            *t = tick;
+            l.clone()
+        })
+    }
+
+    pub(super) fn put(&mut self, key: (i64, i64), layout: Arc<Layout>) {
+        if layout.bytes > self.budget {
+            return;
+        }
+        self.tick += 1;
+        self.hold(&layout);
+        if let Some((old, _)) = self.map.insert(key, (layout, self.tick)) {
+            self.let_go(&old);
+        }
+        while self.bytes > self.budget {
+            let Some((&k, _)) = self.map.iter().min_by_key(|(_, (_, t))| *t) else { break };
+            if let Some((old, _)) = self.map.remove(&k) {
+                self.let_go(&old);
+            }
+        }
+    }
+
+    pub(super) fn forget(&mut self, file_id: i64) {
+        let keys: Vec<_> = self.map.keys().filter(|(id, _)| *id == file_id).copied().collect();
+        for k in keys {
+            if let Some((old, _)) = self.map.remove(&k) {
+                self.let_go(&old);
+            }
+        }
+    }
+
+    /// Bytes the cached layouts hold (each shared piece once).
+    #[cfg(test)]
+    pub(super) fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    fn hold(&mut self, layout: &Layout) {
+        self.bytes += layout.bytes;
+        for b in layout.shared() {
+            let (refs, len) = self.shared.entry(Arc::as_ptr(b).cast::<u8>() as usize).or_insert((0, b.len()));
+            *refs += 1;
+            if *refs == 1 {
+                self.bytes += *len;
+            }
+        }
+    }
+
+    fn let_go(&mut self, layout: &Layout) {
+        self.bytes -= layout.bytes;
+        for b in layout.shared() {
+            let at = Arc::as_ptr(b).cast::<u8>() as usize;
+            if let Some((refs, len)) = self.shared.get_mut(&at) {
+                *refs -= 1;
+                if *refs == 0 {
+                    self.bytes -= *len;
+                    self.shared.remove(&at);
+                }
+            }
+        }
+    }
+}
+
+/// Picture bytes by the catalog's hash of them, held while some layout, cover or plan
+/// uses them: every layout of an album points at one copy of its cover.
+#[derive(Default)]
+pub(super) struct Pictures {
+    map: HashMap<[u8; 32], Weak<[u8]>>,
+    /// Entries when the dead ones were last dropped.
+    swept: usize,
+}
+
+impl Pictures {
+    /// The bytes of the picture hashed `hash`, if something holds them.
+    pub(super) fn get(&self, hash: &[u8; 32]) -> Option<Arc<[u8]>> {
+        self.map.get(hash).and_then(Weak::upgrade)
+    }
+
+    /// Holds `data` (hashed `hash`) for sharing; returns the copy every user shares.
+    pub(super) fn insert(&mut self, hash: [u8; 32], data: Vec<u8>) -> Arc<[u8]> {
+        if let Some(b) = self.get(&hash) {
+            return b;
+        }
+        if self.map.len() >= 2 * self.swept.max(512) {
+            self.map.retain(|_, w| w.strong_count() > 0);
+            self.swept = self.map.len();
+        }
+        let b: Arc<[u8]> = data.into();
+        self.map.insert(hash, Arc::downgrade(&b));
+        b
+    }
+}
+
+/// `bytes` as pieces: each occurrence of one of `pictures` (of at least
+/// [`MIN_SHARED`] bytes) becomes a shared piece of that picture, the rest stays literal.
+pub(super) fn share_pictures(bytes: Vec<u8>, pictures: &[Arc<[u8]>], out: &mut Vec<Piece>) {
+    let finders: Vec<_> = pictures
+        .iter()
+        .filter(|p| p.len() >= MIN_SHARED && p.len() <= bytes.len())
+        .map(|p| (memchr::memmem::Finder::new(&p[..]), p))
+        .collect();
+    if finders.is_empty() {
+        out.push(Piece::Literal(bytes.into()));
+        return;
+    }
+    let mut from = 0;
+    loop {
+        // The first picture found from `from` on.
+        let next = finders
+            .iter()
+            .filter_map(|(f, p)| f.find(&bytes[from..]).map(|i| (from + i, p)))
+            .min_by_key(|(i, p)| (*i, std::cmp::Reverse(p.len())));
+        let Some((at, picture)) = next else { break };
+        if at > from {
+            out.push(Piece::Literal(bytes[from..at].into()));
+        }
+        out.push(Piece::Shared(Arc::clone(picture)));
+        from = at + picture.len();
+    }
+    if from == 0 {
+        out.push(Piece::Literal(bytes.into()));
+    } else if from < bytes.len() {
+        out.push(Piece::Literal(bytes[from..].into()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picture(seed: u8, len: usize) -> Arc<[u8]> {
+        (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<_>>().into()
+    }
+
+    fn served(pieces: &[Piece]) -> Vec<u8> {
+        pieces.iter().flat_map(|p| p.bytes().unwrap().to_vec()).collect()
+    }
+
+    #[test]
+    fn a_picture_embedded_in_a_header_becomes_a_shared_piece_and_the_bytes_stay_the_same() {
+        let (front, back) = (picture(1, 10_000), picture(2, 5_000));
+        let mut header = b"fLaC\0\0\0\x22".to_vec();
+        header.extend_from_slice(&back);
+        header.extend_from_slice(b"between");
+        header.extend_from_slice(&front);
+        header.extend_from_slice(&front);
+        header.extend_from_slice(b"tail");
+        let mut out = Vec::new();
+        share_pictures(header.clone(), &[front.clone(), back.clone()], &mut out);
+        assert_eq!(served(&out), header);
+        let kinds: Vec<_> = out
+            .iter()
+            .map(|p| match p {
+                Piece::Literal(b) => format!("literal {}", b.len()),
+                Piece::Shared(b) if Arc::ptr_eq(b, &front) => "front".into(),
+                Piece::Shared(b) if Arc::ptr_eq(b, &back) => "back".into(),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(kinds, ["literal 8", "back", "literal 7", "front", "front", "literal 4"]);
+    }
+
+    #[test]
+    fn small_pictures_and_pictures_not_found_stay_literal() {
+        let small = picture(3, MIN_SHARED - 1);
+        let absent = picture(4, 8_000);
+        let mut header = vec![7u8; 100];
+        header.extend_from_slice(&small);
+        let mut out = Vec::new();
+        share_pictures(header.clone(), &[small, absent], &mut out);
+        assert!(matches!(out.as_slice(), [Piece::Literal(b)] if b[..] == header[..]));
+    }
+
+    #[test]
+    fn the_header_cache_counts_a_picture_shared_by_many_layouts_once() {
+        let pic = picture(5, 100_000);
+        let layout = |n: u8| {
+            Arc::new(Layout::new([
+                Piece::Literal(vec![n; 1000].into()),
+                Piece::Shared(pic.clone()),
+                Piece::Origin { offset: 0, len: 5_000_000 },
+            ]))
+        };
+        // Room for the picture once and ten headers, not for ten pictures.
+        let mut cache = PlanCache::new(100_000 + 10 * (1000 + 4 * 64));
+        for id in 0..10 {
+            cache.put((id, 0), layout(id as u8));
+        }
+        assert!((0..10).all(|id| cache.get((id, 0)).is_some()), "a layout was evicted");
+        assert_eq!(cache.bytes(), 100_000 + 10 * (1000 + 4 * 64));
+        for id in 0..10 {
+            cache.forget(id);
+        }
+        assert_eq!(cache.bytes(), 0);
+        assert!(cache.shared.is_empty());
+    }
+
+    #[test]
+    fn pictures_are_held_once_while_used_and_dropped_after() {
+        let mut pics = Pictures::default();
+        let a = pics.insert([1; 32], vec![1, 2, 3]);
+        let again = pics.insert([1; 32], vec![1, 2, 3]);
+        assert!(Arc::ptr_eq(&a, &again));
+        drop((a, again));
+        assert!(pics.get(&[1; 32]).is_none());
+    }
+}
