@@ -1072,9 +1072,10 @@ fn a_tag_edit_wakes_the_mount_instead_of_waiting_for_its_poll() {
     assert!(!lib.root.join("state/wake.sock").exists(), "the socket goes with the mount");
 }
 
-/// Tracks of an album carry the same big cover: their layouts hold it once, so a header
-/// cache too small for one copy per track keeps every layout (a second pass plans
-/// nothing), and every served file still carries the whole picture.
+/// Tracks of an album carry the same big cover: their layouts hold it once (the picture
+/// itself where a header embeds it verbatim, its base64 in Vorbis comments as shared
+/// chunks), so a header cache too small for one copy per track keeps every layout (a
+/// second pass plans nothing), and every served file still carries the whole picture.
 #[test]
 fn files_sharing_a_big_cover_stay_in_a_small_header_cache_and_serve_it_whole() {
     let t = tempfile::tempdir().unwrap();
@@ -1090,7 +1091,7 @@ fn files_sharing_a_big_cover_stay_in_a_small_header_cache_and_serve_it_whole() {
     let album = lib.join("Shared");
     fs::create_dir_all(&album).unwrap();
     let mut n = 0;
-    for ext in ["flac", "mp3", "m4a"] {
+    for ext in ["flac", "mp3", "m4a", "ogg"] {
         let src = musefs_tests::all_files(&seed)
             .into_iter()
             .find(|p| p.extension().is_some_and(|e| e == ext))
@@ -1114,8 +1115,9 @@ open(sys.argv[1], "wb").write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(fs::metadata(&cover).unwrap().len() > 300_000);
     let script = r#"
-import sys, glob, os
+import base64, sys, glob, os
 from mutagen.flac import FLAC, Picture
+from mutagen.oggvorbis import OggVorbis
 from mutagen.id3 import ID3, APIC, TIT2
 from mutagen.mp4 import MP4, MP4Cover
 cover = open(sys.argv[2], "rb").read()
@@ -1124,6 +1126,9 @@ for p in sorted(glob.glob(os.path.join(sys.argv[1], "*"))):
     if p.endswith(".flac"):
         f = FLAC(p); f.clear_pictures(); pic = Picture(); pic.type = 3; pic.mime = "image/png"; pic.data = cover
         f.add_picture(pic); f["title"] = title; f["album"] = "Shared"; f.save()
+    elif p.endswith(".ogg"):
+        f = OggVorbis(p); pic = Picture(); pic.type = 3; pic.mime = "image/png"; pic.data = cover
+        f["metadata_block_picture"] = [base64.b64encode(pic.write()).decode("ascii")]; f["title"] = title; f.save()
     elif p.endswith(".mp3"):
         f = ID3(p); f.delall("APIC"); f.add(APIC(encoding=3, mime="image/png", type=3, desc="", data=cover))
         f.delall("TIT2"); f.add(TIT2(encoding=3, text=title)); f.save()
@@ -1137,7 +1142,7 @@ for p in sorted(glob.glob(os.path.join(sys.argv[1], "*"))):
     let manifest = write_manifest(
         t.path(),
         &lib,
-        &format!("mode = \"synthesis\"\nheader_cache_mb = 1\nmetrics_addr = \"127.0.0.1:{port}\"\n"),
+        &format!("mode = \"synthesis\"\nheader_cache_mb = 2\nmetrics_addr = \"127.0.0.1:{port}\"\n"),
     );
     scan(&manifest);
     let mnt = t.path().join("mnt");
@@ -1154,12 +1159,14 @@ for p in sorted(glob.glob(os.path.join(sys.argv[1], "*"))):
     assert!(first == again, "the same bytes twice");
     // Each served file carries the whole picture, and passes its validator.
     let check = r#"
-import sys, hashlib, mutagen
-from mutagen.flac import FLAC
+import base64, sys, hashlib, mutagen
+from mutagen.flac import FLAC, Picture
 from mutagen.mp4 import MP4
+from mutagen.oggvorbis import OggVorbis
 for p in sys.argv[1:]:
     f = mutagen.File(p)
     if isinstance(f, FLAC): data = [x.data for x in f.pictures]
+    elif isinstance(f, OggVorbis): data = [Picture(base64.b64decode(v)).data for v in f["metadata_block_picture"]]
     elif isinstance(f, MP4): data = [bytes(x) for x in f.tags["covr"]]
     else: data = [f.tags[k].data for k in f.tags.keys() if k.startswith("APIC")]
     print(p, [hashlib.sha256(d).hexdigest() for d in data])

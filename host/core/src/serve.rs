@@ -298,8 +298,8 @@ pub struct Core {
     formats: HashMap<String, FormatBox>,
     settings: Settings,
     plans: Mutex<PlanCache>,
-    /// Picture bytes shared by layouts and covers.
-    pictures: Mutex<Pictures>,
+    /// Bytes shared by layouts and covers (pictures, long runs of headers).
+    pictures: Mutex<SharedBytes>,
     /// Served sizes announced, by file id: `(generation, size)`.
     sizes: Mutex<HashMap<i64, (i64, u64)>>,
     /// Cover sidecar bytes by directory inode.
@@ -366,7 +366,7 @@ impl Core {
             formats,
             settings,
             plans: Mutex::new(PlanCache::new(budget)),
-            pictures: Mutex::new(Pictures::default()),
+            pictures: Mutex::new(SharedBytes::default()),
             sizes: Mutex::new(HashMap::new()),
             covers: Mutex::new(HashMap::new()),
             last_change: AtomicI64::new(position),
@@ -781,6 +781,7 @@ impl Core {
         }
         let unchanged = matches!(pieces.as_slice(),
             [Piece::Origin { offset: 0, len }] if *len == stat.size && *len > 0);
+        let pieces = share_runs(pieces, &self.pictures);
         let layout = Arc::new(Layout::new(pieces).with_unchanged(unchanged));
         {
             let mut sizes = lock(&self.sizes);
@@ -1246,7 +1247,7 @@ impl Core {
 mod layout;
 mod write;
 
-use layout::{share_pictures, Pictures, PlanCache};
+use layout::{share_pictures, share_runs, PlanCache, SharedBytes};
 pub use layout::{Layout, Piece};
 pub use write::is_scratch_ino;
 

@@ -6,11 +6,13 @@
 //! header a format plugin plans embeds it verbatim (a FLAC PICTURE block, an ID3 APIC
 //! frame, an MP4 `covr` atom), so the serving core cuts it out of the literal bytes into
 //! a shared piece that points at one copy of the picture ([`Pictures`], by the catalog's
-//! hash of its bytes). The header cache counts each shared picture once against its
+//! hash of its bytes). Long runs of literal bytes left (a picture a format encodes: base64
+//! in a Vorbis comment, cut by Ogg page headers every 64 KB) are cut into content-defined
+//! chunks, shared by hash the same way: the same run of bytes is cut the same way wherever
+//! it sits in a header. The header cache counts each shared picture once against its
 //! budget, however many layouts hold it: a library whose headers carry 300 KB pictures
 //! keeps every layout of an album for the price of one picture, instead of planning every
-//! open again (reading the picture out of SQLite each time). A picture that a format
-//! encodes (base64 in a Vorbis comment) is simply not found and stays literal.
+//! open again (reading the picture out of SQLite each time).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -193,16 +195,17 @@ impl PlanCache {
     }
 }
 
-/// Picture bytes by the catalog's hash of them, held while some layout, cover or plan
-/// uses them: every layout of an album points at one copy of its cover.
+/// Shared bytes by their BLAKE3 hash (the catalog's hash of a picture is the same),
+/// held while some layout, cover or plan uses them: every layout of an album points at
+/// one copy of its cover.
 #[derive(Default)]
-pub(super) struct Pictures {
+pub(super) struct SharedBytes {
     map: HashMap<[u8; 32], Weak<[u8]>>,
     /// Entries when the dead ones were last dropped.
     swept: usize,
 }
 
-impl Pictures {
+impl SharedBytes {
     /// The bytes of the picture hashed `hash`, if something holds them.
     pub(super) fn get(&self, hash: &[u8; 32]) -> Option<Arc<[u8]>> {
         self.map.get(hash).and_then(Weak::upgrade)
@@ -226,21 +229,33 @@ impl Pictures {
 /// `bytes` as pieces: each occurrence of one of `pictures` (of at least
 /// [`MIN_SHARED`] bytes) becomes a shared piece of that picture, the rest stays literal.
 pub(super) fn share_pictures(bytes: Vec<u8>, pictures: &[Arc<[u8]>], out: &mut Vec<Piece>) {
+    // Found by their first bytes, then compared whole: a finder built on the whole
+    // picture costs as much as a search.
     let finders: Vec<_> = pictures
         .iter()
         .filter(|p| p.len() >= MIN_SHARED && p.len() <= bytes.len())
-        .map(|p| (memchr::memmem::Finder::new(&p[..]), p))
+        .map(|p| (memchr::memmem::Finder::new(&p[..PREFIX]), p))
         .collect();
     if finders.is_empty() {
         out.push(Piece::Literal(bytes.into()));
         return;
     }
+    let find = |f: &memchr::memmem::Finder<'_>, p: &[u8], mut from: usize| -> Option<usize> {
+        while let Some(i) = f.find(&bytes[from..]) {
+            let at = from + i;
+            if bytes.get(at..at + p.len()) == Some(p) {
+                return Some(at);
+            }
+            from = at + 1;
+        }
+        None
+    };
     let mut from = 0;
     loop {
         // The first picture found from `from` on.
         let next = finders
             .iter()
-            .filter_map(|(f, p)| f.find(&bytes[from..]).map(|i| (from + i, p)))
+            .filter_map(|(f, p)| find(f, p, from).map(|i| (i, p)))
             .min_by_key(|(i, p)| (*i, std::cmp::Reverse(p.len())));
         let Some((at, picture)) = next else { break };
         if at > from {
@@ -256,12 +271,104 @@ pub(super) fn share_pictures(bytes: Vec<u8>, pictures: &[Arc<[u8]>], out: &mut V
     }
 }
 
+/// How many first bytes of a picture its search looks for.
+const PREFIX: usize = 64;
+
+/// Literal runs at least this long are cut into shared content-defined chunks.
+pub(super) const CHUNKED_RUN: usize = 32 * 1024;
+const CHUNK_MIN: usize = 2 * 1024;
+const CHUNK_MAX: usize = 32 * 1024;
+/// A cut where these bits of the rolling hash are clear: 8 KiB past the minimum on average.
+const CUT_MASK: u64 = ((1 << 13) - 1) << 51;
+
+/// The gear table: 256 fixed pseudo-random words (splitmix64).
+const GEAR: [u64; 256] = {
+    let mut t = [0u64; 256];
+    let mut x: u64 = 0x6d75_7365_6673_2121;
+    let mut i = 0;
+    while i < 256 {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        t[i] = z ^ (z >> 31);
+        i += 1;
+    }
+    t
+};
+
+/// The ends of `bytes`'s content-defined chunks (a gear hash over the last 64 bytes, as
+/// FastCDC): a cut depends only on the bytes just before it, so a run of bytes is cut the
+/// same way wherever it sits; chunks are `CHUNK_MIN..=CHUNK_MAX` bytes but the last.
+fn cuts(bytes: &[u8]) -> Vec<usize> {
+    let mut out = Vec::with_capacity(bytes.len() / 8192 + 1);
+    let mut start = 0;
+    while start < bytes.len() {
+        let end = (start + CHUNK_MAX).min(bytes.len());
+        let mut cut = end;
+        if start + CHUNK_MIN < end {
+            let mut h = 0u64;
+            // The hash forgets a byte after 64 shifts: start it 64 bytes early.
+            for (j, &b) in bytes.iter().enumerate().take(end).skip(start + CHUNK_MIN - 64) {
+                h = (h << 1).wrapping_add(GEAR[b as usize]);
+                if j >= start + CHUNK_MIN && h & CUT_MASK == 0 {
+                    cut = j + 1;
+                    break;
+                }
+            }
+        }
+        out.push(cut);
+        start = cut;
+    }
+    out
+}
+
+/// Cuts every literal piece of at least [`CHUNKED_RUN`] bytes of `pieces` into
+/// content-defined chunks shared through `store`.
+pub(super) fn share_runs(pieces: Vec<Piece>, store: &std::sync::Mutex<SharedBytes>) -> Vec<Piece> {
+    if !pieces.iter().any(|p| matches!(p, Piece::Literal(b) if b.len() >= CHUNKED_RUN)) {
+        return pieces;
+    }
+    let mut out = Vec::with_capacity(pieces.len());
+    for p in pieces {
+        match p {
+            Piece::Literal(b) if b.len() >= CHUNKED_RUN => {
+                // Hashed outside the lock.
+                let mut from = 0;
+                let chunks: Vec<_> = cuts(&b)
+                    .into_iter()
+                    .map(|to| {
+                        let c = &b[from..to];
+                        from = to;
+                        (*blake3::hash(c).as_bytes(), c)
+                    })
+                    .collect();
+                let mut store = crate::util::lock(store);
+                out.extend(chunks.into_iter().map(|(h, c)| Piece::Shared(store.insert(h, c.to_vec()))));
+            }
+            p => out.push(p),
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn picture(seed: u8, len: usize) -> Arc<[u8]> {
         (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect::<Vec<_>>().into()
+    }
+
+    /// Bytes without a period (a picture's compressed data is like that).
+    fn noise(seed: u64, len: usize) -> Vec<u8> {
+        let mut x = seed;
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                (x >> 56) as u8
+            })
+            .collect()
     }
 
     fn served(pieces: &[Piece]) -> Vec<u8> {
@@ -273,6 +380,7 @@ mod tests {
         let (front, back) = (picture(1, 10_000), picture(2, 5_000));
         let mut header = b"fLaC\0\0\0\x22".to_vec();
         header.extend_from_slice(&back);
+        header.extend_from_slice(&front[..PREFIX + 10]); // starts like the front cover, is not it
         header.extend_from_slice(b"between");
         header.extend_from_slice(&front);
         header.extend_from_slice(&front);
@@ -289,7 +397,7 @@ mod tests {
                 other => format!("{other:?}"),
             })
             .collect();
-        assert_eq!(kinds, ["literal 8", "back", "literal 7", "front", "front", "literal 4"]);
+        assert_eq!(kinds, ["literal 8", "back", "literal 81", "front", "front", "literal 4"]);
     }
 
     #[test]
@@ -329,11 +437,61 @@ mod tests {
 
     #[test]
     fn pictures_are_held_once_while_used_and_dropped_after() {
-        let mut pics = Pictures::default();
+        let mut pics = SharedBytes::default();
         let a = pics.insert([1; 32], vec![1, 2, 3]);
         let again = pics.insert([1; 32], vec![1, 2, 3]);
         assert!(Arc::ptr_eq(&a, &again));
         drop((a, again));
         assert!(pics.get(&[1; 32]).is_none());
+    }
+
+    #[test]
+    fn a_run_of_bytes_is_cut_the_same_way_wherever_it_sits() {
+        let run = noise(9, 200_000);
+        let c = cuts(&run);
+        assert_eq!(c.last(), Some(&run.len()));
+        let mut prev = 0;
+        for &e in &c[..c.len() - 1] {
+            assert!((CHUNK_MIN..=CHUNK_MAX).contains(&(e - prev)), "chunk of {} bytes", e - prev);
+            prev = e;
+        }
+        assert!(c.len() > 200_000 / CHUNK_MAX, "{} chunks", c.len());
+        // Behind a different prefix, every cut but the first few lands at the same place.
+        let mut shifted = vec![1u8; 12_345];
+        shifted.extend_from_slice(&run);
+        let moved: std::collections::HashSet<usize> =
+            cuts(&shifted).into_iter().map(|e| e.wrapping_sub(12_345)).collect();
+        let same = c.iter().filter(|e| moved.contains(e)).count();
+        assert!(same + 2 >= c.len(), "{same} of {} cuts kept", c.len());
+    }
+
+    #[test]
+    fn long_literal_runs_are_shared_between_layouts_and_serve_the_same_bytes() {
+        let store = std::sync::Mutex::new(SharedBytes::default());
+        let body = noise(11, 150_000);
+        let header = |title: &[u8]| {
+            let mut h = title.to_vec();
+            h.extend_from_slice(&body);
+            h.extend_from_slice(b"end");
+            h
+        };
+        let (a, b) = (header(b"Title A"), header(b"A much longer title B"));
+        let pa = share_runs(vec![Piece::Literal(a.clone().into()), Piece::Origin { offset: 0, len: 9 }], &store);
+        let pb = share_runs(vec![Piece::Literal(b.clone().into())], &store);
+        assert_eq!(served(&pa[..pa.len() - 1]), a);
+        assert!(matches!(pa.last(), Some(Piece::Origin { offset: 0, len: 9 })));
+        assert_eq!(served(&pb), b);
+        let ptrs = |v: &[Piece]| -> std::collections::HashSet<usize> {
+            v.iter()
+                .filter_map(
+                    |p| if let Piece::Shared(x) = p { Some(Arc::as_ptr(x).cast::<u8>() as usize) } else { None },
+                )
+                .collect()
+        };
+        let common = ptrs(&pa).intersection(&ptrs(&pb)).count();
+        assert!(common + 3 >= ptrs(&pb).len(), "{common} of {} chunks shared", ptrs(&pb).len());
+        // Short literals are left alone.
+        let short = share_runs(vec![Piece::Literal(vec![0; CHUNKED_RUN - 1].into())], &store);
+        assert!(matches!(short.as_slice(), [Piece::Literal(_)]));
     }
 }
