@@ -233,3 +233,11 @@ fn an_id3v23_genre_starting_with_a_parenthesis_keeps_its_trailing_space_regressi
     check("mp3", "beta/mp3s/v23-trailers.mp3", r#"{"id3v2_version": "2.3", "id3v1": "write"}"#, want, Vec::new())
         .unwrap();
 }
+
+/// Regression (found by `mp3_id3v24_synthesis_round_trips`): the genre `+0` came back as
+/// `Blues` (genre number 0).
+#[test]
+fn an_id3v24_genre_with_a_plus_sign_is_not_read_as_a_genre_number_regression() {
+    let want = BTreeMap::from([("genre".to_owned(), vec!["+0".to_owned()])]);
+    check("mp3", "beta/mp3s/v24.mp3", "{}", want, Vec::new()).unwrap();
+}

@@ -226,8 +226,9 @@ pub fn genre_name(v: &str) -> String {
     }
     let num =
         t.strip_prefix('(').and_then(|r| r.split_once(')')).map_or(t, |(n, rest)| if rest.is_empty() { n } else { "" });
+    // Digits only: `parse` also takes a sign (`+0`), which is text to every reader.
     match num.parse::<usize>() {
-        Ok(n) if n < GENRES.len() => GENRES[n].to_owned(),
+        Ok(n) if n < GENRES.len() && num.bytes().all(|b| b.is_ascii_digit()) => GENRES[n].to_owned(),
         _ => match t.strip_prefix('(').and_then(|r| r.split_once(')')) {
             Some((_, rest)) if !rest.is_empty() => rest.to_owned(),
             _ => v.to_owned(),
@@ -435,6 +436,18 @@ mod tests {
         assert_eq!(genre_name("((\u{e}/A "), "(\u{e}/A ");
         assert_eq!(genre_name("((x  "), "(x  ");
         assert_eq!(genre_name(" (17) "), "Rock", "a reference is still read with spaces around it");
+    }
+
+    /// Found by `mp3_id3v24_synthesis_round_trips`: the genre `+0` was read as genre
+    /// number 0 (Blues), as Rust's integer parsing takes a sign; mutagen and players
+    /// read it as text.
+    #[test]
+    fn a_genre_with_a_sign_is_text_not_a_genre_number_regression() {
+        assert_eq!(genre_name("+0"), "+0");
+        assert_eq!(genre_name("(+17)"), "(+17)");
+        assert_eq!(genre_name("(+17)Rock"), "Rock");
+        assert_eq!(genre_name("0"), "Blues");
+        assert_eq!(genre_name("(17)"), "Rock");
     }
 
     #[test]
