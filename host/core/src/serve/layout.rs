@@ -237,7 +237,9 @@ pub(super) fn share_pictures(bytes: Vec<u8>, pictures: &[Arc<[u8]>], out: &mut V
         .map(|p| (memchr::memmem::Finder::new(&p[..PREFIX]), p))
         .collect();
     if finders.is_empty() {
-        out.push(Piece::Literal(bytes.into()));
+        if !bytes.is_empty() {
+            out.push(Piece::Literal(bytes.into()));
+        }
         return;
     }
     let find = |f: &memchr::memmem::Finder<'_>, p: &[u8], mut from: usize| -> Option<usize> {
@@ -493,5 +495,44 @@ mod tests {
         // Short literals are left alone.
         let short = share_runs(vec![Piece::Literal(vec![0; CHUNKED_RUN - 1].into())], &store);
         assert!(matches!(short.as_slice(), [Piece::Literal(_)]));
+    }
+
+    /// Whatever the header and the pictures (embedded whole, cut short, repeated, next to
+    /// each other, absent, overlapping), the pieces serve exactly the header's bytes.
+    #[test]
+    fn the_pieces_of_any_header_serve_its_bytes_exactly() {
+        let store = std::sync::Mutex::new(SharedBytes::default());
+        let mut x = 0x5eed_u64;
+        let mut next = |n: u64| {
+            x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (x >> 33) % n
+        };
+        for round in 0..300 {
+            let pics: Vec<Arc<[u8]>> = (0..next(4))
+                .map(|i| {
+                    let len = [10, MIN_SHARED - 1, MIN_SHARED, 5000, 70_000][next(5) as usize];
+                    noise(round * 10 + i, len).into()
+                })
+                .collect();
+            let mut header = Vec::new();
+            for _ in 0..next(8) {
+                match next(4) {
+                    0 => header.extend(noise(next(1000), next(50_000) as usize)),
+                    1 => header.extend(std::iter::repeat_n(0, next(70_000) as usize)),
+                    _ if !pics.is_empty() => {
+                        let p = &pics[next(pics.len() as u64) as usize];
+                        // Whole, or cut short (a prefix match that is not the picture).
+                        let take = if next(3) == 0 { next(p.len() as u64) as usize } else { p.len() };
+                        header.extend_from_slice(&p[..take]);
+                    }
+                    _ => header.push(next(256) as u8),
+                }
+            }
+            let mut pieces = Vec::new();
+            share_pictures(header.clone(), &pics, &mut pieces);
+            let pieces = share_runs(pieces, &store);
+            assert!(pieces.iter().all(|p| !p.is_empty()), "round {round}: an empty piece");
+            assert!(served(&pieces) == header, "round {round}: the pieces serve other bytes");
+        }
     }
 }
