@@ -503,7 +503,6 @@ impl Core {
         Ok(layout.size)
     }
 
-    /// The cover bytes of directory `dir` (its first file with a front cover, else with any picture).
     /// The pictures file `id` serves, each with its bytes from the shared pictures (read
     /// from the catalog only when nothing holds them yet).
     fn picture_refs(&self, id: i64) -> Result<Vec<HeldPicture>, ServeError> {
@@ -531,6 +530,7 @@ impl Core {
         Err(ServeError::Io(format!("the pictures of file {id} kept changing while they were read")))
     }
 
+    /// The cover bytes of directory `dir` (its first file with a front cover, else with any picture).
     fn cover(&self, dir: u64) -> Option<Arc<[u8]>> {
         if let Some(c) = lock(&self.covers).get(&dir) {
             return Some(c.clone());
