@@ -299,7 +299,7 @@ pub struct Core {
     settings: Settings,
     plans: Mutex<PlanCache>,
     /// Bytes shared by layouts and covers (pictures, long runs of headers).
-    pictures: Mutex<SharedBytes>,
+    shared: Mutex<SharedBytes>,
     /// Served sizes announced, by file id: `(generation, size)`.
     sizes: Mutex<HashMap<i64, (i64, u64)>>,
     /// Cover sidecar bytes by directory inode.
@@ -366,7 +366,7 @@ impl Core {
             formats,
             settings,
             plans: Mutex::new(PlanCache::new(budget)),
-            pictures: Mutex::new(SharedBytes::default()),
+            shared: Mutex::new(SharedBytes::default()),
             sizes: Mutex::new(HashMap::new()),
             covers: Mutex::new(HashMap::new()),
             last_change: AtomicI64::new(position),
@@ -513,11 +513,11 @@ impl Core {
             let n = refs.len();
             let mut out = Vec::with_capacity(n);
             for r in refs {
-                let held = lock(&self.pictures).get(&r.hash);
+                let held = lock(&self.shared).get(&r.hash);
                 let bytes = match held {
                     Some(b) => b,
                     None => match lock(&self.catalog).picture_data(&r.hash)? {
-                        Some(data) => lock(&self.pictures).insert(r.hash, data),
+                        Some(data) => lock(&self.shared).insert(r.hash, || data),
                         None => break,
                     },
                 };
@@ -781,7 +781,7 @@ impl Core {
         }
         let unchanged = matches!(pieces.as_slice(),
             [Piece::Origin { offset: 0, len }] if *len == stat.size && *len > 0);
-        let pieces = share_runs(pieces, &self.pictures);
+        let pieces = share_runs(pieces, &self.shared);
         let layout = Arc::new(Layout::new(pieces).with_unchanged(unchanged));
         {
             let mut sizes = lock(&self.sizes);

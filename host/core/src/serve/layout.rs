@@ -5,8 +5,8 @@
 //! the big part of most headers, and the same picture is in every track of an album: the
 //! header a format plugin plans embeds it verbatim (a FLAC PICTURE block, an ID3 APIC
 //! frame, an MP4 `covr` atom), so the serving core cuts it out of the literal bytes into
-//! a shared piece that points at one copy of the picture ([`Pictures`], by the catalog's
-//! hash of its bytes). Long runs of literal bytes left (a picture a format encodes: base64
+//! a shared piece that points at one copy of the picture ([`SharedBytes`], by the
+//! catalog's hash of its bytes). Long runs of literal bytes left (a picture a format encodes: base64
 //! in a Vorbis comment, cut by Ogg page headers every 64 KB) are cut into content-defined
 //! chunks, shared by hash the same way: the same run of bytes is cut the same way wherever
 //! it sits in a header. The header cache counts each shared picture once against its
@@ -25,7 +25,7 @@ pub(super) const MIN_SHARED: usize = 4096;
 pub enum Piece {
     /// Bytes of this layout alone (a synthesized header).
     Literal(Box<[u8]>),
-    /// Bytes held once for every layout that serves them (a picture).
+    /// Bytes held once for every layout that serves them (a picture, a chunk of a run).
     Shared(Arc<[u8]>),
     /// `len` bytes of the original object from `offset`.
     Origin {
@@ -206,13 +206,14 @@ pub(super) struct SharedBytes {
 }
 
 impl SharedBytes {
-    /// The bytes of the picture hashed `hash`, if something holds them.
+    /// The bytes hashed `hash`, if something holds them.
     pub(super) fn get(&self, hash: &[u8; 32]) -> Option<Arc<[u8]>> {
         self.map.get(hash).and_then(Weak::upgrade)
     }
 
-    /// Holds `data` (hashed `hash`) for sharing; returns the copy every user shares.
-    pub(super) fn insert(&mut self, hash: [u8; 32], data: Vec<u8>) -> Arc<[u8]> {
+    /// The copy every user shares of the bytes hashed `hash`: the one held already, else
+    /// `data` (made only then), held from now on.
+    pub(super) fn insert<D: Into<Arc<[u8]>>>(&mut self, hash: [u8; 32], data: impl FnOnce() -> D) -> Arc<[u8]> {
         if let Some(b) = self.get(&hash) {
             return b;
         }
@@ -220,7 +221,7 @@ impl SharedBytes {
             self.map.retain(|_, w| w.strong_count() > 0);
             self.swept = self.map.len();
         }
-        let b: Arc<[u8]> = data.into();
+        let b: Arc<[u8]> = data().into();
         self.map.insert(hash, Arc::downgrade(&b));
         b
     }
@@ -346,7 +347,7 @@ pub(super) fn share_runs(pieces: Vec<Piece>, store: &std::sync::Mutex<SharedByte
                     })
                     .collect();
                 let mut store = crate::util::lock(store);
-                out.extend(chunks.into_iter().map(|(h, c)| Piece::Shared(store.insert(h, c.to_vec()))));
+                out.extend(chunks.into_iter().map(|(h, c)| Piece::Shared(store.insert(h, || c))));
             }
             p => out.push(p),
         }
@@ -440,8 +441,8 @@ mod tests {
     #[test]
     fn pictures_are_held_once_while_used_and_dropped_after() {
         let mut pics = SharedBytes::default();
-        let a = pics.insert([1; 32], vec![1, 2, 3]);
-        let again = pics.insert([1; 32], vec![1, 2, 3]);
+        let a = pics.insert([1; 32], || vec![1, 2, 3]);
+        let again = pics.insert([1; 32], || -> Vec<u8> { unreachable!("held already: not made again") });
         assert!(Arc::ptr_eq(&a, &again));
         drop((a, again));
         assert!(pics.get(&[1; 32]).is_none());
