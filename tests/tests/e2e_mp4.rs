@@ -91,3 +91,43 @@ open(sys.argv[1],'wb').write(b'\\x89PNG\\r\\n\\x1a\\n'+c(b'IHDR',struct.pack('>I
         assert_eq!(&sha256(&lib.join(o)), sum, "{o} was modified");
     }
 }
+
+/// Regression (found by `damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_them`):
+/// a faststart M4A whose `mdat` header, after the `moov`, is garbage (a size past the end,
+/// an unknown type) was refused, though ffmpeg plays it through the chunk offsets. It is
+/// served: the audio packets are the original's and the damaged atom comes through as it is.
+#[test]
+fn an_m4a_whose_mdat_header_is_garbage_is_served_regression() {
+    let t = tempfile::tempdir().unwrap();
+    let lib = t.path().join("lib");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mp4_fixtures.py");
+    let out = Command::new("python3").arg(script).arg(&lib).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for name in fs::read_dir(&lib).unwrap().map(|e| e.unwrap().path()) {
+        if !name.ends_with("aac-faststart.m4a") {
+            fs::remove_file(name).unwrap();
+        }
+    }
+    let p = lib.join("aac-faststart.m4a");
+    let mut data = fs::read(&p).unwrap();
+    let clean = data.clone();
+    let at = data.windows(4).position(|w| w == b"mdat").expect("an mdat atom") - 4;
+    data[at..at + 8].copy_from_slice(b"\x66\x87\xa5\x2d\x12\x99\x38\xf2");
+    fs::write(&p, &data).unwrap();
+    assert!(musefs_tests::ffmpeg_plays(&p), "ffmpeg plays the damaged file");
+    let manifest = write_manifest(t.path(), &lib, "mode = \"synthesis\"\n");
+    let (so, se) = scan(&manifest);
+    assert!(so.contains("added 1") && so.contains("failed 0"), "{so}{se}");
+    let files = ls_long(&manifest);
+    assert_eq!(files.len(), 1, "{files:?}");
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let sp = mnt.join(&files[0].0);
+    let served = fs::read(&sp).unwrap();
+    assert!(served.ends_with(&data[at..]), "the damaged atom and the audio are served as they are");
+    assert!(musefs_tests::ffmpeg_plays(&sp), "ffmpeg plays the served file: {}", m.log_text());
+    let undamaged = t.path().join("clean.m4a");
+    fs::write(&undamaged, &clean).unwrap();
+    assert_eq!(audio_md5(&sp), audio_md5(&undamaged), "the audio packets are the original's");
+    assert_eq!(m.stop(), Some(0));
+}

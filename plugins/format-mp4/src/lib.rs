@@ -78,6 +78,16 @@ fn top_level_warned(src: &Source) -> PluginResult<(Vec<Atom>, Vec<String>)> {
             {
                 break
             }
+            // A header past the `moov` that cannot be read, and no `mdat` yet: the damaged
+            // header of the `mdat` (ffmpeg plays such a file through the chunk offsets).
+            // The rest of the file is that atom, served as it is; `read` takes it for the
+            // audio (the atom of no known type).
+            Err(e) if out.iter().any(|a: &Atom| &a.kind == b"moov") => {
+                warnings.push(format!("damaged: the atom header at offset {pos} cannot be read ({e}); the rest of the file is taken for the audio"));
+                let kind = head[4..8].try_into().expect("4 bytes");
+                out.push(Atom { kind, start: pos, header: 8, len: len - pos });
+                break;
+            }
             Err(e) => return Err(e),
         };
         pos = a.end();
