@@ -92,27 +92,26 @@ open(sys.argv[1],'wb').write(b'\\x89PNG\\r\\n\\x1a\\n'+c(b'IHDR',struct.pack('>I
     }
 }
 
-/// Regression (found by `damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_them`):
-/// a faststart M4A whose `mdat` header, after the `moov`, is garbage (a size past the end,
-/// an unknown type) was refused, though ffmpeg plays it through the chunk offsets. It is
-/// served: the audio packets are the original's and the damaged atom comes through as it is.
-#[test]
-fn an_m4a_whose_mdat_header_is_garbage_is_served_regression() {
+/// One fixture of `mp4_fixtures.py`, damaged by `damage` (which returns the range of
+/// the damaged atom that must be served as it is): ffmpeg plays the damaged file; it must
+/// be scanned without a failure and served with the original's audio packets and that
+/// range as it is, and ffmpeg must play the served file. Returns the `tag show` output.
+fn damaged_fixture_is_served(name: &str, damage: impl FnOnce(&mut Vec<u8>) -> std::ops::Range<usize>) -> String {
     let t = tempfile::tempdir().unwrap();
     let lib = t.path().join("lib");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mp4_fixtures.py");
     let out = Command::new("python3").arg(script).arg(&lib).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    for name in fs::read_dir(&lib).unwrap().map(|e| e.unwrap().path()) {
-        if !name.ends_with("aac-faststart.m4a") {
-            fs::remove_file(name).unwrap();
+    for other in fs::read_dir(&lib).unwrap().map(|e| e.unwrap().path()) {
+        if !other.ends_with(name) {
+            fs::remove_file(other).unwrap();
         }
     }
-    let p = lib.join("aac-faststart.m4a");
+    let p = lib.join(name);
     let mut data = fs::read(&p).unwrap();
     let clean = data.clone();
-    let at = data.windows(4).position(|w| w == b"mdat").expect("an mdat atom") - 4;
-    data[at..at + 8].copy_from_slice(b"\x66\x87\xa5\x2d\x12\x99\x38\xf2");
+    let kept = damage(&mut data);
+    assert_ne!(data, clean, "the file is damaged");
     fs::write(&p, &data).unwrap();
     assert!(musefs_tests::ffmpeg_plays(&p), "ffmpeg plays the damaged file");
     let manifest = write_manifest(t.path(), &lib, "mode = \"synthesis\"\n");
@@ -124,10 +123,43 @@ fn an_m4a_whose_mdat_header_is_garbage_is_served_regression() {
     let m = Mount::start(&manifest, &mnt, &[]);
     let sp = mnt.join(&files[0].0);
     let served = fs::read(&sp).unwrap();
-    assert!(served.ends_with(&data[at..]), "the damaged atom and the audio are served as they are");
+    let kept = &data[kept];
+    assert!(served.windows(kept.len()).any(|w| w == kept), "the damaged atom is served as it is");
     assert!(musefs_tests::ffmpeg_plays(&sp), "ffmpeg plays the served file: {}", m.log_text());
-    let undamaged = t.path().join("clean.m4a");
+    let ext = Path::new(name).extension().unwrap().to_str().unwrap();
+    let undamaged = t.path().join(format!("clean.{ext}"));
     fs::write(&undamaged, &clean).unwrap();
     assert_eq!(audio_md5(&sp), audio_md5(&undamaged), "the audio packets are the original's");
     assert_eq!(m.stop(), Some(0));
+    let out = musefs(&["tag", "show", "--manifest", manifest.to_str().unwrap(), &format!("main:{name}")]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Regression (found by `damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_them`):
+/// a faststart M4A whose `mdat` header, after the `moov`, is garbage (a size past the end,
+/// an unknown type) was refused, though ffmpeg plays it through the chunk offsets. It is
+/// served: the audio packets are the original's and the damaged atom comes through as it is.
+#[test]
+fn an_m4a_whose_mdat_header_is_garbage_is_served_regression() {
+    damaged_fixture_is_served("aac-faststart.m4a", |data| {
+        let at = data.windows(4).position(|w| w == b"mdat").expect("an mdat atom") - 4;
+        data[at..at + 8].copy_from_slice(b"\x66\x87\xa5\x2d\x12\x99\x38\xf2");
+        at..data.len()
+    });
+}
+
+/// Regression (found by the same test, in CI): an M4B whose sound track's `edts` claims
+/// 1 GiB (one bit flipped in its size) was refused with "no sound track in the moov atom":
+/// cut at the track's end, the `edts` swallowed the `mdia` after it. ffmpeg reads the
+/// atoms inside any plain container, finds the `mdia` and plays the file; musefs reads it
+/// the same way, with its tags, and serves it as it is.
+#[test]
+fn an_m4b_whose_edts_size_is_damaged_is_served_with_its_tags_regression() {
+    let shown = damaged_fixture_is_served("book.m4b", |data| {
+        let at = data.windows(4).position(|w| w == b"edts").expect("an edts atom") - 4;
+        data[at] ^= 0x40;
+        at..at + 16
+    });
+    assert!(shown.contains("MP4 book"), "the tags are read: {shown}");
 }

@@ -96,10 +96,34 @@ fn top_level_warned(src: &Source) -> PluginResult<(Vec<Atom>, Vec<String>)> {
     Ok((out, warnings))
 }
 
+/// Containers whose children a player reads whatever they are (ffmpeg walks them all
+/// with one table of atom types, not per parent).
+const PLAIN_CONTAINERS: &[&[u8; 4]] = &[b"dinf", b"edts", b"mdia", b"minf", b"mvex", b"stbl", b"tref", b"udta"];
+
 /// A child atom of `data` (an atom body at file offset `base`) by type, read as players
 /// do (see [`atom::children_lenient`]).
+///
+/// When the last child claims more bytes than its parent has (a damaged size: it is cut
+/// at the parent's end) and is a plain container, the siblings that followed it now sit
+/// inside it: ffmpeg, which reads any atom in any plain container, still finds them, so
+/// they are looked for in there too (a track whose `edts` size is damaged keeps its
+/// `mdia`).
 fn child(data: &[u8], base: u64, kind: &[u8; 4]) -> Option<Atom> {
-    atom::children_lenient(data, base).into_iter().find(|a| &a.kind == kind)
+    let (mut data, mut base) = (data, base);
+    loop {
+        let kids = atom::children_lenient(data, base);
+        if let Some(a) = kids.iter().find(|a| &a.kind == kind) {
+            return Some(*a);
+        }
+        let last = kids.last()?;
+        let rel = (last.start - base) as usize;
+        let cut = parse_header(&data[rel..], last.start, base + data.len() as u64).is_err();
+        if !cut || !PLAIN_CONTAINERS.contains(&&last.kind) {
+            return None;
+        }
+        data = &data[(last.body() - base) as usize..];
+        base = last.body();
+    }
 }
 
 fn slice<'a>(moov: &'a [u8], moov_start: u64, a: &Atom) -> &'a [u8] {
