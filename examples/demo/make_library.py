@@ -11,6 +11,7 @@ Needs: sox, flac, metaflac, lame, oggenc, opusenc, python3-mutagen.
 """
 import base64
 import os
+import random
 import shutil
 import struct
 import subprocess
@@ -22,6 +23,10 @@ from mutagen.id3 import (ID3, APIC, COMM, PRIV, TALB, TCON, TDRC, TIT2, TPE1, TP
 from mutagen.oggopus import OggOpus
 from mutagen.oggvorbis import OggVorbis
 from mutagen.apev2 import APEv2
+
+# Incompressible picture bytes, the same on every run (the tests that damage copies of
+# this library at random places stay repeatable).
+NOISE = random.Random(1234)
 
 
 def run(*args):
@@ -39,7 +44,7 @@ def png(width, height, seed):
 
 
 def tone(path, seconds, rate=44100, bits=16, freq=440):
-    run("sox", "-n", "-r", str(rate), "-b", str(bits), "-c", "2", path, "synth", str(seconds), "sine", str(freq), "vol", "0.3")
+    run("sox", "-R", "-n", "-r", str(rate), "-b", str(bits), "-c", "2", path, "synth", str(seconds), "sine", str(freq), "vol", "0.3")
 
 
 def flac_picture(data, ptype=3, desc="", mime="image/png"):
@@ -134,7 +139,7 @@ def main():
     make_flac(alpha, tmp, "id3-prefixed", {"ARTIST": "Alpha", "ALBUMARTIST": "Alpha", "ALBUM": "First",
                                            "TITLE": "Prefixed", "TRACKNUMBER": "3"}, id3_prefix=True, freq=770)
     beta = d("beta", "mp3s")
-    big_art = os.urandom(300 * 1024)
+    big_art = NOISE.randbytes(300 * 1024)
     make_mp3(beta, tmp, "v24", [TIT2(encoding=3, text=["Four"]), TPE1(encoding=3, text=["Beta", "Gamma"]),
                                  TPE2(encoding=3, text=["Beta"]), TALB(encoding=3, text=["Second"]),
                                  TRCK(encoding=3, text=["1/3"]), TDRC(encoding=3, text=["2010"]),
@@ -158,7 +163,7 @@ def main():
     # A cover large enough that the comment packet spans several Ogg pages.
     make_ogg(ogg, tmp, "vorbis-bigart", {"ARTIST": "Delta", "ALBUMARTIST": "Delta", "ALBUM": "Third",
                                          "TITLE": "Big Art", "TRACKNUMBER": "3"},
-             cover=flac_picture(png(16, 16, 3) + os.urandom(200 * 1024), 3, "big"), freq=600)
+             cover=flac_picture(png(16, 16, 3) + NOISE.randbytes(200 * 1024), 3, "big"), freq=600)
     hostile = d("hostile")
     make_flac(hostile, tmp, "dotdot", {"ARTIST": "../..", "ALBUMARTIST": "../..", "ALBUM": "..", "TITLE": "../x",
                                        "TRACKNUMBER": "1"})

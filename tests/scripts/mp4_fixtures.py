@@ -13,7 +13,7 @@ from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
 d = sys.argv[1]
 os.makedirs(d, exist_ok=True)
 wav = os.path.join(d, ".tone.wav")
-subprocess.run(["sox", "-n", "-r", "44100", "-b", "16", "-c", "2", wav, "synth", "3", "sine", "440"], check=True)
+subprocess.run(["sox", "-R", "-n", "-r", "44100", "-b", "16", "-c", "2", wav, "synth", "3", "sine", "440"], check=True)
 
 
 def png(w, h):

@@ -31,7 +31,7 @@ def png(w, h):
 
 
 wav = os.path.join(tmp, "t.wav")
-run("sox", "-n", "-r", "44100", "-b", "16", "-c", "2", wav, "synth", "2", "sine", "440")
+run("sox", "-R", "-n", "-r", "44100", "-b", "16", "-c", "2", wav, "synth", "2", "sine", "440")
 
 
 def flac(name, *tags):
@@ -51,7 +51,7 @@ def mp3(name):
 
 def ogg(name, *tags):
     out = os.path.join(d, name)
-    args = ["oggenc", "-Q", "-o", out]
+    args = ["oggenc", "-Q", "-s", "1234", "-o", out]
     for t in tags:
         args += ["-c", t]
     run(*args, wav)
@@ -122,7 +122,7 @@ t.save(p, v2_version=3)
 os.makedirs(os.path.join(d, "Untagged Folder"), exist_ok=True)
 run("flac", "-s", "-f", "-o", os.path.join(d, "Untagged Folder", "bare.flac"), wav)
 run("lame", "--quiet", "-b", "96", wav, os.path.join(d, "Untagged Folder", "bare.mp3"))
-run("oggenc", "-Q", "-o", os.path.join(d, "Untagged Folder", "bare.ogg"), wav)
+run("oggenc", "-Q", "-s", "1234", "-o", os.path.join(d, "Untagged Folder", "bare.ogg"), wav)
 
 # A cue sheet whose offsets are not multiples of 588 (symphonia refuses it).
 f = FLAC(flac("cue-not-cdda.flac", "TITLE=Cue", "ARTIST=Odd"))

@@ -14,7 +14,7 @@ from mutagen.oggspeex import OggSpeex
 d = sys.argv[1]
 os.makedirs(d, exist_ok=True)
 wav = os.path.join(d, ".tone.wav")
-subprocess.run(["sox", "-n", "-r", "44100", "-b", "16", "-c", "2", wav, "synth", "3", "sine", "330"], check=True)
+subprocess.run(["sox", "-R", "-n", "-r", "44100", "-b", "16", "-c", "2", wav, "synth", "3", "sine", "330"], check=True)
 
 
 def png(w, h):
@@ -28,17 +28,17 @@ def png(w, h):
 cover = os.path.join(d, ".cover.png")
 with open(cover, "wb") as f:
     f.write(png(6, 5))
-subprocess.run(["flac", "--silent", "--ogg", "-f", "-o", os.path.join(d, "flac.oga"), "-T", "TITLE=Ogg FLAC 1",
+subprocess.run(["flac", "--silent", "--ogg", "--serial-number=1234", "-f", "-o", os.path.join(d, "flac.oga"), "-T", "TITLE=Ogg FLAC 1",
                 "-T", "ARTIST=Ogg Artist", "-T", "ALBUM=Ogg Album", "-T", "TRACKNUMBER=1",
                 "-T", "MUSICBRAINZ_ALBUMID=0c4b5b8e-0000-4000-8000-000000000001",
                 "--picture", f"3|image/png|front||{cover}", wav], check=True)
-subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", wav, "-c:a", "flac", "-f", "ogg",
+subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", wav, "-c:a", "flac", "-fflags", "+bitexact", "-f", "ogg",
                 "-metadata", "title=Ogg FLAC 2", "-metadata", "artist=Ogg Artist", "-metadata", "album=Ogg Album",
                 "-metadata", "track=2", os.path.join(d, "ffmpeg-flac.oga")], check=True)
 f = OggFLAC(os.path.join(d, "ffmpeg-flac.oga"))
 f["ALBUMARTIST"] = "Ogg Album Artist"
 f.save()
-subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", wav, "-ar", "16000", "-ac", "1", "-c:a", "libspeex",
+subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", wav, "-ar", "16000", "-ac", "1", "-fflags", "+bitexact", "-c:a", "libspeex",
                 "-metadata", "title=Speex 3", "-metadata", "artist=Ogg Artist", "-metadata", "album=Ogg Album",
                 os.path.join(d, "speech.spx")], check=True)
 f = OggSpeex(os.path.join(d, "speech.spx"))

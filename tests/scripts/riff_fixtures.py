@@ -17,7 +17,7 @@ from mutagen.wave import WAVE
 d = sys.argv[1]
 os.makedirs(d, exist_ok=True)
 wav = os.path.join(d, ".tone.wav")
-subprocess.run(["sox", "-n", "-r", "44100", "-b", "16", "-c", "2", wav, "synth", "3", "sine", "440"], check=True)
+subprocess.run(["sox", "-R", "-n", "-r", "44100", "-b", "16", "-c", "2", wav, "synth", "3", "sine", "440"], check=True)
 
 
 def png(w, h):

@@ -341,6 +341,19 @@ pub fn wait_for(secs: u64, mut cond: impl FnMut() -> bool) -> bool {
     cond()
 }
 
+/// The seed of a randomized test: `MUSEFS_TEST_SEED` when it is set (`tests/soak.sh`
+/// sets a new one each run, to look for rare failures), else `default`, so that the test
+/// command and CI are repeatable. A randomized test names its seed when it fails.
+///
+/// # Panics
+/// When `MUSEFS_TEST_SEED` is set but is not a number.
+pub fn test_seed(default: u64) -> u64 {
+    match std::env::var("MUSEFS_TEST_SEED") {
+        Ok(s) => s.trim().parse().unwrap_or_else(|_| panic!("MUSEFS_TEST_SEED={s:?} is not a number")),
+        Err(_) => default,
+    }
+}
+
 /// A deterministic pseudo-random sequence (no external crate needed).
 pub fn lcg(seed: &mut u64) -> u64 {
     *seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);

@@ -189,7 +189,8 @@ fn damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_
     }
     let lib = t.path().join("lib");
     fs::create_dir_all(&lib).unwrap();
-    let mut seed = 15u64;
+    let first_seed = musefs_tests::test_seed(15);
+    let mut seed = first_seed;
     let mut n = 0;
     for o in walk(&src) {
         let data = fs::read(src.join(&o)).unwrap();
@@ -215,7 +216,7 @@ fn damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_
     let kept = musefs_tests::keep_failures(&lib, playable.iter().map(|(p, _)| p.as_str()));
     assert!(
         playable.is_empty(),
-        "{} refused although ffmpeg plays them (copies in {kept}): {playable:#?}",
+        "{} refused although ffmpeg plays them (MUSEFS_TEST_SEED={first_seed}; copies in {kept}): {playable:#?}",
         playable.len()
     );
     let mnt = t.path().join("mnt");
@@ -234,7 +235,10 @@ fn damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_
             unplayable.push(origin);
         }
     }
-    assert!(unplayable.is_empty(), "ffmpeg plays the original but not the served file: {unplayable:?}");
+    assert!(
+        unplayable.is_empty(),
+        "ffmpeg plays the original but not the served file (MUSEFS_TEST_SEED={first_seed}): {unplayable:?}"
+    );
     assert_eq!(served + refused.len(), n, "every file is either served or refused");
     assert_eq!(m.stop(), Some(0));
 }
