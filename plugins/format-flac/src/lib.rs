@@ -53,6 +53,11 @@ impl Format for Flac {
             // A damaged ID3 header (not recognised as one, or its size too large) before
             // the marker.
             80
+        } else if extension == "flac"
+            && head.get(start + 4..start + 8).is_some_and(|h| h[0] & 0x7F == block::STREAMINFO && h[1..] == [0, 0, 34])
+        {
+            // A damaged marker before an intact STREAMINFO header (see `read`).
+            70
         } else if extension == "flac" && start > 0 && start >= head.len() {
             // A huge ID3 prefix hides the marker from the probe window.
             50
@@ -100,6 +105,14 @@ impl Format for Flac {
                         .push(format!("{k} byte(s) before the fLaC marker at offset {} skipped", pos + k as u64));
                     pos += k as u64;
                 }
+                // A damaged marker (a flipped bit) in front of an intact STREAMINFO block
+                // header: ffmpeg plays such a file (it reads the frames without the
+                // marker); the metadata is read all the same, and a served file gets a
+                // whole marker.
+                None if streaminfo_follows(src, pos)? => early_warnings.push(format!(
+                    "the fLaC marker at offset {pos} is damaged (`{}`); read all the same",
+                    marker.escape_ascii()
+                )),
                 None => {
                     return Err(PluginError::invalid_data(format!("no fLaC marker at offset {pos}: not a FLAC file")))
                 }
@@ -245,6 +258,16 @@ impl Format for Flac {
     fn plan(&self, src: &Source, req: &PlanRequest) -> PluginResult<Plan> {
         synthesize(src.len(), req)
     }
+}
+
+/// Whether a STREAMINFO block header (type 0, 34 bytes) follows the four bytes at `pos`
+/// where the `fLaC` marker belongs.
+fn streaminfo_follows(src: &Source, pos: u64) -> PluginResult<bool> {
+    if pos + 8 + 34 > src.len() {
+        return Ok(false);
+    }
+    let h = src.read_vec(pos + 4, 4)?;
+    Ok(h[0] & 0x7F == block::STREAMINFO && h[1..4] == [0, 0, 34])
 }
 
 /// How far after the metadata the first frame is looked for.
