@@ -17,9 +17,14 @@ use musefs_tests::{
 
 fn fixtures(lib: &Path) {
     make_library(lib, false);
+    format_fixtures(lib);
+}
+
+/// The fixtures of issue 15's formats: `mp4/`, `riff/` and `oggx/` under `dir`.
+fn format_fixtures(dir: &Path) {
     let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
     for (script, sub) in [("mp4_fixtures.py", "mp4"), ("riff_fixtures.py", "riff"), ("ogg_fixtures.py", "oggx")] {
-        let out = Command::new("python3").arg(scripts.join(script)).arg(lib.join(sub)).output().unwrap();
+        let out = Command::new("python3").arg(scripts.join(script)).arg(dir.join(sub)).output().unwrap();
         assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     }
 }
@@ -182,11 +187,7 @@ open(sys.argv[1],'wb').write(b'\\x89PNG\\r\\n\\x1a\\n'+c(b'IHDR',struct.pack('>I
 fn damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_them() {
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
-    let scripts = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts");
-    for (script, sub) in [("mp4_fixtures.py", "mp4"), ("riff_fixtures.py", "riff"), ("ogg_fixtures.py", "oggx")] {
-        let out = Command::new("python3").arg(scripts.join(script)).arg(src.join(sub)).output().unwrap();
-        assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
-    }
+    format_fixtures(&src);
     let lib = t.path().join("lib");
     fs::create_dir_all(&lib).unwrap();
     let first_seed = musefs_tests::test_seed(15);
@@ -240,5 +241,119 @@ fn damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_
         "ffmpeg plays the original but not the served file (MUSEFS_TEST_SEED={first_seed}): {unplayable:?}"
     );
     assert_eq!(served + refused.len(), n, "every file is either served or refused");
+    assert_eq!(m.stop(), Some(0));
+}
+
+/// Regression (found by flipping, one at a time, every bit of the first bytes of each
+/// fixture, then every bit of the chunk and atom headers, after `tests/soak.sh` found a
+/// damaged FLAC marker): single-bit flips that ffmpeg plays through but musefs refused,
+/// or served wrong —
+/// - a WAV/AIFF chunk id with a high bit flipped (players skip a chunk they do not know by
+///   its size; musefs refused it as a damaged header), also before a `data` chunk whose
+///   size was never set;
+/// - an AIFC `FVER` size (ffmpeg reads its 4 bytes whatever the size says);
+/// - a faststart M4A's `moov` size made larger: past the end of the file it was refused
+///   ("no mdat atom"); inside the file the rewritten `moov` took the place of the `mdat`
+///   header and the start of the audio (wrong bytes). Its children lead to the `mdat`
+///   now, where it ends; and the size of the `free` atom after it (the rest of the file
+///   is read as the `mdat`);
+/// - an Ogg page's version byte (the page's CRC fails: read like any damaged page);
+/// - an MP3 whose damaged ID3 header hides a 300 KB tag (the first frame lies past the
+///   first search window; ffmpeg finds it anywhere);
+/// - and the other way round, an RF64 file whose `ds64` id is damaged was accepted by the
+///   scan and failed every read with EIO: nothing plays it, and the scan refuses it now.
+///
+/// Every flip of those bytes: refused only when ffmpeg cannot play it; every file
+/// accepted is served whole, and plays when the damaged original plays.
+#[test]
+fn single_bit_flips_in_chunk_and_atom_headers_are_refused_only_when_ffmpeg_cannot_play_them_regression() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    format_fixtures(&src);
+    // An MP3 with a 300 KB ID3v2.3 tag (a big cover) in front of its frames.
+    let mp3 = src.join("tagged.mp3");
+    let script = "import sys, random, subprocess\n\
+from mutagen.id3 import ID3, APIC, TIT2\n\
+wav = sys.argv[1] + '.wav'\n\
+subprocess.run(['sox', '-R', '-n', '-r', '44100', '-b', '16', '-c', '2', wav, 'synth', '2', 'sine', '440'], check=True)\n\
+subprocess.run(['lame', '--quiet', '-b', '128', wav, sys.argv[1]], check=True)\n\
+t = ID3()\n\
+t.add(TIT2(encoding=3, text=['Big Tag']))\n\
+t.add(APIC(encoding=0, mime='image/jpeg', type=3, desc='', data=b'\\xff\\xd8\\xff' + random.Random(7).randbytes(300000)))\n\
+t.save(sys.argv[1], v2_version=3)";
+    let out = Command::new("python3").args(["-c", script]).arg(&mp3).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    /// Where the `nth` (from 0) `what` starts in `d`.
+    fn find(d: &[u8], what: &[u8], nth: usize) -> usize {
+        d.windows(what.len()).enumerate().filter(|(_, w)| *w == what).nth(nth).map(|(i, _)| i).expect("found")
+    }
+    fn moov_end(d: &[u8]) -> usize {
+        let at = find(d, b"moov", 0) - 4;
+        at + u32::from_be_bytes(d[at..at + 4].try_into().unwrap()) as usize
+    }
+    // (fixture, the bytes whose every bit is flipped)
+    type Bytes = fn(&[u8]) -> Vec<usize>;
+    let targets: Vec<(&str, Bytes)> = vec![
+        ("mp4/aac-faststart.m4a", |d| {
+            let (moov, after) = (find(d, b"moov", 0) - 4, moov_end(d));
+            (moov..moov + 8).chain(after..after + 8).collect()
+        }),
+        ("riff/text.aiff", |_| (12..16).chain(32..36).collect()),
+        ("riff/sowt.aifc", |_| (12..24).collect()),
+        ("riff/info.wav", |_| (36..40).collect()),
+        ("riff/unset.wav", |_| (36..40).collect()),
+        ("riff/rf64.wav", |_| (12..16).collect()),
+        ("oggx/flac.oga", |d| (find(d, b"OggS", 1)..find(d, b"OggS", 1) + 6).collect()),
+        ("oggx/speech.spx", |d| (find(d, b"OggS", 1)..find(d, b"OggS", 1) + 6).collect()),
+        ("tagged.mp3", |_| (0..10).collect()),
+    ];
+    let lib = t.path().join("lib");
+    fs::create_dir_all(&lib).unwrap();
+    let mut n = 0;
+    for (fixture, bytes) in &targets {
+        let data = fs::read(src.join(fixture)).unwrap();
+        let ext = Path::new(fixture).extension().unwrap().to_str().unwrap();
+        let stem = Path::new(fixture).file_stem().unwrap().to_str().unwrap();
+        for i in bytes(&data) {
+            for bit in 0..8 {
+                let mut x = data.clone();
+                x[i] ^= 1 << bit;
+                fs::write(lib.join(format!("{stem}-{i}_{bit}.{ext}")), &x).unwrap();
+                n += 1;
+            }
+        }
+    }
+    let manifest = write_manifest(t.path(), &lib, "mode = \"synthesis\"\n");
+    let out = musefs(&["scan", "--manifest", manifest.to_str().unwrap()]);
+    let se = String::from_utf8_lossy(&out.stderr);
+    let refused: Vec<(String, String)> = se
+        .lines()
+        .filter_map(|l| l.split_once("skipping main:"))
+        .filter_map(|(_, rest)| rest.split_once(": ").map(|(p, why)| (p.to_owned(), why.to_owned())))
+        .collect();
+    let playable: Vec<&(String, String)> =
+        refused.iter().filter(|(p, _)| musefs_tests::ffmpeg_plays(&lib.join(p))).collect();
+    let kept = musefs_tests::keep_failures(&lib, playable.iter().map(|(p, _)| p.as_str()));
+    assert!(playable.is_empty(), "refused although ffmpeg plays them (copies in {kept}): {playable:#?}");
+    let mnt = t.path().join("mnt");
+    let m = Mount::start(&manifest, &mnt, &[]);
+    let files = ls_long(&manifest);
+    let mut unplayable = Vec::new();
+    for (tree_path, origin) in &files {
+        let p = mnt.join(tree_path);
+        let bytes = fs::read(&p).unwrap_or_else(|e| panic!("{origin} served as {tree_path}: {e}: {}", m.log_text()));
+        assert_eq!(bytes.len() as u64, fs::metadata(&p).unwrap().len(), "{tree_path}");
+        // (The served file first: when it plays, the original need not be tried.)
+        if !musefs_tests::ffmpeg_plays(&p) && musefs_tests::ffmpeg_plays(&lib.join(origin)) {
+            unplayable.push(origin.clone());
+        }
+    }
+    let kept = musefs_tests::keep_failures(&lib, unplayable.iter().map(String::as_str));
+    assert!(
+        unplayable.is_empty(),
+        "ffmpeg plays the original but not the served file (copies in {kept}): {unplayable:?}"
+    );
+    assert_eq!(files.len() + refused.len(), n, "every file is either served or refused");
+    assert!(files.len() > n / 2, "most flips are served: {} of {n}", files.len());
     assert_eq!(m.stop(), Some(0));
 }

@@ -26,13 +26,17 @@ pub use musefs_format_util::id3write as writer;
 
 use musefs_format_util::{options::Options, padding_for, props};
 use musefs_plugin_api::{
-    AudioProps, Format, Plan, PlanRequest, PluginError, PluginResult, Region, Segment, Source, TrackInfo,
+    AudioProps, Format, KeyValue, Plan, PlanRequest, PluginError, PluginResult, Region, Segment, Source, TrackInfo,
 };
 
 /// The largest ID3v2 tag we accept (covers with several large pictures fit well within).
 const MAX_TAG: u64 = 64 * 1024 * 1024;
-/// How far after the tags we look for the first frame.
+/// The window after the tags in which the first frame is looked for first.
 const SYNC_WINDOW: usize = 256 * 1024;
+/// How far after the tags the first frame is looked for, window after window.
+const FAR_SYNC_SEARCH: u64 = 64 * 1024 * 1024;
+/// How much consecutive windows overlap (more than the longest frame).
+const SYNC_OVERLAP: usize = 16 * 1024;
 
 /// The MP3 format.
 pub struct Mp3;
@@ -198,16 +202,36 @@ impl Format for Mp3 {
         if audio_end <= pos {
             return Err(PluginError::invalid_data("no audio: the file holds only tags"));
         }
-        let window_len = (audio_end - pos).min(SYNC_WINDOW as u64) as usize;
-        let window = src.read_vec(pos, window_len)?;
-        let whole = pos + window_len as u64 == audio_end;
-        let (skip, first) = find_first_frame(&window, whole).ok_or_else(|| {
-            PluginError::invalid_data(format!("no MPEG audio frame found in the {window_len} bytes after the tags"))
-        })?;
-        if skip > 0 {
-            regions.push(Region { kind: "junk".into(), offset: pos, len: skip as u64 });
+        // The first frame: in the first window after the tags, else further on (a damaged
+        // tag header hides where the audio starts; ffmpeg finds the frames anywhere).
+        let mut start = pos;
+        let mut extra = Vec::new();
+        let (skip, first) = loop {
+            let window_len = (audio_end - start).min(SYNC_WINDOW as u64) as usize;
+            let window = src.read_vec(start, window_len)?;
+            let whole = start + window_len as u64 == audio_end;
+            if let Some((i, h)) = find_first_frame(&window, whole) {
+                break (start - pos + i as u64, h);
+            }
+            if whole || start + window_len as u64 - pos >= FAR_SYNC_SEARCH {
+                return Err(PluginError::invalid_data(format!(
+                    "no MPEG audio frame found in the {} bytes after the tags",
+                    start + window_len as u64 - pos
+                )));
+            }
+            // Windows overlap by more than a frame, so none is missed at a seam.
+            start += (window_len - SYNC_OVERLAP) as u64;
+        };
+        if skip >= SYNC_WINDOW as u64 {
+            extra.push(KeyValue {
+                key: "warning".into(),
+                value: format!("{skip} bytes after the tags hold no MPEG frame (a damaged tag?): skipped").into(),
+            });
         }
-        let audio_offset = pos + skip as u64;
+        if skip > 0 {
+            regions.push(Region { kind: "junk".into(), offset: pos, len: skip });
+        }
+        let audio_offset = pos + skip;
         let audio_len = audio_end - audio_offset;
         let props = match props::audio_props(src, "mp3", "mp3", audio_len) {
             Ok(p) if p.duration_ms > 0 => p,
@@ -230,7 +254,7 @@ impl Format for Mp3 {
             audio_offset,
             audio_len,
             regions: regions.into(),
-            extra: Vec::new().into(),
+            extra: extra.into(),
         })
     }
 

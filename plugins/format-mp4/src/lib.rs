@@ -56,9 +56,38 @@ fn top_level_warned(src: &Source) -> PluginResult<(Vec<Atom>, Vec<String>)> {
     while pos + 8 <= len {
         let head = src.read_vec(pos, 16)?;
         let a = match parse_header(&head, pos, len) {
+            // A `moov` whose size is damaged (a flipped bit) and too large: its children
+            // reach the `mdat` after it, as ffmpeg reads them. The `moov` ends there.
+            Ok(mut a) if &a.kind == b"moov" => {
+                if let Some(end) = mdat_among_children(src, a.body(), a.end(), len)? {
+                    warnings.push(format!(
+                        "damaged: the moov atom claims {} bytes; its atoms end at the mdat atom at offset {end}: \
+                         read as ending there",
+                        a.len
+                    ));
+                    a.len = end - pos;
+                }
+                a
+            }
             Ok(a) => a,
             Err(e) if matches!(&head[4..8], b"mdat" | b"moov") && parse_header(&head, pos, u64::MAX).is_ok() => {
                 let mut a = parse_header(&head, pos, u64::MAX).map_err(|_| e)?;
+                // A `moov` whose size is damaged (a flipped bit: it claims more than the
+                // file has) with the `mdat` after it: its children lead to the `mdat`,
+                // which ffmpeg finds the same way and plays. The `moov` ends there.
+                if &a.kind == b"moov" {
+                    if let Some(end) = mdat_among_children(src, a.body(), a.end(), len)? {
+                        warnings.push(format!(
+                            "damaged: the moov atom claims {} bytes, past the end of the file; its atoms end at the mdat \
+                             atom at offset {end}: read as ending there",
+                            a.len
+                        ));
+                        a.len = end - pos;
+                        pos = a.end();
+                        out.push(a);
+                        continue;
+                    }
+                }
                 warnings.push(format!(
                     "truncated: the {} atom claims {} bytes, the file has {}; read up to the end",
                     String::from_utf8_lossy(&a.kind),
@@ -79,13 +108,16 @@ fn top_level_warned(src: &Source) -> PluginResult<(Vec<Atom>, Vec<String>)> {
                 break
             }
             // A header past the `moov` that cannot be read, and no `mdat` yet: the damaged
-            // header of the `mdat` (ffmpeg plays such a file through the chunk offsets).
-            // The rest of the file is that atom, served as it is; `read` takes it for the
-            // audio (the atom of no known type).
+            // header of the `mdat`, or of an atom before it (ffmpeg plays such a file
+            // through the chunk offsets). The rest of the file is read as the `mdat`
+            // (its type here is what it is read as), served as it is.
             Err(e) if out.iter().any(|a: &Atom| &a.kind == b"moov") => {
-                warnings.push(format!("damaged: the atom header at offset {pos} cannot be read ({e}); the rest of the file is taken for the audio"));
-                let kind = head[4..8].try_into().expect("4 bytes");
-                out.push(Atom { kind, start: pos, header: 8, len: len - pos });
+                warnings.push(format!(
+                    "damaged: the header of the `{}` atom at offset {pos} cannot be read ({e}); the rest of the file \
+                     is taken for the audio",
+                    String::from_utf8_lossy(&head[4..8]).escape_debug()
+                ));
+                out.push(Atom { kind: *b"mdat", start: pos, header: 8, len: len - pos });
                 break;
             }
             Err(e) => return Err(e),
@@ -99,6 +131,21 @@ fn top_level_warned(src: &Source) -> PluginResult<(Vec<Atom>, Vec<String>)> {
 /// Containers whose children a player reads whatever they are (ffmpeg walks them all
 /// with one table of atom types, not per parent).
 const PLAIN_CONTAINERS: &[&[u8; 4]] = &[b"dinf", b"edts", b"mdia", b"minf", b"mvex", b"stbl", b"tref", b"udta"];
+
+/// Where an `mdat` atom starts when the atoms from `from` on (a `moov`'s children) lead
+/// to one before `until` (the end the `moov` claims), each whole inside the file.
+fn mdat_among_children(src: &Source, from: u64, until: u64, len: u64) -> PluginResult<Option<u64>> {
+    let mut pos = from;
+    while pos + 8 <= len.min(until) {
+        let head = src.read_vec(pos, 16)?;
+        let Ok(a) = parse_header(&head, pos, len) else { return Ok(None) };
+        if &a.kind == b"mdat" {
+            return Ok(Some(pos));
+        }
+        pos = a.end();
+    }
+    Ok(None)
+}
 
 /// A child atom of `data` (an atom body at file offset `base`) by type, read as players
 /// do (see [`atom::children_lenient`]).
@@ -158,6 +205,30 @@ const KNOWN_TOP_LEVEL: &[&[u8; 4]] =
 /// handler says (a damaged `hdlr` does not stop ffmpeg either).
 const AUDIO_ENTRIES: &[&[u8; 4]] =
     &[b"mp4a", b"alac", b"ac-3", b"ec-3", b"Opus", b"fLaC", b".mp3", b"samr", b"sowt", b"twos", b"lpcm", b"ipcm"];
+
+/// The smallest first chunk offset of the tracks of a `moov` (its bytes at `start`):
+/// where the media data starts.
+fn first_chunk_offset(moov: &[u8], start: u64) -> Option<u64> {
+    let body = &moov[8.min(moov.len())..];
+    let mut first: Option<u64> = None;
+    for trak in atom::children_lenient(body, start + 8).iter().filter(|a| &a.kind == b"trak") {
+        let stbl = child(slice(moov, start, trak), trak.body(), b"mdia")
+            .and_then(|mdia| child(slice(moov, start, &mdia), mdia.body(), b"minf"))
+            .and_then(|minf| child(slice(moov, start, &minf), minf.body(), b"stbl"));
+        let Some(stbl) = stbl else { continue };
+        let sb = slice(moov, start, &stbl);
+        let offset = if let Some(t) = child(sb, stbl.body(), b"stco") {
+            slice(moov, start, &t).get(8..12).map(|b| u64::from(u32::from_be_bytes(b.try_into().expect("4"))))
+        } else {
+            child(sb, stbl.body(), b"co64")
+                .and_then(|t| slice(moov, start, &t).get(8..16).map(|b| u64::from_be_bytes(b.try_into().expect("8"))))
+        };
+        if let Some(o) = offset {
+            first = Some(first.map_or(o, |f| f.min(o)));
+        }
+    }
+    first
+}
 
 /// The sound tracks of a `moov` (its bytes at `start`).
 fn sound_tracks(moov: &[u8], start: u64) -> Vec<Sound> {
@@ -238,7 +309,13 @@ fn ilst_of(moov: &[u8], start: u64) -> Option<Vec<u8>> {
     Some(slice(moov, start, &ilst).to_vec())
 }
 
-fn read_moov(src: &Source, moov: &Atom) -> PluginResult<Vec<u8>> {
+/// The bytes of `moov`, normalised, and whether they are all of it.
+///
+/// A synthesized `moov` takes the place of every byte the atom spans; when some of them
+/// are not in its whole children (a size damaged to claim more than its children fill)
+/// those bytes would be lost, so such a `moov` is not rewritten unless it runs to the
+/// end of a file cut short (where the last child is cut, and dropping it is the point).
+fn read_moov(src: &Source, moov: &Atom) -> PluginResult<(Vec<u8>, bool)> {
     if moov.len > MAX_MOOV {
         return Err(PluginError::invalid_data(format!("the moov atom is implausibly large ({} bytes)", moov.len)));
     }
@@ -246,7 +323,9 @@ fn read_moov(src: &Source, moov: &Atom) -> PluginResult<Vec<u8>> {
     // Normalise to an 8-byte header so offsets inside are body-relative + 8, keeping
     // only whole children (a `moov` cut short by a truncated file loses its last ones).
     let body = b.split_off(moov.header as usize);
-    Ok(build(b"moov", &salvage(&body)))
+    let kept = salvage(&body);
+    let whole = kept.len() == body.len() || moov.end() >= src.len();
+    Ok((build(b"moov", &kept), whole))
 }
 
 /// The body of a container atom cut short: its whole children verbatim, and the cut
@@ -313,15 +392,20 @@ impl Format for Mp4 {
         }
         let moov =
             atoms.iter().find(|a| &a.kind == b"moov").ok_or_else(|| PluginError::invalid_data("no moov atom"))?;
+        let (bytes, whole) = read_moov(src, moov)?;
         let mdat = match atoms.iter().find(|a| &a.kind == b"mdat") {
             Some(m) => m,
-            // A damaged `mdat` type: the largest atom of no known type holds the audio
-            // (the chunk offsets point into it; ffmpeg plays it).
+            // A damaged `mdat` type, or a damaged size of an atom before it that now runs
+            // over it: the atom the chunk offsets point into holds the audio (ffmpeg
+            // plays it through them), else the largest atom of no known type.
             None => {
+                let first = first_chunk_offset(&bytes, moov.start);
                 let m = atoms
                     .iter()
-                    .filter(|a| !KNOWN_TOP_LEVEL.contains(&&a.kind))
-                    .max_by_key(|a| a.len)
+                    .find(|a| {
+                        !matches!(&a.kind, b"ftyp" | b"moov") && first.is_some_and(|o| o >= a.body() && o < a.end())
+                    })
+                    .or_else(|| atoms.iter().filter(|a| !KNOWN_TOP_LEVEL.contains(&&a.kind)).max_by_key(|a| a.len))
                     .ok_or_else(|| PluginError::invalid_data("no mdat atom"))?;
                 cut.push(format!(
                     "damaged: no mdat atom; the `{}` atom at offset {} is taken for it",
@@ -331,10 +415,15 @@ impl Format for Mp4 {
                 m
             }
         };
-        let bytes = read_moov(src, moov)?;
         let sounds = sound_tracks(&bytes, moov.start);
         let s = sounds.first().ok_or_else(|| PluginError::invalid_data("no sound track in the moov atom"))?;
         let mut warnings = cut;
+        if !whole {
+            warnings.push(
+                "the moov atom's children do not fill it (a damaged size): served as it is, tags not rewritten"
+                    .to_owned(),
+            );
+        }
         if atoms.iter().any(|a| &a.kind == b"moof") {
             warnings.push("a fragmented MP4 (moof): served as it is, tags not rewritten".to_owned());
         }
@@ -404,8 +493,8 @@ impl Format for Mp4 {
         let atoms = top_level(src)?;
         let moov =
             *atoms.iter().find(|a| &a.kind == b"moov").ok_or_else(|| PluginError::invalid_data("no moov atom"))?;
-        let bytes = read_moov(src, &moov)?;
-        if atoms.iter().any(|a| &a.kind == b"moof") || sound_tracks(&bytes, moov.start).len() != 1 {
+        let (bytes, whole) = read_moov(src, &moov)?;
+        if !whole || atoms.iter().any(|a| &a.kind == b"moof") || sound_tracks(&bytes, moov.start).len() != 1 {
             return Ok(Plan::passthrough(len));
         }
         let new_ilst = ilst::write(&req.tags, &req.pictures);

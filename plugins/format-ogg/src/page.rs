@@ -89,16 +89,14 @@ pub fn parse(data: &[u8], offset: u64) -> PluginResult<Page> {
 }
 
 /// [`parse`] without the CRC verdict: the page and whether its CRC checks. Players
-/// (ffmpeg among them) do not check Ogg CRCs, so a page whose CRC fails is still read.
+/// (ffmpeg among them) do not check Ogg CRCs, so a page whose CRC fails is still read
+/// (a nonzero version byte included, when the CRC says it is damage).
 ///
 /// # Errors
 /// `INVALID_DATA` naming the offset for a missing capture pattern or truncation.
 pub fn parse_lenient(data: &[u8], offset: u64) -> PluginResult<(Page, bool)> {
     if data.len() < 27 || &data[..4] != b"OggS" {
         return Err(PluginError::invalid_data(format!("no Ogg page at offset {offset}")));
-    }
-    if data[4] != 0 {
-        return Err(PluginError::invalid_data(format!("unknown Ogg version {} at offset {offset}", data[4])));
     }
     let nseg = data[26] as usize;
     let header_len = 27 + nseg;
@@ -114,6 +112,12 @@ pub fn parse_lenient(data: &[u8], offset: u64) -> PluginResult<(Page, bool)> {
     // The CRC is computed with its own field zeroed.
     let crc = crc32_update(crc32_update(crc32(&data[..22]), &[0; 4]), &data[26..header_len + body_len]);
     let crc_ok = crc == stored;
+    // A version other than 0 whose CRC checks is a format this reader does not know; one
+    // whose CRC fails is a damaged byte of a version 0 page (the CRC covers it), read as
+    // such like any other page with a bad CRC.
+    if data[4] != 0 && crc_ok {
+        return Err(PluginError::invalid_data(format!("unknown Ogg version {} at offset {offset}", data[4])));
+    }
     let page = Page {
         offset,
         flags: data[5],

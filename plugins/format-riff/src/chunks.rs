@@ -168,9 +168,28 @@ pub fn walk(src: &Source) -> PluginResult<Layout> {
                     .push(format!("{} bytes of unreadable data after the audio (offset {pos}): left out", len - pos));
                 break;
             }
-            return Err(PluginError::invalid_data(format!("damaged chunk header at offset {pos}, before the audio")));
+            // A damaged id (a flipped bit) on a chunk whose size still leads to the next
+            // chunk, or to the end: players skip a chunk they do not know by its size,
+            // and so does this walk (the chunk is kept as it is).
+            // (Not in place of an RF64 file's `ds64`, which holds the real sizes.)
+            let no_ds64 = container == Container::Rf64 && ds64.is_none();
+            if no_ds64 || !sized_right(src, pos, size(&h[4..8]), len, be)? {
+                return Err(PluginError::invalid_data(format!(
+                    "damaged chunk header at offset {pos}, before the audio"
+                )));
+            }
+            warnings.push(format!(
+                "the chunk at offset {pos} has a damaged id ({:?}): kept as an unknown chunk",
+                String::from_utf8_lossy(&id)
+            ));
         }
-        let raw = size(&h[4..8]);
+        let mut raw = size(&h[4..8]);
+        // An AIFC `FVER` chunk is always 4 bytes (ffmpeg reads 4 whatever its size says):
+        // a damaged size that leads nowhere, where 4 leads to the next chunk, is read as 4.
+        if &id == b"FVER" && raw != 4 && !sized_right(src, pos, raw, len, be)? && sized_right(src, pos, 4, len, be)? {
+            warnings.push(format!("the FVER chunk at offset {pos} claims {raw} bytes (damaged): read as 4"));
+            raw = 4;
+        }
         let avail = len - pos - 8;
         let mut body = u64::from(raw);
         let mut claimed = None;
@@ -184,7 +203,11 @@ pub fn walk(src: &Source) -> PluginResult<Layout> {
         if &id == audio_id {
             seen_audio = true;
             if container == Container::Rf64 && raw == u32::MAX {
-                body = ds64.map_or(avail, |d| d.data_size);
+                // Without the ds64 chunk (its id damaged) nothing knows the sizes: ffmpeg
+                // and sox refuse such a file, and it could not be served rewritten.
+                body = ds64
+                    .ok_or_else(|| PluginError::invalid_data("an RF64 file without a ds64 chunk before its audio"))?
+                    .data_size;
             } else if raw == u32::MAX || (raw == 0 && avail > 0 && !next_is_chunk(src, pos + 8)?) {
                 warnings.push(format!(
                     "the {} chunk's size is unset (a recording never finalised): the audio runs to the end of the file",
@@ -235,6 +258,28 @@ pub fn walk(src: &Source) -> PluginResult<Layout> {
         chunks.push(c);
     }
     Ok(Layout { container, chunks, warnings, ds64 })
+}
+
+/// Whether a chunk at `pos` whose body is `body` bytes ends where another plausible chunk
+/// header starts (its pad byte skipped; a printable id, a size that fits the file or the
+/// audio chunk's), or at the end of the file.
+fn sized_right(src: &Source, pos: u64, body: u32, len: u64, be: bool) -> PluginResult<bool> {
+    let end = pos + 8 + u64::from(body);
+    if end > len {
+        return Ok(false);
+    }
+    let next = end + u64::from(body & 1);
+    if end == len || next == len {
+        return Ok(true);
+    }
+    if next + 8 > len {
+        return Ok(false);
+    }
+    let b = src.read_vec(next, 8)?;
+    let size = [b[4], b[5], b[6], b[7]];
+    let size = if be { u32::from_be_bytes(size) } else { u32::from_le_bytes(size) };
+    // (The audio chunk's size may be unset: a recording never finalised.)
+    Ok(plausible(&b[..4]) && (u64::from(size) <= len - next - 8 || matches!(&b[..4], b"data" | b"SSND")))
 }
 
 /// Whether a plausible chunk header starts at `at` (used to tell a zero-sized `data`
