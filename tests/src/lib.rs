@@ -430,6 +430,24 @@ pub fn curl(url: &str) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// The files a `musefs scan` of origin `main` refused, with the reason, from its log
+/// (`skipping main:<path>: <why>`).
+pub fn refused_by_scan(scan_log: &str) -> Vec<(String, String)> {
+    scan_log
+        .lines()
+        .filter_map(|l| l.split_once("skipping main:"))
+        .filter_map(|(_, rest)| rest.split_once(": ").map(|(p, why)| (p.to_owned(), why.to_owned())))
+        .collect()
+}
+
+/// Of the files of `dir` a scan `refused`, those ffmpeg plays (each a file that should
+/// have been served), copied away by [`keep_failures`]; and where the copies are.
+pub fn playable_refusals(dir: &Path, refused: &[(String, String)]) -> (Vec<(String, String)>, String) {
+    let playable: Vec<(String, String)> = refused.iter().filter(|(p, _)| ffmpeg_plays(&dir.join(p))).cloned().collect();
+    let kept = keep_failures(dir, playable.iter().map(|(p, _)| p.as_str()));
+    (playable, kept)
+}
+
 /// Copies the files `names` of `dir` (inputs a randomized test failed on) to
 /// `target/damaged-failures/`, where they outlive the test's temporary directory and
 /// can become regression tests; returns that directory.

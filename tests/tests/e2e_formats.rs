@@ -207,14 +207,8 @@ fn damaged_mp4_riff_and_ogg_flac_files_are_refused_only_when_ffmpeg_cannot_play_
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // Exit 2 when some files could not be read, 0 when all could.
     assert_eq!(out.status.code(), Some(if so.contains("failed 0") { 0 } else { 2 }), "{so}{se}");
-    let refused: Vec<(String, String)> = se
-        .lines()
-        .filter_map(|l| l.split_once("skipping main:"))
-        .filter_map(|(_, rest)| rest.split_once(": ").map(|(p, why)| (p.to_owned(), why.to_owned())))
-        .collect();
-    let playable: Vec<&(String, String)> =
-        refused.iter().filter(|(p, _)| musefs_tests::ffmpeg_plays(&lib.join(p))).collect();
-    let kept = musefs_tests::keep_failures(&lib, playable.iter().map(|(p, _)| p.as_str()));
+    let refused = musefs_tests::refused_by_scan(&se);
+    let (playable, kept) = musefs_tests::playable_refusals(&lib, &refused);
     assert!(
         playable.is_empty(),
         "{} refused although ffmpeg plays them (MUSEFS_TEST_SEED={first_seed}; copies in {kept}): {playable:#?}",
@@ -326,14 +320,8 @@ t.save(sys.argv[1], v2_version=3)";
     let manifest = write_manifest(t.path(), &lib, "mode = \"synthesis\"\n");
     let out = musefs(&["scan", "--manifest", manifest.to_str().unwrap()]);
     let se = String::from_utf8_lossy(&out.stderr);
-    let refused: Vec<(String, String)> = se
-        .lines()
-        .filter_map(|l| l.split_once("skipping main:"))
-        .filter_map(|(_, rest)| rest.split_once(": ").map(|(p, why)| (p.to_owned(), why.to_owned())))
-        .collect();
-    let playable: Vec<&(String, String)> =
-        refused.iter().filter(|(p, _)| musefs_tests::ffmpeg_plays(&lib.join(p))).collect();
-    let kept = musefs_tests::keep_failures(&lib, playable.iter().map(|(p, _)| p.as_str()));
+    let refused = musefs_tests::refused_by_scan(&se);
+    let (playable, kept) = musefs_tests::playable_refusals(&lib, &refused);
     assert!(playable.is_empty(), "refused although ffmpeg plays them (copies in {kept}): {playable:#?}");
     let mnt = t.path().join("mnt");
     let m = Mount::start(&manifest, &mnt, &[]);

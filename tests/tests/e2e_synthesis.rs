@@ -915,16 +915,10 @@ fn damaged_files_are_refused_only_when_ffmpeg_cannot_play_them() {
     let (so, se) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     // Exit 2 when some files could not be read, 0 when all could.
     assert_eq!(out.status.code(), Some(if so.contains("failed 0") { 0 } else { 2 }), "{so}{se}");
-    let refused: Vec<(String, String)> = se
-        .lines()
-        .filter_map(|l| l.split_once("skipping main:"))
-        .filter_map(|(_, rest)| rest.split_once(": ").map(|(p, why)| (p.to_owned(), why.to_owned())))
-        .collect();
+    let refused = musefs_tests::refused_by_scan(&se);
     assert!(!refused.is_empty() && refused.len() < n / 4, "{} of {n} refused: {so}", refused.len());
     assert!(so.contains(&format!("refused ({} file(s)", refused.len())) && so.contains(" × "), "{so}");
-    let playable: Vec<&(String, String)> =
-        refused.iter().filter(|(p, _)| musefs_tests::ffmpeg_plays(&lib.join(p))).collect();
-    let kept = musefs_tests::keep_failures(&lib, playable.iter().map(|(p, _)| p.as_str()));
+    let (playable, kept) = musefs_tests::playable_refusals(&lib, &refused);
     assert!(
         playable.is_empty(),
         "refused although ffmpeg plays them (MUSEFS_TEST_SEED={first_seed}; copies in {kept}): {playable:?}"
