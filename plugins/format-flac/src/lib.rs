@@ -53,9 +53,7 @@ impl Format for Flac {
             // A damaged ID3 header (not recognised as one, or its size too large) before
             // the marker.
             80
-        } else if extension == "flac"
-            && head.get(start + 4..start + 8).is_some_and(|h| h[0] & 0x7F == block::STREAMINFO && h[1..] == [0, 0, 34])
-        {
+        } else if extension == "flac" && head.get(start + 4..start + 8).is_some_and(is_streaminfo_header) {
             // A damaged marker before an intact STREAMINFO header (see `read`).
             70
         } else if extension == "flac" && start > 0 && start >= head.len() {
@@ -266,8 +264,12 @@ fn streaminfo_follows(src: &Source, pos: u64) -> PluginResult<bool> {
     if pos + 8 + 34 > src.len() {
         return Ok(false);
     }
-    let h = src.read_vec(pos + 4, 4)?;
-    Ok(h[0] & 0x7F == block::STREAMINFO && h[1..4] == [0, 0, 34])
+    Ok(is_streaminfo_header(&src.read_vec(pos + 4, 4)?))
+}
+
+/// Whether `h` (4 bytes) is a STREAMINFO block header: type 0 (last or not), 34 bytes.
+fn is_streaminfo_header(h: &[u8]) -> bool {
+    h.len() == 4 && h[0] & 0x7F == block::STREAMINFO && h[1..4] == [0, 0, 34]
 }
 
 /// How far after the metadata the first frame is looked for.

@@ -56,37 +56,19 @@ fn top_level_warned(src: &Source) -> PluginResult<(Vec<Atom>, Vec<String>)> {
     while pos + 8 <= len {
         let head = src.read_vec(pos, 16)?;
         let a = match parse_header(&head, pos, len) {
-            // A `moov` whose size is damaged (a flipped bit) and too large: its children
-            // reach the `mdat` after it, as ffmpeg reads them. The `moov` ends there.
+            // A `moov` whose size is damaged and too large (see `end_moov_at_mdat`).
             Ok(mut a) if &a.kind == b"moov" => {
-                if let Some(end) = mdat_among_children(src, a.body(), a.end(), len)? {
-                    warnings.push(format!(
-                        "damaged: the moov atom claims {} bytes; its atoms end at the mdat atom at offset {end}: \
-                         read as ending there",
-                        a.len
-                    ));
-                    a.len = end - pos;
-                }
+                end_moov_at_mdat(src, &mut a, len, &mut warnings)?;
                 a
             }
             Ok(a) => a,
             Err(e) if matches!(&head[4..8], b"mdat" | b"moov") && parse_header(&head, pos, u64::MAX).is_ok() => {
                 let mut a = parse_header(&head, pos, u64::MAX).map_err(|_| e)?;
-                // A `moov` whose size is damaged (a flipped bit: it claims more than the
-                // file has) with the `mdat` after it: its children lead to the `mdat`,
-                // which ffmpeg finds the same way and plays. The `moov` ends there.
-                if &a.kind == b"moov" {
-                    if let Some(end) = mdat_among_children(src, a.body(), a.end(), len)? {
-                        warnings.push(format!(
-                            "damaged: the moov atom claims {} bytes, past the end of the file; its atoms end at the mdat \
-                             atom at offset {end}: read as ending there",
-                            a.len
-                        ));
-                        a.len = end - pos;
-                        pos = a.end();
-                        out.push(a);
-                        continue;
-                    }
+                // A `moov` claiming more than the file has, whose children reach the `mdat`.
+                if &a.kind == b"moov" && end_moov_at_mdat(src, &mut a, len, &mut warnings)? {
+                    pos = a.end();
+                    out.push(a);
+                    continue;
                 }
                 warnings.push(format!(
                     "truncated: the {} atom claims {} bytes, the file has {}; read up to the end",
@@ -132,19 +114,26 @@ fn top_level_warned(src: &Source) -> PluginResult<(Vec<Atom>, Vec<String>)> {
 /// with one table of atom types, not per parent).
 const PLAIN_CONTAINERS: &[&[u8; 4]] = &[b"dinf", b"edts", b"mdia", b"minf", b"mvex", b"stbl", b"tref", b"udta"];
 
-/// Where an `mdat` atom starts when the atoms from `from` on (a `moov`'s children) lead
-/// to one before `until` (the end the `moov` claims), each whole inside the file.
-fn mdat_among_children(src: &Source, from: u64, until: u64, len: u64) -> PluginResult<Option<u64>> {
-    let mut pos = from;
-    while pos + 8 <= len.min(until) {
+/// Ends `moov` where its children reach an `mdat` atom before the end it claims (its size
+/// damaged, a flipped bit, to claim more: ffmpeg reads its children up to the `mdat` the
+/// same way), with a warning; whether it did.
+fn end_moov_at_mdat(src: &Source, moov: &mut Atom, len: u64, warnings: &mut Vec<String>) -> PluginResult<bool> {
+    let mut pos = moov.body();
+    while pos + 8 <= len.min(moov.end()) {
         let head = src.read_vec(pos, 16)?;
-        let Ok(a) = parse_header(&head, pos, len) else { return Ok(None) };
+        let Ok(a) = parse_header(&head, pos, len) else { return Ok(false) };
         if &a.kind == b"mdat" {
-            return Ok(Some(pos));
+            warnings.push(format!(
+                "damaged: the moov atom claims {} bytes; its atoms end at the mdat atom at offset {pos}: read as \
+                 ending there",
+                moov.len
+            ));
+            moov.len = pos - moov.start;
+            return Ok(true);
         }
         pos = a.end();
     }
-    Ok(None)
+    Ok(false)
 }
 
 /// A child atom of `data` (an atom body at file offset `base`) by type, read as players
@@ -206,16 +195,20 @@ const KNOWN_TOP_LEVEL: &[&[u8; 4]] =
 const AUDIO_ENTRIES: &[&[u8; 4]] =
     &[b"mp4a", b"alac", b"ac-3", b"ec-3", b"Opus", b"fLaC", b".mp3", b"samr", b"sowt", b"twos", b"lpcm", b"ipcm"];
 
+/// The sample table (`mdia/minf/stbl`) of a `trak` of a `moov` (its bytes at `start`).
+fn stbl_of(moov: &[u8], start: u64, trak: &Atom) -> Option<Atom> {
+    child(slice(moov, start, trak), trak.body(), b"mdia")
+        .and_then(|mdia| child(slice(moov, start, &mdia), mdia.body(), b"minf"))
+        .and_then(|minf| child(slice(moov, start, &minf), minf.body(), b"stbl"))
+}
+
 /// The smallest first chunk offset of the tracks of a `moov` (its bytes at `start`):
 /// where the media data starts.
 fn first_chunk_offset(moov: &[u8], start: u64) -> Option<u64> {
     let body = &moov[8.min(moov.len())..];
     let mut first: Option<u64> = None;
     for trak in atom::children_lenient(body, start + 8).iter().filter(|a| &a.kind == b"trak") {
-        let stbl = child(slice(moov, start, trak), trak.body(), b"mdia")
-            .and_then(|mdia| child(slice(moov, start, &mdia), mdia.body(), b"minf"))
-            .and_then(|minf| child(slice(moov, start, &minf), minf.body(), b"stbl"));
-        let Some(stbl) = stbl else { continue };
+        let Some(stbl) = stbl_of(moov, start, trak) else { continue };
         let sb = slice(moov, start, &stbl);
         let offset = if let Some(t) = child(sb, stbl.body(), b"stco") {
             slice(moov, start, &t).get(8..12).map(|b| u64::from(u32::from_be_bytes(b.try_into().expect("4"))))
@@ -253,9 +246,7 @@ fn sound_tracks(moov: &[u8], start: u64) -> Vec<Sound> {
                 s.duration = u64::from(be32(16));
             }
         }
-        let stsd = child(mb, mdia.body(), b"minf")
-            .and_then(|minf| child(slice(moov, start, &minf), minf.body(), b"stbl"))
-            .and_then(|stbl| child(slice(moov, start, &stbl), stbl.body(), b"stsd"));
+        let stsd = stbl_of(moov, start, trak).and_then(|stbl| child(slice(moov, start, &stbl), stbl.body(), b"stsd"));
         if let Some(stsd) = stsd {
             let d = slice(moov, start, &stsd);
             // version/flags, entry count, then the first sample entry.

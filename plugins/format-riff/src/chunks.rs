@@ -171,9 +171,7 @@ pub fn walk(src: &Source) -> PluginResult<Layout> {
             // A damaged id (a flipped bit) on a chunk whose size still leads to the next
             // chunk, or to the end: players skip a chunk they do not know by its size,
             // and so does this walk (the chunk is kept as it is).
-            // (Not in place of an RF64 file's `ds64`, which holds the real sizes.)
-            let no_ds64 = container == Container::Rf64 && ds64.is_none();
-            if no_ds64 || !sized_right(src, pos, size(&h[4..8]), len, be)? {
+            if !sized_right(src, pos, size(&h[4..8]), len, be)? {
                 return Err(PluginError::invalid_data(format!(
                     "damaged chunk header at offset {pos}, before the audio"
                 )));
@@ -202,12 +200,13 @@ pub fn walk(src: &Source) -> PluginResult<Layout> {
         }
         if &id == audio_id {
             seen_audio = true;
+            // An RF64 file without its ds64 chunk (its id damaged): nothing knows the
+            // sizes (ffmpeg and sox refuse it) and it could not be served rewritten.
+            if container == Container::Rf64 && ds64.is_none() {
+                return Err(PluginError::invalid_data("an RF64 file without a ds64 chunk before its audio"));
+            }
             if container == Container::Rf64 && raw == u32::MAX {
-                // Without the ds64 chunk (its id damaged) nothing knows the sizes: ffmpeg
-                // and sox refuse such a file, and it could not be served rewritten.
-                body = ds64
-                    .ok_or_else(|| PluginError::invalid_data("an RF64 file without a ds64 chunk before its audio"))?
-                    .data_size;
+                body = ds64.map_or(avail, |d| d.data_size);
             } else if raw == u32::MAX || (raw == 0 && avail > 0 && !next_is_chunk(src, pos + 8)?) {
                 warnings.push(format!(
                     "the {} chunk's size is unset (a recording never finalised): the audio runs to the end of the file",
